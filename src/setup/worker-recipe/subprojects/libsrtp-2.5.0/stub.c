@@ -1,0 +1,2 @@
+/* Placeholder archive: mediasoup only links it into the optional static libmediasoup-worker, which ringbridge never builds. */
+int ringbridge_stub_libsrtp2(void) { return 0; }
