@@ -1,0 +1,110 @@
+/**
+ * The HTTP listener: GET /health, GET /metrics, and (later) the WebSocket upgrade on /ws.
+ * Plain node:http; the few routes do not justify a framework.
+ */
+import http from 'node:http';
+import { type AddressInfo } from 'node:net';
+import { type Logger } from '../log/logger.js';
+
+/** A route's answer. */
+export interface HttpReply {
+  status: number;
+  contentType: string;
+  body: string;
+}
+
+/** Route handlers of the HTTP listener. */
+export interface HttpRoutes {
+  /** GET /health: 200 when ready, 503 otherwise, JSON body naming each component's state. */
+  health(): Promise<HttpReply> | HttpReply;
+  /** GET /metrics: Prometheus text exposition. */
+  metrics(): Promise<HttpReply> | HttpReply;
+}
+
+/** Options of startHttpServer(). */
+export interface HttpServerOptions {
+  host: string;
+  /** TCP port; 0 picks a free one (see address()). */
+  port: number;
+  routes: HttpRoutes;
+  logger: Logger;
+}
+
+/** A listening HTTP server. */
+export interface HttpServerHandle {
+  server: http.Server;
+  /** The bound address and port. */
+  address(): AddressInfo;
+  /** Stops accepting connections and closes idle and active ones within graceMs. */
+  close(graceMs?: number): Promise<void>;
+}
+
+function send(res: http.ServerResponse, reply: HttpReply, head: boolean): void {
+  res.writeHead(reply.status, { 'content-type': reply.contentType, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(reply.body) });
+  res.end(head ? undefined : reply.body);
+}
+
+const json = (status: number, body: unknown): HttpReply => ({ status, contentType: 'application/json', body: JSON.stringify(body) });
+
+/**
+ * Starts the HTTP listener.
+ * @throws {Error} when the address cannot be bound (EADDRINUSE, EACCES)
+ */
+export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServerHandle> {
+  const { routes, logger } = opts;
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const head = req.method === 'HEAD';
+    if (req.method !== 'GET' && !head) {
+      res.setHeader('allow', 'GET, HEAD');
+      send(res, json(405, { error: 'method_not_allowed' }), false);
+
+      return;
+    }
+    let handler: (() => Promise<HttpReply> | HttpReply) | undefined;
+    if (url.pathname === '/health') {
+      handler = () => routes.health();
+    } else if (url.pathname === '/metrics') {
+      handler = () => routes.metrics();
+    }
+    if (!handler) {
+      send(res, json(404, { error: 'not_found' }), head);
+
+      return;
+    }
+    Promise.resolve()
+      .then(handler)
+      .then((reply) => send(res, reply, head))
+      .catch((err: unknown) => {
+        logger.error({ err, path: url.pathname }, 'HTTP handler failed');
+        if (!res.headersSent) {
+          send(res, json(500, { error: 'internal_error' }), head);
+        } else {
+          res.destroy();
+        }
+      });
+  });
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+
+  return {
+    server,
+    address: () => server.address() as AddressInfo,
+    close: (graceMs = 2000) =>
+      new Promise<void>((resolve) => {
+        const t = setTimeout(() => server.closeAllConnections(), graceMs);
+        server.close(() => {
+          clearTimeout(t);
+          resolve();
+        });
+        server.closeIdleConnections();
+      }),
+  };
+}

@@ -1,0 +1,129 @@
+#!/usr/bin/env node
+/**
+ * ringbridge process entry: loads the configuration, starts the gateway, and stops it cleanly on
+ * SIGTERM or SIGINT (exit 0). A second signal, or a stop that outlasts shutdown.timeoutMs, exits
+ * at once with status 1.
+ *
+ * Usage: ringbridge [--config FILE] [--profile NAME] [--check-config] [--help] [--version]
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from './config/load.js';
+import { Gateway } from './gateway.js';
+import { createLogger } from './log/logger.js';
+import { ringbridgeVersion } from './util/version.js';
+
+const HELP = `ringbridge ${ringbridgeVersion()}: SIP/WebRTC media gateway with a push bridge
+
+Usage: ringbridge [options]
+
+Options:
+  --config FILE     YAML file layered over config/default.yaml (env RINGBRIDGE_CONFIG)
+  --profile NAME    profile file config/NAME.yaml, e.g. "test" (env RINGBRIDGE_PROFILE)
+  --check-config    validate the configuration, print it as JSON and exit
+  --version         print the version and exit
+  --help            print this help and exit
+
+Any key can be set by environment: RINGBRIDGE_<SECTION>__<KEY>=value, e.g. RINGBRIDGE_HTTP__PORT=9090.
+`;
+
+async function main(): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({
+      options: {
+        config: { type: 'string' },
+        profile: { type: 'string' },
+        'check-config': { type: 'boolean' },
+        version: { type: 'boolean' },
+        help: { type: 'boolean' },
+      },
+      strict: true,
+    }).values;
+  } catch (err) {
+    process.stderr.write(`ringbridge: ${(err as Error).message}\n\n${HELP}`);
+
+    return 2;
+  }
+  if (args.help) {
+    process.stdout.write(HELP);
+
+    return 0;
+  }
+  if (args.version) {
+    process.stdout.write(`${ringbridgeVersion()}\n`);
+
+    return 0;
+  }
+
+  let config;
+  try {
+    config = loadConfig({ file: args.config, profile: args.profile }).config;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`ringbridge: ${err.message}\n`);
+
+      return 1;
+    }
+    throw err;
+  }
+  if (args['check-config']) {
+    process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+
+    return 0;
+  }
+
+  const logger = createLogger({ level: config.log.level, pretty: config.log.pretty });
+  let gateway: Gateway;
+  try {
+    gateway = await Gateway.start(config, logger);
+  } catch (err) {
+    logger.fatal({ err }, 'ringbridge could not start');
+    logger.flush();
+    process.stderr.write(`ringbridge: could not start: ${(err as Error).message}\n`);
+
+    return 1;
+  }
+
+  return await new Promise<number>((resolve) => {
+    let signalled = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (signalled) {
+        logger.warn({ signal }, 'second signal: exiting now');
+        resolve(1);
+
+        return;
+      }
+      signalled = true;
+      logger.info({ signal }, 'stopping');
+      const timer = setTimeout(() => {
+        logger.error({ timeoutMs: config.shutdown.timeoutMs }, 'shutdown took too long: exiting now');
+        resolve(1);
+      }, config.shutdown.timeoutMs);
+      timer.unref();
+      gateway.stop().then(
+        () => {
+          clearTimeout(timer);
+          resolve(0);
+        },
+        (err: unknown) => {
+          logger.error({ err }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+
+main().then(
+  (code) => {
+    // Let pino flush its asynchronous destination, then leave even if a handle lingers.
+    setTimeout(() => process.exit(code), 50).unref();
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`ringbridge: fatal: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);
