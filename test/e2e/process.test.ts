@@ -1,0 +1,92 @@
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { freeTcpPort } from '../helpers/env.js';
+import { type GatewayProcess, startGatewayProcess } from '../helpers/process.js';
+
+const running: GatewayProcess[] = [];
+
+function start(env: Record<string, string> = {}, args: string[] = []): GatewayProcess {
+  const p = startGatewayProcess({ RINGBRIDGE_REDIS__KEY_PREFIX: `rbtest:proc${process.pid}:`, ...env }, args);
+  running.push(p);
+
+  return p;
+}
+
+async function httpPortOf(p: GatewayProcess): Promise<number> {
+  const started = await p.waitForLog('ringbridge gateway started');
+
+  return (started.http as { port: number }).port;
+}
+
+function portAnswers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+afterEach(() => {
+  for (const p of running.splice(0)) {
+    if (p.child.exitCode === null) {
+      p.child.kill('SIGKILL');
+    }
+  }
+});
+
+describe('ringbridge process (dist/src/main.js)', () => {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    it(`serves /health and /metrics, then stops cleanly with exit 0 on ${signal}`, async () => {
+      const p = start();
+      const port = await httpPortOf(p);
+      const health = await fetch(`http://127.0.0.1:${port}/health`);
+      expect(health.status).toBe(200);
+      expect(await health.json()).toMatchObject({ status: 'ok' });
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(metrics).toContain('# TYPE ringbridge_build_info gauge');
+      p.child.kill(signal);
+      expect(await p.exited).toBe(0);
+      expect(p.logs.map((l) => l.msg)).toContain('ringbridge gateway stopped');
+      expect(await portAnswers(port)).toBe(false);
+    });
+  }
+
+  it('refuses to start on a bad configuration value, naming the key, the value and what was expected', async () => {
+    const p = start({ RINGBRIDGE_HTTP__PORT: 'eighty' });
+    expect(await p.exited).toBe(1);
+    expect(p.output()).toContain('http.port = "eighty" (environment variable RINGBRIDGE_HTTP__PORT): expected a value of type number');
+  });
+
+  it('starts a local redis-server when none answers on a loopback URL, and stops it on exit', async () => {
+    const redisPort = await freeTcpPort();
+    const p = start({ RINGBRIDGE_REDIS__URL: `redis://127.0.0.1:${redisPort}`, RINGBRIDGE_REDIS__AUTO_START: 'true' });
+    const started = await p.waitForLog(/^started a local redis-server/);
+    expect(started).toMatchObject({ port: redisPort, level: 'info' });
+    const port = await httpPortOf(p);
+    const body = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { components: { redis: unknown } };
+    expect(body.components.redis).toMatchObject({ state: 'up', local: true });
+    expect(await portAnswers(redisPort)).toBe(true);
+    p.child.kill('SIGTERM');
+    expect(await p.exited).toBe(0);
+    expect(await portAnswers(redisPort)).toBe(false);
+  });
+
+  it('exits 1 with a clear message when Redis is unreachable and autoStart is off', async () => {
+    const redisPort = await freeTcpPort();
+    const p = start({ RINGBRIDGE_REDIS__URL: `redis://127.0.0.1:${redisPort}`, RINGBRIDGE_REDIS__AUTO_START: 'false' });
+    expect(await p.exited).toBe(1);
+    expect(p.output()).toContain(`redis at 127.0.0.1:${redisPort} does not answer`);
+  });
+
+  it('prints help and version', async () => {
+    const help = start({}, ['--help']);
+    expect(await help.exited).toBe(0);
+    expect(help.output()).toContain('Usage: ringbridge [options]');
+    const bad = start({}, ['--bogus']);
+    expect(await bad.exited).toBe(2);
+    expect(bad.output()).toContain("Unknown option '--bogus'");
+  });
+});

@@ -1,0 +1,83 @@
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Gateway } from '../../src/gateway.js';
+import { LocalRedisServer } from '../../src/state/redis.js';
+import { deletePrefix, freeTcpPort, quietLogger, testConfig } from '../helpers/env.js';
+
+describe('Gateway (in process)', () => {
+  let gw: Gateway;
+  let base: string;
+
+  beforeAll(async () => {
+    gw = await Gateway.start(testConfig(), quietLogger());
+    base = `http://127.0.0.1:${gw.httpAddress.port}`;
+  });
+
+  afterAll(async () => {
+    const redis = gw.redis?.client;
+    if (redis) {
+      await deletePrefix(redis, gw.config.redis.keyPrefix);
+    }
+    await gw.stop();
+  });
+
+  it('GET /health answers 200 with each component state', async () => {
+    const res = await fetch(`${base}/health`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/json');
+    const body = (await res.json()) as Record<string, unknown>;
+    expect(body).toMatchObject({
+      status: 'ok',
+      components: {
+        http: { state: 'up' },
+        redis: { state: 'up', status: 'ready' },
+        media: { state: 'up', workers: 1, alive: 1 },
+      },
+    });
+    expect(body.node).toMatch(/-\d+$/);
+  });
+
+  it('GET /metrics serves Prometheus text that promtool accepts', async () => {
+    const res = await fetch(`${base}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    const text = await res.text();
+    expect(text).toContain('ringbridge_process_cpu_user_seconds_total');
+    expect(text).toMatch(/ringbridge_build_info\{version="\d+\.\d+\.\d+",node_version="v20\.[^"]+"\} 1/);
+    expect(text).toContain('ringbridge_component_up{component="redis"} 1');
+    const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    expect(check.error).toBeUndefined();
+    expect(`${check.stdout}${check.stderr}`).toBe('');
+    expect(check.status).toBe(0);
+  });
+
+  it('answers 404 for unknown paths and 405 for other methods', async () => {
+    expect((await fetch(`${base}/nope`)).status).toBe(404);
+    const post = await fetch(`${base}/health`, { method: 'POST' });
+    expect(post.status).toBe(405);
+    expect(post.headers.get('allow')).toBe('GET, HEAD');
+  });
+
+});
+
+describe('Gateway health follows Redis', () => {
+  it('reports Redis down (503) while it is unreachable and up again after it returns', async () => {
+    const port = await freeTcpPort();
+    const logger = quietLogger();
+    let server = await LocalRedisServer.start('127.0.0.1', port, logger);
+    const gw = await Gateway.start(testConfig({ redis: { url: `redis://127.0.0.1:${port}`, autoStart: false } }), logger);
+    try {
+      const url = `http://127.0.0.1:${gw.httpAddress.port}/health`;
+      expect((await fetch(url)).status).toBe(200);
+      await server.stop();
+      await expect.poll(async () => (await fetch(url)).status, { timeout: 5000 }).toBe(503);
+      const down = (await (await fetch(url)).json()) as { status: string; components: { redis: { state: string } } };
+      expect(down).toMatchObject({ status: 'down', components: { redis: { state: 'down' } } });
+      server = await LocalRedisServer.start('127.0.0.1', port, logger);
+      await expect.poll(async () => (await fetch(url)).status, { timeout: 10_000 }).toBe(200);
+    } finally {
+      await gw.stop();
+      await server.stop();
+    }
+  });
+});
