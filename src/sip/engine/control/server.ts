@@ -1,0 +1,273 @@
+/**
+ * The control port of the embedded SIP engine: the server side of the drachtio wire protocol
+ * (../shared/docs/drachtio-wire-protocol.md §5). It authenticates apps with the shared secret,
+ * keeps their route registrations, answers ping, and hands `sip` and `proxy` messages to the
+ * engine core. New requests are routed round-robin per method over the apps that asked for it.
+ */
+import { randomUUID, timingSafeEqual } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import { type Logger } from '../../../log/logger.js';
+import { encodeFrame, FrameDecoder, FrameError, splitPayload } from './framing.js';
+
+/** The version reported to apps: drachtio-server's protocol level plus ours (srf pings ≥ v0.8.2). */
+export const PROTOCOL_VERSION = 'v0.9.10';
+
+/** One connected app (a drachtio-srf instance). */
+export class AppConnection {
+  readonly id = randomUUID();
+  readonly socket: net.Socket;
+  readonly remote: string;
+  tags: string[] = [];
+  authenticated = false;
+  readonly routes = new Set<string>();
+  #closed = false;
+
+  /** @private */
+  constructor(socket: net.Socket) {
+    this.socket = socket;
+    this.remote = `${socket.remoteAddress ?? ''}:${socket.remotePort ?? 0}`;
+  }
+
+  /** Whether the connection is gone. */
+  get closed(): boolean {
+    return this.#closed || this.socket.destroyed;
+  }
+
+  /** @private */
+  markClosed(): void {
+    this.#closed = true;
+  }
+
+  /** Sends one frame made of leader tokens (the fresh message id is added first) and optional SIP text. */
+  send(tokens: string[], sip?: string): void {
+    if (this.closed) {
+      return;
+    }
+    const leader = [randomUUID(), ...tokens].join('|');
+    this.socket.write(encodeFrame(sip === undefined ? leader : `${leader}\r\n${sip}`));
+  }
+
+  /** Sends a `response` frame answering the app message `msgId`. */
+  reply(msgId: string, tokens: string[], sip?: string): void {
+    this.send(['response', msgId, ...tokens], sip);
+  }
+
+  /** Closes the connection. */
+  close(): void {
+    this.#closed = true;
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+}
+
+/** What the control server hands to the engine core. */
+export interface ControlHandler {
+  /** A `sip` or `proxy` message from an authenticated app. */
+  onAppMessage(conn: AppConnection, tokens: string[], sip: string | undefined): void;
+  /** An app connection closed (after authentication). */
+  onAppDisconnect(conn: AppConnection): void;
+}
+
+/** Options of ControlServer.start(). */
+export interface ControlServerOptions {
+  host: string;
+  /** TCP port; 0 picks a free one. */
+  port: number;
+  secret: string;
+  /** Serve the control port over TLS instead of plain TCP. */
+  tls?: tls.TlsOptions;
+  /** Largest frame accepted, bytes (default 1 MiB). */
+  maxFrameBytes?: number;
+  /** Transports for the authenticate reply: public and local "proto/host:port" lists. */
+  hostports(): { public: string; local: string };
+  /** Version string after PROTOCOL_VERSION, e.g. "ringbridge-0.1.0". */
+  versionSuffix: string;
+  handler: ControlHandler;
+  logger: Logger;
+}
+
+/** A listening control port. */
+export class ControlServer {
+  readonly #opts: ControlServerOptions;
+  readonly #server: net.Server;
+  readonly #conns = new Set<AppConnection>();
+  readonly #rr = new Map<string, number>();
+  readonly #log: Logger;
+
+  private constructor(opts: ControlServerOptions, server: net.Server) {
+    this.#opts = opts;
+    this.#server = server;
+    this.#log = opts.logger;
+  }
+
+  /**
+   * Listens on the control port.
+   * @throws {Error} when the port cannot be bound
+   */
+  static async start(opts: ControlServerOptions): Promise<ControlServer> {
+    const holder: { self?: ControlServer } = {};
+    const onSocket = (socket: net.Socket) => {
+      if (holder.self) {
+        holder.self.#adopt(socket);
+      } else {
+        socket.destroy();
+      }
+    };
+    const server = opts.tls ? tls.createServer(opts.tls, onSocket) : net.createServer(onSocket);
+    const self = new ControlServer(opts, server);
+    holder.self = self;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port, opts.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => opts.logger.error({ err }, 'control port error'));
+
+    return self;
+  }
+
+  /** The bound address. */
+  address(): net.AddressInfo {
+    return this.#server.address() as net.AddressInfo;
+  }
+
+  /** Authenticated connections. */
+  get connections(): AppConnection[] {
+    return [...this.#conns].filter((c) => c.authenticated && !c.closed);
+  }
+
+  /**
+   * The next app registered for a verb (lower-case method or cdr:*), round-robin over live
+   * connections; undefined when none.
+   */
+  pickRoute(verb: string): AppConnection | undefined {
+    const v = verb.toLowerCase();
+    const candidates = this.connections.filter((c) => c.routes.has(v));
+    if (candidates.length === 0) {
+      return undefined;
+    }
+    const i = (this.#rr.get(v) ?? 0) % candidates.length;
+    this.#rr.set(v, i + 1);
+
+    return candidates[i];
+  }
+
+  #adopt(socket: net.Socket): void {
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 30_000);
+    const conn = new AppConnection(socket);
+    this.#conns.add(conn);
+    const decoder = new FrameDecoder(this.#opts.maxFrameBytes ?? 1024 * 1024);
+    socket.on('data', (chunk: Buffer) => {
+      let payloads: string[];
+      try {
+        payloads = decoder.push(chunk);
+      } catch (err) {
+        this.#log.warn({ err: (err as Error).message, remote: conn.remote }, 'closing control connection: malformed frame');
+        socket.destroy();
+
+        return;
+      }
+      for (const p of payloads) {
+        if (conn.closed) {
+          break;
+        }
+        try {
+          this.#onPayload(conn, p);
+        } catch (err) {
+          if (err instanceof FrameError) {
+            socket.destroy();
+
+            return;
+          }
+          this.#log.error({ err, remote: conn.remote }, 'control message handling failed');
+        }
+      }
+    });
+    socket.on('error', (err) => this.#log.debug({ err: err.message, remote: conn.remote }, 'control connection error'));
+    socket.on('close', () => {
+      this.#conns.delete(conn);
+      conn.markClosed();
+      if (conn.authenticated) {
+        this.#log.info({ remote: conn.remote, tags: conn.tags }, 'application disconnected from the control port');
+        this.#opts.handler.onAppDisconnect(conn);
+      }
+    });
+  }
+
+  #onPayload(conn: AppConnection, payload: string): void {
+    const { tokens, sip } = splitPayload(payload);
+    const [msgId = '', type = ''] = tokens;
+    if (msgId === '') {
+      throw new FrameError('Invalid message format: empty message id');
+    }
+    if (!conn.authenticated) {
+      if (type !== 'authenticate') {
+        conn.reply(msgId, ['NO', 'authenticate first']);
+        conn.close();
+
+        return;
+      }
+      this.#authenticate(conn, msgId, tokens[2] ?? '', tokens[3] ?? '');
+
+      return;
+    }
+    switch (type) {
+      case 'authenticate':
+        conn.reply(msgId, ['NO', 'already authenticated']);
+        break;
+      case 'route': {
+        const verb = (tokens[2] ?? '').toLowerCase();
+        if (!/^[a-z:]+$/.test(verb)) {
+          conn.reply(msgId, ['NO', `invalid verb: ${verb}`]);
+          break;
+        }
+        conn.routes.add(verb);
+        conn.reply(msgId, ['OK']);
+        break;
+      }
+      case 'remove_route':
+        conn.routes.delete((tokens[2] ?? '').toLowerCase());
+        conn.reply(msgId, ['OK']);
+        break;
+      case 'ping':
+        conn.reply(msgId, ['OK', 'pong']);
+        break;
+      case 'sip':
+      case 'proxy':
+        this.#opts.handler.onAppMessage(conn, tokens, sip);
+        break;
+      default:
+        conn.reply(msgId, ['NO', 'Unknown message type']);
+        conn.close();
+    }
+  }
+
+  #authenticate(conn: AppConnection, msgId: string, secret: string, tags: string): void {
+    const want = Buffer.from(this.#opts.secret);
+    const got = Buffer.from(secret);
+    if (want.length !== got.length || !timingSafeEqual(want, got)) {
+      this.#log.warn({ remote: conn.remote }, 'control connection refused: incorrect secret');
+      conn.reply(msgId, ['NO', 'incorrect secret']);
+      conn.close();
+
+      return;
+    }
+    conn.authenticated = true;
+    conn.tags = tags === '' ? [] : tags.split(',');
+    const hp = this.#opts.hostports();
+    conn.reply(msgId, ['OK', hp.public, `${PROTOCOL_VERSION}-${this.#opts.versionSuffix}`, hp.local]);
+    this.#log.info({ remote: conn.remote, tags: conn.tags }, 'application connected to the control port');
+  }
+
+  /** Closes the port and every connection. */
+  async close(): Promise<void> {
+    for (const c of this.#conns) {
+      c.socket.destroy();
+    }
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
