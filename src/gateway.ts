@@ -2,7 +2,8 @@
  * The gateway: starts the components that make up a ringbridge node in dependency order, reports
  * their health, and stops them in reverse order.
  *
- * Components so far: metrics registry, Redis, mediasoup worker pool, HTTP listener.
+ * Components so far: metrics registry, Redis, mediasoup worker pool, SIP (embedded engine and
+ * drachtio-srf), HTTP listener.
  */
 import os from 'node:os';
 import { type Config } from './config/schema.js';
@@ -10,6 +11,7 @@ import { startHttpServer, type HttpReply, type HttpServerHandle } from './http/s
 import { type Logger } from './log/logger.js';
 import { MediaWorkerPool } from './media/worker-pool.js';
 import { createMetrics, type Metrics } from './metrics/registry.js';
+import { SipService } from './sip/sip-service.js';
 import { connectRedis, type RedisHandle } from './state/redis.js';
 import { ringbridgeVersion } from './util/version.js';
 
@@ -34,6 +36,7 @@ export class Gateway {
   #nodeId: string;
   #redis?: RedisHandle;
   #media?: MediaWorkerPool;
+  #sip?: SipService;
   #http?: HttpServerHandle;
   #startedAt = Date.now();
   #stopping?: Promise<void>;
@@ -71,6 +74,7 @@ export class Gateway {
       rtcMaxPort: config.media.rtcMaxPort,
       logger: logger.child({ component: 'media' }),
     });
+    this.#sip = await SipService.start({ config: config.sip, logger: logger.child({ component: 'sip' }) });
     this.#http = await startHttpServer({
       host: config.http.host,
       port: config.http.port,
@@ -111,6 +115,11 @@ export class Gateway {
     return this.#media;
   }
 
+  /** The SIP service: embedded engine (if any) and drachtio-srf (after start). */
+  get sip(): SipService | undefined {
+    return this.#sip;
+  }
+
   /** Health of every component. */
   health(): HealthReport {
     const components: HealthReport['components'] = {};
@@ -119,7 +128,7 @@ export class Gateway {
     const redisStatus = this.#redis?.client.status;
     components.redis = { state: redisStatus === 'ready' ? 'up' : 'down', status: redisStatus ?? 'none', local: this.#redis?.localServer !== undefined };
     components.media = this.#media ? this.#media.health() : { state: 'down' };
-    components.sip = { state: 'disabled', reason: 'SIP engine not built yet' };
+    components.sip = this.#sip ? this.#sip.health() : { state: 'down' };
     for (const [name, c] of Object.entries(components)) {
       if (c.state !== 'disabled') {
         this.metrics.componentUp.set({ component: name }, c.state === 'up' ? 1 : 0);
@@ -163,6 +172,7 @@ export class Gateway {
         }
       };
       await step('http', () => this.#http?.close());
+      await step('sip', () => this.#sip?.close());
       await step('media', () => this.#media?.close());
       await step('redis', () => this.#redis?.close());
       this.logger.info({ node: this.nodeId }, errors.length ? 'ringbridge gateway stopped with errors' : 'ringbridge gateway stopped');

@@ -44,6 +44,21 @@ const sipTlsSchema = z.strictObject({
   certFile: z.string(),
   /** PEM private key file; required when enabled. */
   keyFile: z.string(),
+  /** PEM CA bundle for verifying peers (trunks); empty: the system's CAs. */
+  caFile: z.string(),
+  /** Verify the peer's certificate on outgoing TLS connections. */
+  verifyPeer: z.boolean(),
+});
+
+const sipLimitsSchema = z.strictObject({
+  /** Largest SIP message accepted, bytes. */
+  maxMessageBytes: z.int().min(1024).max(1024 * 1024),
+  /** Most header lines in one message. */
+  maxHeaders: z.int().min(16).max(4096),
+  /** Most concurrent TCP/TLS connections. */
+  maxConnections: z.int().min(1).max(1_000_000),
+  /** TCP/TLS connections idle this long are closed, ms. */
+  idleTimeoutMs: durationMs,
 });
 
 const sipSchema = z.strictObject({
@@ -71,6 +86,7 @@ const sipSchema = z.strictObject({
      */
     secret: z.string(),
   }),
+  limits: sipLimitsSchema,
   timers: z.strictObject({
     /** RFC 3261 T1, round-trip estimate (default 500 ms). */
     t1Ms: durationMs,

@@ -297,7 +297,7 @@ function build(cachedBin) {
   const src = path.join(projectRoot, 'node_modules', 'mediasoup', 'worker');
   const dst = path.join(workDir, 'worker');
   try {
-    log(`building in ${dst} (about 3 minutes on 2 cores)`);
+    log(`building in ${dst} (about 4–5 minutes on 2 cores)`);
     fs.cpSync(src, dst, { recursive: true, filter: (p) => !p.includes(`${path.sep}out${path.sep}`) && !p.endsWith(`${path.sep}out`) });
     fs.cpSync(path.join(recipeDir, 'subprojects'), path.join(dst, 'subprojects'), { recursive: true });
 

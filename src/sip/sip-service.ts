@@ -1,0 +1,145 @@
+/**
+ * The gateway's SIP side: the embedded SIP engine (unless an external drachtio-server is
+ * configured) and the drachtio-srf application connected to it.
+ *
+ * sip.engine = embedded: the engine runs in this process and srf connects to its control port
+ * over loopback. sip.engine = external: srf connects to sip.control (a drachtio-server, or a
+ * ringbridge engine started with `ringbridge-sip-engine`).
+ */
+import Srf from 'drachtio-srf';
+import { type Config } from '../config/schema.js';
+import { type Logger } from '../log/logger.js';
+import { SipEngine } from './engine/engine.js';
+
+/** Thrown when srf cannot reach the SIP engine at start. */
+export class SipConnectError extends Error {
+  override readonly name = 'SipConnectError';
+  readonly code = 'RB_ERR_SIP_CONNECT';
+}
+
+/** Options of SipService.start(). */
+export interface SipServiceOptions {
+  config: Config['sip'];
+  logger: Logger;
+  /** How long to wait for the first srf connection, ms (default 10 000). */
+  connectTimeoutMs?: number;
+}
+
+/** The engine (when embedded) and the connected srf. */
+export class SipService {
+  readonly srf: Srf;
+  readonly engine: SipEngine | undefined;
+  readonly #log: Logger;
+  readonly #mode: 'embedded' | 'external';
+  #connected = false;
+  #serverHostports = '';
+  #closed = false;
+
+  private constructor(srf: Srf, engine: SipEngine | undefined, mode: 'embedded' | 'external', logger: Logger) {
+    this.srf = srf;
+    this.engine = engine;
+    this.#mode = mode;
+    this.#log = logger;
+  }
+
+  /**
+   * Starts the embedded engine (if configured) and connects srf.
+   * @throws {TransportError} when SIP listeners cannot be bound
+   * @throws {SipConnectError} when srf cannot connect within the timeout
+   */
+  static async start(opts: SipServiceOptions): Promise<SipService> {
+    const { config, logger } = opts;
+    let engine: SipEngine | undefined;
+    let target: { host: string; port: number; secret: string };
+    if (config.engine === 'embedded') {
+      engine = await SipEngine.start({
+        listenAddresses: config.listenAddresses,
+        publicAddress: config.publicAddress,
+        udp: config.udp,
+        tcp: config.tcp,
+        tls: config.tls,
+        control: config.control,
+        timers: config.timers,
+        limits: config.limits,
+        logger: logger.child({ component: 'sip-engine' }),
+      });
+      target = { ...engine.control, host: engine.control.host === '0.0.0.0' ? '127.0.0.1' : engine.control.host };
+    } else {
+      target = config.control;
+    }
+    const srf = new Srf('ringbridge');
+    const service = new SipService(srf, engine, config.engine, logger);
+    try {
+      await service.#connect(target, opts.connectTimeoutMs ?? 10_000);
+    } catch (err) {
+      srf.disconnect();
+      await engine?.close();
+      throw err;
+    }
+    service.#installDefaultHandlers();
+
+    return service;
+  }
+
+  #connect(target: { host: string; port: number; secret: string }, timeoutMs: number): Promise<void> {
+    const srf = this.srf;
+
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new SipConnectError(`cannot connect to the SIP engine control port at ${target.host}:${target.port} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      srf.on('connect', (err: Error | null, hostports: string) => {
+        if (err) {
+          this.#log.warn({ err: err.message }, 'SIP engine refused the connection');
+          clearTimeout(timer);
+          reject(new SipConnectError(`SIP engine at ${target.host}:${target.port} refused the connection: ${err.message}`));
+
+          return;
+        }
+        this.#connected = true;
+        this.#serverHostports = hostports;
+        clearTimeout(timer);
+        this.#log.info({ hostports, mode: this.#mode }, 'drachtio-srf connected to the SIP engine');
+        resolve();
+      });
+      srf.on('error', (err: Error) => {
+        this.#connected = false;
+        if (!this.#closed) {
+          this.#log.warn({ err: err.message }, 'SIP engine connection error; srf reconnects');
+        }
+      });
+      srf.on('disconnect', () => {
+        this.#connected = false;
+      });
+      // drachtio-srf's connect() both returns a promise and emits events; the events are enough.
+      void Promise.resolve(srf.connect({ host: target.host, port: target.port, secret: target.secret })).catch(() => undefined);
+    });
+  }
+
+  /** OPTIONS keep-alives from trunks and dispatchers are answered 200 (503 while draining, later). */
+  #installDefaultHandlers(): void {
+    this.srf.use('options', (req, res) => {
+      res.send(200, { headers: { Allow: 'INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, NOTIFY, REFER', Accept: 'application/sdp' } });
+      void req;
+    });
+  }
+
+  /** Health for /health. */
+  health(): { state: 'up' | 'down'; mode: 'embedded' | 'external'; connected: boolean; hostports: string } {
+    return { state: this.#connected ? 'up' : 'down', mode: this.#mode, connected: this.#connected, hostports: this.#serverHostports };
+  }
+
+  /** Disconnects srf and stops the embedded engine. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) {
+      return;
+    }
+    this.#closed = true;
+    try {
+      this.srf.disconnect();
+    } catch {
+      // not connected
+    }
+    await this.engine?.close();
+  }
+}
