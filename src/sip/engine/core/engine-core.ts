@@ -30,6 +30,7 @@ import {
   parseAppMessage,
   substituteLocalhost,
   uriOf,
+  wireTime,
 } from './build.js';
 import { ProxyCore } from './proxy.js';
 import { Dialog, DialogTable, type IncomingRequest, type OutgoingRequest } from './state.js';
@@ -1197,11 +1198,16 @@ export class EngineCore implements TransactionUser, ControlHandler {
       }
     }
     let dest = this.destinationOf(nextHop);
-    if (routes.length === 0 && d.flow && (d.flow.protocol !== 'udp' || d.role === 'uas' || d.flow.remote.address === dest.host)) {
-      // Reuse the dialog's connection; toward UDP peers behind NAT, the observed source address.
-      dest = d.flow.protocol === dest.protocol || d.flow.protocol !== 'udp'
-        ? { protocol: d.flow.protocol, host: d.flow.remote.address, port: d.flow.remote.port, flow: d.flow }
-        : dest;
+    const f = d.flow;
+    if (routes.length === 0 && f) {
+      if (f.protocol !== 'udp' && f.protocol === dest.protocol) {
+        // TCP/TLS: reuse the dialog's connection (it may be the only way back through a NAT).
+        dest = { ...dest, flow: f };
+      } else if (f.protocol === 'udp' && dest.protocol === 'udp' && f.remote.address !== dest.host) {
+        // UDP peer whose Contact names another host than it sends from (a NAT): like
+        // drachtio-server, send to the observed source address.
+        dest = { protocol: 'udp', host: f.remote.address, port: f.remote.port, flow: f };
+      }
     }
     const branch = newBranch();
     const msg = SipMessage.request(method, ruri);
@@ -1359,7 +1365,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
   #cdr(type: 'cdr:attempt' | 'cdr:start' | 'cdr:stop', source: 'network' | 'application', msg: SipMessage, extra: string[]): void {
     const conn = this.#pickRoute(type);
     if (conn) {
-      conn.send([type, source, meta(source, 0, 'udp', { address: '', port: 0 })[5]!, ...extra], msg.toString());
+      conn.send([type, source, wireTime(), ...extra], msg.toString());
     }
   }
 
