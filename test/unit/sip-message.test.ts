@@ -485,8 +485,8 @@ const REJECTS: RejectCase[] = [
   { name: 'an ACK whose CSeq says INVITE', data: wire(replacing('', 'ACK sip:bob@biloxi.example.com SIP/2.0')), reason: 'CSeq method does not match', partial: true },
   { name: 'a negative Content-Length (RFC 4475 §3.1.2.3)', data: wire(replacing('Content-Length', 'Content-Length: -999')), reason: 'Bad Content-Length', partial: true },
   { name: 'a Content-Length of 2^64 (RFC 4475 §3.1.2.5)', data: wire(replacing('Content-Length', 'Content-Length: 18446744073709551616')), reason: 'Bad Content-Length', partial: true },
-  { name: 'two different Content-Length values', data: wire([...INVITE, 'l: 5'], '12345'), reason: 'Conflicting Content-Length', partial: true },
-  { name: 'two different Call-IDs (RFC 4475 §3.1.2.6)', data: wire([...INVITE, 'i: other@example.com']), reason: 'Conflicting Call-ID', partial: true },
+  { name: 'two different Content-Length values (RFC 4475 mcl01)', data: wire([...INVITE, 'l: 5'], '12345'), reason: 'Conflicting Content-Length', partial: true },
+  { name: 'two different Call-IDs (RFC 4475 multi01)', data: wire([...INVITE, 'i: other@example.com']), reason: 'Conflicting Call-ID', partial: true },
   { name: 'two different CSeqs', data: wire([...INVITE, 'CSeq: 314160 INVITE']), reason: 'Conflicting CSeq', partial: true },
   { name: 'two different From headers', data: wire([...INVITE, 'f: <sip:mallory@example.com>;tag=2']), reason: 'Conflicting From', partial: true },
   { name: 'a Request-URI in <> (RFC 4475 §3.1.2.7)', data: wire(replacing('', 'INVITE <sip:bob@biloxi.example.com> SIP/2.0')), reason: 'Malformed Request-URI', partial: true },
@@ -501,7 +501,7 @@ const REJECTS: RejectCase[] = [
   { name: 'a response with version SIP/3.0', data: wire(replacing('', 'SIP/3.0 200 OK', OK_200)), reason: 'Version Not Supported', partial: false },
   { name: 'a response with a 10-digit status (RFC 4475 §3.1.2.19)', data: wire(replacing('', 'SIP/2.0 4294967301 better not break the receiver', OK_200)), reason: 'Malformed start line', partial: false },
   { name: 'a response with status 099', data: wire(replacing('', 'SIP/2.0 099 Early', OK_200)), reason: 'Malformed start line', partial: false },
-  { name: 'an unterminated quoted display name (RFC 4475 §3.1.2.13)', data: wire(replacing('To', 'To: "Mr. J. User <sip:j.user@example.com>')), reason: 'Bad To', partial: true },
+  { name: 'an unterminated quoted display name (RFC 4475 quotbal)', data: wire(replacing('To', 'To: "Mr. J. User <sip:j.user@example.com>')), reason: 'Bad To', partial: true },
   { name: 'an unquoted display name with a comma (RFC 4475 §3.1.2.15)', data: wire(replacing('From', 'From: Bell, Alexander <sip:a.g.bell@example.com>;tag=43')), reason: 'Bad From', partial: true },
   { name: 'whitespace inside <> (RFC 4475 §3.1.2.14)', data: wire(replacing('To', 'To: "Watson, Thomas" < sip:t.watson@example.org >')), reason: 'Bad To', partial: true },
   { name: 'a Max-Forwards of 300', data: wire(replacing('Max-Forwards', 'Max-Forwards: 300')), reason: 'Bad Max-Forwards', partial: true },
@@ -545,6 +545,13 @@ describe('parseMessage() rejects malformed messages (RFC 3261 §8.2.2, RFC 4475 
     expect(err.reason).toBe('Version Not Supported');
     expect(err.partial!.method).toBe('ACK');
     expect(err.partial!.uri).toBe('sip:bob@biloxi.example.com');
+  });
+
+  it('parseMessage() falls back to the default limits when given NaN or negative ones', () => {
+    const many = wire([...INVITE, ...Array.from({ length: 300 }, (_, i) => `X-H${i}: ${i}`)]);
+    expect(parseError(many, { maxHeaders: Number.NaN }).reason).toBe('Too many headers');
+    expect(parseError(many, { maxHeaders: -1 }).reason).toBe('Too many headers');
+    expect(parseMessage(wire(INVITE), { maxHeaderBytes: Number.NaN }).method).toBe('INVITE');
   });
 
   it('parseMessage() rejects input that is not a Buffer with SipParseError', () => {
@@ -983,6 +990,7 @@ describe('parseNameAddr(), formatNameAddr() and getTag()', () => {
     ['"a \\"quoted\\" \\\\ name" <sip:b@x.example.com>', { displayName: 'a "quoted" \\ name' }],
     ['"Doe, John" <tel:+1-201-555-0123>', { displayName: 'Doe, John', uri: 'tel:+1-201-555-0123' }],
     ['J\u00fcrgen <sip:j@example.com>', { displayName: 'J\u00fcrgen' }],
+    ['bob@example.com (mobile) <sip:bob@example.com>', { displayName: 'bob@example.com (mobile)', uri: 'sip:bob@example.com' }],
     ['<sip:b@x.example.com>;lr;received=[2001:db8::1]', { params: { lr: null, received: '[2001:db8::1]' } }],
   ])('parseNameAddr(%j) returns its parts', (text, parts) => {
     expect(parseNameAddr(text)).toMatchObject(parts);

@@ -312,10 +312,10 @@ export class SipMessage {
    * Serialises the message: start line, headers as stored (`name: value`), an empty line, the
    * body; CRLF line ends. The first Content-Length line gets the body's length in bytes (further
    * ones are dropped); `Content-Length` is appended when there is none. CR/LF inside a stored
-   * value or reason phrase become one space, so a value can never inject a header line.
+   * value, method, URI or reason phrase become one space, so none can inject a header line.
    */
   toBuffer(): Buffer {
-    const lines = [this.isRequest ? `${this.method} ${this.uri} SIP/2.0` : `SIP/2.0 ${this.status} ${oneLine(this.reason)}`];
+    const lines = [this.isRequest ? `${oneLine(this.method)} ${oneLine(this.uri)} SIP/2.0` : `SIP/2.0 ${this.status} ${oneLine(this.reason)}`];
     let lengthWritten = false;
     for (const h of this.headers) {
       if (headerKey(h.name) === 'content-length') {
@@ -451,7 +451,7 @@ const MANDATORY: ReadonlyArray<[string, string]> = [
   ['cseq', 'CSeq'],
 ];
 
-/** Single-valued headers that may repeat only with the same value (RFC 4475 §3.1.2.x). */
+/** Single-valued headers that may repeat only with the same value (RFC 4475 multi01, mcl01). */
 const SINGLE: ReadonlyArray<[string, string]> = [
   ['call-id', 'Call-ID'],
   ['cseq', 'CSeq'],
@@ -611,13 +611,18 @@ function findHeaderEnd(data: Buffer, start: number, maxHeaderBytes: number): [nu
   return [data.length, data.length];
 }
 
+/** `v` when it is a positive number, else the default (so NaN can never lift a limit). */
+function positive(v: number | undefined, dflt: number): number {
+  return typeof v === 'number' && v > 0 ? v : dflt;
+}
+
 function parseUnchecked(input: unknown, opts: ParseOptions | undefined): SipMessage {
   if (!(input instanceof Uint8Array)) {
     throw new SipParseError('Empty message');
   }
   const data = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
-  const maxHeaders = opts?.maxHeaders ?? 256;
-  const maxHeaderBytes = opts?.maxHeaderBytes ?? 16384;
+  const maxHeaders = positive(opts?.maxHeaders, 256);
+  const maxHeaderBytes = positive(opts?.maxHeaderBytes, 16384);
   const datagram = opts?.datagram ?? false;
   // RFC 3261 §7.5: CRLFs before the start line are ignored.
   let start = 0;

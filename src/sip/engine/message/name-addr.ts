@@ -2,7 +2,7 @@
  * name-addr / addr-spec values of From, To, Contact, Route, Record-Route, Refer-To… (RFC 3261
  * §20.10, §25.1) and the generic `;name=value` parameters that follow them.
  */
-import { dict, GENVALUE, isToken, isWs, readQuoted, skipWs, TOKEN, trimLws } from './chars.js';
+import { dict, GENVALUE, isToken, readQuoted, skipWs, TOKEN, trimLws } from './chars.js';
 import { parseUri } from './uri.js';
 
 /** A parsed name-addr or addr-spec with its header parameters. */
@@ -97,13 +97,15 @@ function validUri(uri: string): boolean {
  * Parses a From/To/Contact-style value (RFC 3261 §20.10, §25.1):
  *
  * - name-addr: `"Bob \"B\"" <sip:b@x>;tag=1`, `Bob <sip:b@x>`, `<sip:b@x>` — the display name is
- *   unquoted; an unquoted display name is a run of tokens (UTF-8 letters tolerated);
+ *   unquoted and unescaped. RFC 3261 wants an unquoted display name to be tokens; any printable
+ *   text but '"', ',' and '>' is tolerated (`bob@example.com <sip:...>`, UTF-8 letters), while a
+ *   comma still fails, since it means a list (RFC 4475 baddn);
  * - addr-spec: `sip:b@x;tag=1` — parameters after an addr-spec belong to the header, so the URI
  *   ends at the first ';' (a URI with ',', ';' or '?' must be in `<>`);
  * - `*` (Contact, REGISTER) → uri '*'.
  *
  * The URI must be well-formed per {@link parseUri} (any scheme) and may not hold whitespace, even
- * just inside the `<>` (RFC 4475 §3.1.2.15).
+ * just inside the `<>` (RFC 4475 badaspec).
  * @returns the parts, or undefined when the text is not one such value (a comma-separated list,
  *   an unterminated quote, trailing garbage...)
  */
@@ -128,7 +130,7 @@ export function parseNameAddr(text: string): NameAddr | undefined {
     let j = 0;
     while (j < s.length) {
       const c = s.charCodeAt(j);
-      if (c === 0x3c || !(c >= 128 || isWs(c) || TOKEN[c] === 1)) {
+      if (c === 0x3c || c === 0x22 || c === 0x2c || c === 0x3e || c === 0x7f || (c < 0x20 && c !== 0x09)) {
         break;
       }
       j++;
