@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freeTcpPort } from '../helpers/env.js';
+import { runSipp } from '../helpers/sipp.js';
 import { type GatewayProcess, startGatewayProcess } from '../helpers/process.js';
 
 const running: GatewayProcess[] = [];
@@ -88,5 +89,41 @@ describe('ringbridge process (dist/src/main.js)', () => {
     const bad = start({}, ['--bogus']);
     expect(await bad.exited).toBe(2);
     expect(bad.output()).toContain("Unknown option '--bogus'");
+  });
+});
+
+describe('SIP engine as its own process', () => {
+  it('serves a gateway configured with sip.engine = external (srf over the control port)', async () => {
+    const controlPort = await freeTcpPort();
+    const engine = startGatewayProcess(
+      { RINGBRIDGE_SIP__CONTROL__PORT: String(controlPort), RINGBRIDGE_SIP__CONTROL__SECRET: 'e2e-secret' },
+      [],
+      'dist/src/sip/engine/cli.js',
+    );
+    running.push(engine);
+    const ready = await engine.waitForLog('embedded SIP engine listening');
+    const sipTarget = (ready.listeners as string[]).find((l) => l.startsWith('udp/'))!.slice(4);
+    const gw = start({
+      RINGBRIDGE_SIP__ENGINE: 'external',
+      RINGBRIDGE_SIP__CONTROL__PORT: String(controlPort),
+      RINGBRIDGE_SIP__CONTROL__SECRET: 'e2e-secret',
+    });
+    const port = await httpPortOf(gw);
+    const health = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { components: { sip: unknown } };
+    expect(health.components.sip).toMatchObject({ state: 'up', mode: 'external', connected: true });
+    // an OPTIONS to the engine process is answered by the gateway's srf app
+    const r = await runSipp({ scenario: 'uac-options', target: sipTarget });
+    expect(r.exitCode, r.describe()).toBe(0);
+    gw.child.kill('SIGTERM');
+    expect(await gw.exited).toBe(0);
+    engine.child.kill('SIGTERM');
+    expect(await engine.exited).toBe(0);
+  });
+
+  it('refuses to run alone without a shared secret', async () => {
+    const engine = startGatewayProcess({}, [], 'dist/src/sip/engine/cli.js');
+    running.push(engine);
+    expect(await engine.exited).toBe(1);
+    expect(engine.output()).toContain('sip.control.secret is empty');
   });
 });

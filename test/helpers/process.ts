@@ -16,10 +16,13 @@ export interface GatewayProcess {
   exited: Promise<number | string>;
 }
 
-/** Spawns `node dist/src/main.js` with the test profile and extra environment. */
-export function startGatewayProcess(env: Record<string, string> = {}, args: string[] = []): GatewayProcess {
+/**
+ * Spawns `node dist/src/main.js` (or another compiled entry, relative to the project root) with
+ * the test profile and extra environment.
+ */
+export function startGatewayProcess(env: Record<string, string> = {}, args: string[] = [], entry = 'dist/src/main.js'): GatewayProcess {
   const root = projectRoot();
-  const child = spawn(process.execPath, [path.join(root, 'dist', 'src', 'main.js'), ...args], {
+  const child = spawn(process.execPath, [path.join(root, entry), ...args], {
     cwd: root,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, RINGBRIDGE_PROFILE: 'test', RINGBRIDGE_LOG__LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -32,6 +32,7 @@ describe('Gateway (in process)', () => {
         http: { state: 'up' },
         redis: { state: 'up', status: 'ready' },
         media: { state: 'up', workers: 1, alive: 1 },
+        sip: { state: 'up', mode: 'embedded', connected: true },
       },
     });
     expect(body.node).toMatch(/-\d+$/);
