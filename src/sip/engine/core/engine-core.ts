@@ -737,6 +737,9 @@ export class EngineCore implements TransactionUser, ControlHandler {
   #afterFinalResponse(inc: IncomingRequest, res: SipMessage, data: Buffer, dest: Destination): void {
     const status = res.status;
     const d = inc.dialog;
+    if ((inc.method === 'REGISTER' || inc.method === 'SUBSCRIBE') && status >= 200 && status < 300 && inc.flow.connectionId) {
+      this.#rememberRegisteredFlow(inc, res);
+    }
     if (inc.method === 'INVITE' && status >= 200 && status < 300 && d) {
       if (!inc.req.to?.params.tag) {
         this.#cdr('cdr:start', 'application', res, ['uas']);
@@ -755,6 +758,56 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (inc.method !== 'INVITE' || status >= 300) {
       this.#forgetIncoming(inc);
     }
+  }
+
+  /** Contacts registered over TCP/TLS, reachable through the connection they registered on. */
+  readonly #registeredFlows = new Map<string, { flow: Flow; expires: number }>();
+
+  /**
+   * wire protocol §6.3 (last bullet): after a 2xx to REGISTER/SUBSCRIBE over a connection,
+   * requests the apps later send to that Contact reuse the connection (clients behind NAT, and
+   * WebSocket-like clients, cannot be reached otherwise).
+   */
+  #rememberRegisteredFlow(inc: IncomingRequest, res: SipMessage): void {
+    const now = Date.now();
+    const defaultExpires = Number(res.getHeader('expires') ?? inc.req.getHeader('expires') ?? 3600);
+    const contacts = res.getHeaderValues('contact').length > 0 ? res.getHeaderValues('contact') : inc.req.getHeaderValues('contact');
+    for (const c of contacts) {
+      const na = parseNameAddr(c);
+      const u = na ? parseUri(na.uri) : undefined;
+      if (!na || !u) {
+        continue;
+      }
+      const expires = Number(na.params.expires ?? defaultExpires);
+      const key = flowKey(u);
+      if (expires > 0) {
+        this.#registeredFlows.set(key, { flow: inc.flow, expires: now + expires * 1000 });
+      } else {
+        this.#registeredFlows.delete(key);
+      }
+    }
+    if (this.#registeredFlows.size > 10_000) {
+      for (const [k, v] of this.#registeredFlows) {
+        if (v.expires < now) {
+          this.#registeredFlows.delete(k);
+        }
+      }
+    }
+  }
+
+  /** The connection a Request-URI registered over, if it is still open and not expired. */
+  #registeredFlowFor(uri: SipUri): Flow | undefined {
+    const entry = this.#registeredFlows.get(flowKey(uri));
+    if (!entry) {
+      return undefined;
+    }
+    if (entry.expires < Date.now() || !entry.flow.connectionId || !this.#transport.isConnectionOpen(entry.flow.connectionId)) {
+      this.#registeredFlows.delete(flowKey(uri));
+
+      return undefined;
+    }
+
+    return entry.flow;
   }
 
   /** RFC 3261 §13.3.1.4: re-send the 2xx until its ACK; after 64·T1 give up, BYE the peer. */
@@ -917,9 +970,13 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (ruri.scheme === 'tel' && routeUri === '') {
       throw new AppMessageError('invalid request-uri: tel: URIs need a next hop (proxy)');
     }
-    const dest = this.destinationOf(nextHop);
+    let dest = this.destinationOf(nextHop);
     if (routeUri === '' && this.#transport.isLocal(dest.host, parseUri(nextHop)?.port, dest.protocol)) {
       throw new AppMessageError('can not send request to myself');
+    }
+    const registered = routeUri === '' ? this.#registeredFlowFor(ruri) : undefined;
+    if (registered) {
+      dest = { protocol: registered.protocol, host: registered.remote.address, port: registered.remote.port, flow: registered };
     }
     const point = this.pointFor(dest.protocol, dest.host);
     const branch = newBranch();
@@ -1467,6 +1524,11 @@ function stripOwnRoutes(req: SipMessage, transport: TransportLayer): void {
       req.addHeader('Route', r);
     }
   }
+}
+
+/** Key of a registered contact: user@host:port of its URI. */
+function flowKey(u: SipUri): string {
+  return `${(u.user ?? '').toLowerCase()}@${u.host.toLowerCase()}:${u.port ?? ''}`;
 }
 
 /** Whether a PRACK's RAck names the reliable provisional in flight (RFC 3262 §7.2). */
