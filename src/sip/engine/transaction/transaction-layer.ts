@@ -97,8 +97,8 @@ function clientKey(branch: string, method: string): string {
 
 /**
  * Key of a server transaction (RFC 3261 §17.2.3): branch + sent-by + method, ACK counted as
- * INVITE. Requests without the magic cookie (RFC 2543 peers) are keyed by Call-ID, CSeq number,
- * From tag and top Via instead.
+ * INVITE. Requests without the magic cookie (RFC 2543 peers) are keyed by Request-URI, Call-ID,
+ * CSeq number, From tag and top Via instead.
  */
 export function serverKey(req: SipMessage, methodOverride?: string): string {
   const via = req.topVia;
@@ -111,7 +111,13 @@ export function serverKey(req: SipMessage, methodOverride?: string): string {
   }
   const fromTag = req.from?.params.tag ?? '';
 
-  return `2543|${req.callId}|${req.cseq?.seq ?? ''}|${fromTag}|${sentBy}|${m}`;
+  // RFC 3261 §17.2.3 (and §9.2 for CANCEL): without the cookie, the Request-URI and the whole top
+  // Via must match too, not just its sent-by: a request spiralling back through an RFC 2543 proxy
+  // has the same Call-ID, CSeq and From tag and the same sent-by, but a new Request-URI and/or a
+  // new (cookie-less) branch, and is a new transaction, not a retransmission. The ACK for a
+  // non-2xx and the CANCEL carry the INVITE's Request-URI and top Via, so they still match. The
+  // To tag is left out because the ACK carries the response's tag, which the INVITE did not.
+  return `2543|${req.uri}|${req.callId}|${req.cseq?.seq ?? ''}|${fromTag}|${via?.transport ?? ''}|${sentBy}|${branch}|${m}`;
 }
 
 /** Common timer bookkeeping of a transaction. */
@@ -341,7 +347,9 @@ export class ClientTransaction extends TransactionBase {
         const n = h.name.toLowerCase();
         if (n === 'via' || n === 'v') {
           if (!ack.hasHeader('via')) {
-            ack.headers.push({ name: h.name, value: req.getHeaders('via')[0]!.split(',')[0]!.trim() });
+            // Only the top Via (§17.1.1.3). Split with the list-aware splitter: a plain split(',')
+            // would cut a quoted Via parameter that holds a comma and send a malformed ACK.
+            ack.headers.push({ name: h.name, value: req.getHeaderValues('via')[0] ?? '' });
           }
         } else if (n === 'from' || n === 'f' || n === 'call-id' || n === 'i' || n === 'route' || n === 'max-forwards') {
           ack.headers.push({ name: h.name, value: h.value });
