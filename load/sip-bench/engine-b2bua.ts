@@ -57,9 +57,17 @@ srf.invite((req, res) => {
     });
 });
 
+if (process.env.BENCH_MEM_LOG_MS) {
+  // memory and engine table sizes every N ms, on stderr, for leak and retention checks
+  setInterval(() => {
+    (globalThis as { gc?: () => void }).gc?.();
+    const m = process.memoryUsage();
+    process.stderr.write(`${JSON.stringify({ rssMB: Math.round(m.rss / 1e6), heapMB: Math.round(m.heapUsed / 1e6), sizes: engine.stats().sizes, dialogs: engine.dialogSummary().counts })}\n`);
+  }, Number(process.env.BENCH_MEM_LOG_MS)).unref();
+}
 process.stdout.write('ready\n');
 const stop = () => {
-  logger.info({ failures, stats: engine.stats() }, 'engine-b2bua stopping');
+  logger.info({ failures, stats: engine.stats(), dialogs: engine.dialogSummary() }, 'engine-b2bua stopping');
   srf.disconnect();
   void engine.close().then(() => process.exit(0));
 };

@@ -124,6 +124,19 @@ export class SipEngine {
     return { transport: { ...this.#transport.stats }, sizes: this.#core.sizes, counters: this.#core.counters };
   }
 
+  /** Dialogs by role, kind and state, with a few examples, for diagnosing leaks. */
+  dialogSummary(): { counts: Record<string, number>; sample: { id: string; role: string; kind: string; state: string; owner: boolean; pending2xx: boolean }[] } {
+    const counts: Record<string, number> = {};
+    const all = this.#core.dialogs.all();
+    for (const d of all) {
+      const k = `${d.role}/${d.kind}/${d.state}`;
+      counts[k] = (counts[k] ?? 0) + 1;
+    }
+    const sample = all.slice(0, 5).map((d) => ({ id: d.id, role: d.role, kind: d.kind, state: d.state, owner: !!d.owner && !d.owner.closed, pending2xx: !!d.pending2xx }));
+
+    return { counts, sample };
+  }
+
   /** Stops the control port, every transaction and the transports. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) {

@@ -22,6 +22,8 @@ export function splitPayload(payload: string): { tokens: string[]; sip: string |
 /** Thrown for a malformed frame; the connection is closed. */
 export class FrameError extends Error {
   override readonly name = 'FrameError';
+  /** Complete frames that preceded the malformed one in the same push(); still valid. */
+  frames: string[] = [];
 }
 
 /** Incremental decoder of one control connection's byte stream. */
@@ -35,11 +37,25 @@ export class FrameDecoder {
 
   /**
    * Feeds bytes and returns the complete payloads (UTF-8 decoded).
-   * @throws {FrameError} on a non-numeric or oversized length; the stream cannot be resynchronised
+   * @throws {FrameError} on a non-numeric or oversized length; the stream cannot be resynchronised.
+   *   The error's `frames` holds the complete frames that came before the bad one.
    */
   push(chunk: Buffer): string[] {
     this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
     const out: string[] = [];
+    try {
+      this.#drain(out);
+    } catch (err) {
+      if (err instanceof FrameError) {
+        err.frames = out;
+      }
+      throw err;
+    }
+
+    return out;
+  }
+
+  #drain(out: string[]): void {
     const maxDigits = String(this.maxFrameBytes).length;
     for (;;) {
       const hash = this.#buf.indexOf(0x23); // '#'
@@ -66,7 +82,5 @@ export class FrameDecoder {
       out.push(this.#buf.toString('utf8', hash + 1, hash + 1 + len));
       this.#buf = this.#buf.subarray(hash + 1 + len);
     }
-
-    return out;
   }
 }

@@ -163,13 +163,13 @@ export class ControlServer {
     const decoder = new FrameDecoder(this.#opts.maxFrameBytes ?? 1024 * 1024);
     socket.on('data', (chunk: Buffer) => {
       let payloads: string[];
+      let malformed: Error | undefined;
       try {
         payloads = decoder.push(chunk);
       } catch (err) {
-        this.#log.warn({ err: (err as Error).message, remote: conn.remote }, 'closing control connection: malformed frame');
-        socket.destroy();
-
-        return;
+        // frames before the malformed one are still handled (an app's last answers matter)
+        payloads = err instanceof FrameError ? err.frames : [];
+        malformed = err as Error;
       }
       for (const p of payloads) {
         if (conn.closed) {
@@ -185,6 +185,10 @@ export class ControlServer {
           }
           this.#log.error({ err, remote: conn.remote }, 'control message handling failed');
         }
+      }
+      if (malformed) {
+        this.#log.warn({ err: malformed.message, remote: conn.remote }, 'closing control connection: malformed frame');
+        socket.destroy();
       }
     });
     socket.on('error', (err) => this.#log.debug({ err: err.message, remote: conn.remote }, 'control connection error'));
