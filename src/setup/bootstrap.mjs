@@ -23,6 +23,7 @@ export const TEST_TOOLS = [
   { cmd: 'redis-server', deb: 'redis-server', why: 'a local Redis when none answers on 127.0.0.1:6379' },
   { cmd: 'promtool', deb: 'prometheus', why: 'checking /metrics output and alert rules' },
   { cmd: 'sipp', deb: 'sip-tester', why: 'the real SIP peer of the SIP tests' },
+  { cmd: 'kamailio', deb: 'kamailio', why: 'the SIP proxy that the SIP benchmark measures against (load/sip-bench, its smoke test)' },
 ];
 
 function log(msg) {
