@@ -546,11 +546,13 @@ function check(msg: SipMessage, start: StartLine, datagram: boolean, rest: numbe
 }
 
 /**
- * Unfolds the header lines (RFC 3261 §7.3.1) and splits each into name and value.
- * @throws {SipParseError} 'Malformed header line', 'Too many headers'
+ * Unfolds the header lines (RFC 3261 §7.3.1) and splits each into name and value, stopping at
+ * `maxHeaders` (then `overflow` is true and the rest is not looked at).
+ * @throws {SipParseError} 'Malformed header line'
  */
-function parseHeaderLines(lines: string[], maxHeaders: number): SipHeader[] {
+function parseHeaderLines(lines: string[], maxHeaders: number): { headers: SipHeader[]; overflow: boolean } {
   const headers: SipHeader[] = [];
+  let overflow = false;
   let parts: string[] = [];
   const flush = (): void => {
     // A continuation line may even carry the colon (RFC 4475 §3.1.1.1: "CaLl-Id\r\n : ...").
@@ -561,11 +563,13 @@ function parseHeaderLines(lines: string[], maxHeaders: number): SipHeader[] {
       throw new SipParseError('Malformed header line');
     }
     if (headers.length >= maxHeaders) {
-      throw new SipParseError('Too many headers');
+      overflow = true;
+
+      return;
     }
     headers.push({ name, value: trimLws(joined.slice(colon + 1)) });
   };
-  for (let i = 1; i < lines.length; i++) {
+  for (let i = 1; i < lines.length && !overflow; i++) {
     const line = lines[i]!;
     const c = line.charCodeAt(0);
     if (c === 0x20 || c === 0x09) {
@@ -580,11 +584,11 @@ function parseHeaderLines(lines: string[], maxHeaders: number): SipHeader[] {
       parts = [line];
     }
   }
-  if (parts.length > 0) {
+  if (parts.length > 0 && !overflow) {
     flush();
   }
 
-  return headers;
+  return { headers, overflow };
 }
 
 /** Where the header section ends: [end of the last header line, start of the body]. */
@@ -643,10 +647,11 @@ function parseUnchecked(input: unknown, opts: ParseOptions | undefined): SipMess
   }
   const first = lines[0]!;
   const start0 = parseStartLine(first.endsWith('\r') ? first.slice(0, -1) : first);
-  const headers = parseHeaderLines(lines, maxHeaders);
+  const { headers, overflow } = parseHeaderLines(lines, maxHeaders);
   const rest = data.subarray(bodyStart);
   const msg = new SipMessage({ ...start0, headers, body: rest });
-  const reason = check(msg, start0, datagram, rest.length);
+  // Too many headers: still answerable (400) when the mandatory ones came within the limit.
+  const reason = overflow ? 'Too many headers' : check(msg, start0, datagram, rest.length);
   if (reason !== undefined) {
     msg.body = Buffer.from(rest);
     const answerable = start0.isRequest && MANDATORY.every(([k]) => msg.hasHeader(k)) && hasParseableVias(msg);
