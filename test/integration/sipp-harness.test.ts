@@ -3,6 +3,8 @@
  * test/sipp/ calls a sipp UAS scenario over loopback (UDP and TCP), and the tests check what went
  * over the wire, not just the exit codes.
  */
+import fs from 'node:fs';
+import os from 'node:os';
 import { describe, expect, it } from 'vitest';
 import {
   freePort,
@@ -12,6 +14,7 @@ import {
   runSipp,
   scenarioDirectives,
   sipBody,
+  sippScenarioDir,
   sipHeader,
   sipHeaders,
   SippTimeoutError,
@@ -202,6 +205,29 @@ describe.concurrent.each(['udp', 'tcp'] as const)('scenario pairs over %s', (tra
     const [r487] = r.client.received(487);
     expect(sipHeader(r487!, 'To')).toBe(sipHeader(r.client.received(180)[0]!, 'To'));
     expect(r.server.received('ACK')).toHaveLength(1);
+  });
+
+  it('uac-cancel accepts the 200 to the CANCEL after the 487 (here even after its ACK)', async () => {
+    // uas-cancel reordered: 487 (not retransmitted), the ACK, and only then the 200 to the CANCEL.
+    // (A 200 between the 487 and sipp's ACK takes the scenario's got_487 jump; sipp's timing
+    // cannot pin that case down here.)
+    const src = fs.readFileSync(path.join(sippScenarioDir(), 'uas-cancel.xml'), 'utf8');
+    const ok = src.indexOf('  <!-- 200 to the CANCEL');
+    const fail = src.indexOf('  <!-- The INVITE ends with 487');
+    const ack = src.indexOf('  <recv request="ACK"/>');
+    const end = src.indexOf('</scenario>');
+    expect(Math.min(ok, fail, ack, end)).toBeGreaterThan(0);
+    // The 200 now follows the ACK, whose Via, From, To and Call-ID it can copy, but not its CSeq.
+    const late200 = src.slice(ok, fail).replace('[last_CSeq:]', 'CSeq: [last_cseq_number] CANCEL');
+    const reordered = src.slice(0, ok) + src.slice(fail, ack).replace(' retrans="500"', '') + src.slice(ack, end) + late200 + src.slice(end);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringbridge-sipp-reordered-'));
+    const file = path.join(dir, 'uas-cancel-487-first.xml');
+    fs.writeFileSync(file, reordered);
+    const r = await pair(transport, { scenario: file }, { scenario: 'uac-cancel' });
+    bothOk(r);
+    expect(r.client.flow.slice(-3)).toEqual(['< 487 INVITE', '> ACK', '< 200 CANCEL']);
+    expect(r.server.received('ACK')).toHaveLength(1);
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('uac-reinvite → uas-recv-reinvite: a second offer in the dialog, answered with SDP and ACKed', async () => {
