@@ -24,6 +24,7 @@ export const TEST_TOOLS = [
   { cmd: 'promtool', deb: 'prometheus', why: 'checking /metrics output and alert rules' },
   { cmd: 'sipp', deb: 'sip-tester', why: 'the real SIP peer of the SIP tests' },
   { cmd: 'kamailio', deb: 'kamailio', why: 'the SIP proxy that the SIP benchmark measures against (load/sip-bench, its smoke test)' },
+  { cmd: 'baresip', deb: 'baresip-core', why: 'a real SIP user agent over UDP/TCP/TLS with RTP (test/helpers/baresip.ts)' },
 ];
 
 function log(msg) {
