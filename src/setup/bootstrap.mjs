@@ -25,6 +25,7 @@ export const TEST_TOOLS = [
   { cmd: 'sipp', deb: 'sip-tester', why: 'the real SIP peer of the SIP tests' },
   { cmd: 'kamailio', deb: 'kamailio', why: 'the SIP proxy that the SIP benchmark measures against (load/sip-bench, its smoke test)' },
   { cmd: 'baresip', deb: 'baresip-core', why: 'a real SIP user agent over UDP/TCP/TLS with RTP (test/helpers/baresip.ts)' },
+  { cmd: 'openssl', deb: 'openssl', why: 'throwaway test certificates (test/helpers/tls-certs.ts)' },
 ];
 
 function log(msg) {
