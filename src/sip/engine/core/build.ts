@@ -3,7 +3,8 @@
  * the network must send), ids and tags, meta fields of the wire protocol, and the header rules of
  * drachtio-server (wire protocol §6.3 and §7.1).
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
+import { randomPoolBytes } from '../../../util/random.js';
 import { canonicalHeaderName, compactToFull, isValidHeaderName, SipMessage } from '../message.js';
 import { formatHost, type HostPort, type ListenPoint, type SipProtocol } from '../transport/types.js';
 
@@ -68,7 +69,7 @@ const TAG_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 
 /** A random tag (RFC 3261 §19.3: at least 32 bits of randomness; this has ~77). */
 export function newTag(): string {
-  const bytes = randomBytes(13);
+  const bytes = randomPoolBytes(13);
   let s = '';
   for (const b of bytes) {
     s += TAG_ALPHABET[b % TAG_ALPHABET.length];
@@ -84,7 +85,7 @@ export function newCallId(): string {
 
 /** A new initial CSeq number, below 2^31 (RFC 3261 §8.1.1.5). */
 export function newCSeq(): number {
-  return 1 + (randomBytes(4).readUInt32BE(0) % 100_000_000);
+  return 1 + (randomPoolBytes(4).readUInt32BE(0) % 100_000_000);
 }
 
 /** The wire protocol's time field: UTC HH:MM:SS.uuuuuu. */

@@ -151,6 +151,15 @@ export class EngineCore implements TransactionUser, ControlHandler {
     }
   }
 
+  /** Delivers a SIP message to an app as an S→A `sip` frame (wire protocol §2.7), serialised once. */
+  #sipToApp(conn: AppConnection | undefined, source: 'network' | 'application', msg: SipMessage, protocol: SipProtocol, hp: { address: string; port: number }, trailing: string[]): void {
+    if (!conn || conn.closed) {
+      return;
+    }
+    const data = msg.toBuffer();
+    conn.send(['sip', ...meta(source, data.length, protocol, hp), ...trailing], data.toString('utf8'));
+  }
+
   #count(table: Record<string, number>, key: string): void {
     table[key] = (table[key] ?? 0) + 1;
   }
@@ -266,7 +275,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
     };
     this.#trackIncoming(inc);
     const local = flow.local;
-    this.toApp(owner, ['sip', ...meta('network', req.toBuffer().length, flow.protocol, flow.remote), inc.id, '', formatHost(local.address), String(local.port), ''], req.toString());
+    this.#sipToApp(owner, 'network', req, flow.protocol, flow.remote, [inc.id, '', formatHost(local.address), String(local.port), '']);
   }
 
   /**
@@ -344,7 +353,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (ack.body.length > 0 && !d.flow) {
       d.flow = flow;
     }
-    this.toApp(d.owner, ['sip', ...meta('network', ack.toBuffer().length, flow.protocol, flow.remote), p.txnId, d.id, ''], ack.toString());
+    this.#sipToApp(d.owner, 'network', ack, flow.protocol, flow.remote, [p.txnId, d.id, '']);
   }
 
   #onCancel(cancel: SipMessage, flow: Flow, txn: ServerTransaction): void {
@@ -384,7 +393,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
       this.dialogs.remove(inc.dialog);
     }
     this.#cdr('cdr:stop', 'network', cancel, ['call-canceled']);
-    this.toApp(inc.owner, ['sip', ...meta('network', cancel.toBuffer().length, flow.protocol, flow.remote), inc.id, dialogId, ''], cancel.toString());
+    this.#sipToApp(inc.owner, 'network', cancel, flow.protocol, flow.remote, [inc.id, dialogId, '']);
     this.#forgetIncoming(inc);
   }
 
@@ -475,7 +484,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
       }
       this.#trackIncoming(inc);
     }
-    this.toApp(d.owner, ['sip', ...meta('network', req.toBuffer().length, flow.protocol, flow.remote), txnIdForApp, d.id, ''], req.toString());
+    this.#sipToApp(d.owner, 'network', req, flow.protocol, flow.remote, [txnIdForApp, d.id, '']);
   }
 
   /** The unanswered (or last) INVITE received that created a UAS dialog. */
@@ -675,7 +684,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
     const data = res.toBuffer();
     this.#count(this.counters.responsesOut, String(status));
     const dest = inc.server.responseDestination();
-    inc.server.respond(res).then(
+    inc.server.respond(res, data).then(
       (flow) => {
         echo(flow, data);
         if (status >= 200) {
@@ -700,7 +709,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
     }
     setBody(res, app);
     const data = res.toBuffer();
-    upd.server.respond(res).then(
+    upd.server.respond(res, data).then(
       (flow) => conn.reply(msgId, ['OK', ...meta('application', data.length, flow.protocol, flow.remote), inc.id, inc.dialog?.id ?? '', '', 'Msg sent:', ''], data.toString('utf8')),
       (err: Error) => conn.reply(msgId, ['NOK', err.message.replace(/[|\r\n]/g, ' ')]),
     );
@@ -857,7 +866,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
       const rseq = Number(res.getHeader('rseq'));
       inc.reliable = { rseq, cseq: inc.req.cseq?.seq ?? 0, data, interval: this.#timers.t1, deadline: Date.now() + 64 * this.#timers.t1 };
       this.#count(this.counters.responsesOut, String(res.status));
-      inc.server.respond(res).then(
+      inc.server.respond(res, data).then(
         (flow) => {
           echo(flow, data);
           if (flow.protocol === 'udp') {
@@ -941,7 +950,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
     this.txl.sendRequest(bye, dest, { onResponse: () => undefined, onTimeout: () => undefined, onTransportError: () => undefined });
     const p = this.pointFor(dest.protocol, dest.host);
     this.#cdr('cdr:stop', 'application', bye, ['system-initiated-termination']);
-    this.toApp(d.owner, ['sip', ...meta('application', bye.toBuffer().length, dest.protocol, { address: p.address, port: p.port }), 'unsolicited', d.id, ''], bye.toString());
+    this.#sipToApp(d.owner, 'application', bye, dest.protocol, { address: p.address, port: p.port }, ['unsolicited', d.id, '']);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1074,7 +1083,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
         this.#log.debug({ err: err.message, method: out.method }, 'request could not be sent');
         synth(503, 'Service Unavailable');
       },
-    });
+    }, data);
   }
 
   #onOutgoingResponse(out: OutgoingRequest, res: SipMessage, flow: Flow, synthesized: boolean): void {
@@ -1122,7 +1131,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
       }
     }
     const dialogId = d && (out.createsDialog || this.dialogs.get(d.id) === d || out.method === 'BYE') ? d.id : '';
-    this.toApp(out.owner, ['sip', ...meta('network', res.toBuffer().length, flow.protocol, flow.remote), out.id, dialogId, ''], res.toString());
+    this.#sipToApp(out.owner, 'network', res, flow.protocol, flow.remote, [out.id, dialogId, '']);
     if (status >= 200) {
       // Keep INVITEs until the transaction ends (2xx retransmissions); others are done.
       if (out.method !== 'INVITE' || status >= 300 || synthesized) {

@@ -13,8 +13,8 @@
  *            └─300-699→ completed ─ACK→ confirmed ─I→ terminated (completed ─H→ terminated)
  *   NIST: trying ─1xx→ proceeding ─final→ completed ─J→ terminated
  */
-import { randomBytes } from 'node:crypto';
 import { type Logger } from '../../../log/logger.js';
+import { randomPoolBytes } from '../../../util/random.js';
 import { parseNameAddr, type SipMessage } from '../message.js';
 import { type Destination, type Flow, isReliable, type SipProtocol } from '../transport/types.js';
 import { type TimerBase, timersFor, type TransactionTimers } from './timers.js';
@@ -24,7 +24,7 @@ export const BRANCH_COOKIE = 'z9hG4bK';
 
 /** A new branch id: the magic cookie plus 128 random bits (unguessable, RFC 3261 §8.1.1.7). */
 export function newBranch(): string {
-  return `${BRANCH_COOKIE}${randomBytes(16).toString('base64url')}`;
+  return `${BRANCH_COOKIE}${randomPoolBytes(16).toString('base64url')}`;
 }
 
 /** What the transaction layer needs from the transport layer. */
@@ -170,6 +170,7 @@ export class ClientTransaction extends TransactionBase {
     request: SipMessage,
     dest: Destination,
     private readonly cb: ClientCallbacks,
+    data?: Buffer,
   ) {
     super();
     this.request = request;
@@ -180,7 +181,7 @@ export class ClientTransaction extends TransactionBase {
     this.#state = this.isInvite ? 'calling' : 'trying';
     this.#dest = dest;
     this.#t = timersFor(layer.timerBase, isReliable(dest.protocol));
-    this.#data = request.toBuffer();
+    this.#data = data ?? request.toBuffer();
   }
 
   /** Current state. */
@@ -191,6 +192,11 @@ export class ClientTransaction extends TransactionBase {
   /** The flow the request went out on (after the first send). */
   get flow(): Flow | undefined {
     return this.#flow;
+  }
+
+  /** The request as sent, serialised. */
+  get data(): Buffer {
+    return this.#data;
   }
 
   /** The destination the request is sent to. */
@@ -453,11 +459,12 @@ export class ServerTransaction extends TransactionBase {
 
   /**
    * Sends a response through the state machine. A response after the final one is refused.
+   * @param data the response already serialised (saves a second serialisation), if the caller has it
    * @returns the flow used
    * @throws {TransactionStateError} when the transaction cannot send it (already final, terminated)
    * @throws {TransportError} when the transport fails
    */
-  async respond(res: SipMessage): Promise<Flow> {
+  async respond(res: SipMessage, data?: Buffer): Promise<Flow> {
     const status = res.status;
     if (this.#state === 'terminated' || this.#state === 'completed' || this.#state === 'confirmed') {
       throw new TransactionStateError(`final response already sent on ${this.method} transaction`);
@@ -468,9 +475,9 @@ export class ServerTransaction extends TransactionBase {
         throw new TransactionStateError('final response already sent on INVITE transaction');
       }
 
-      return this.#sendRaw(res.toBuffer());
+      return this.#sendRaw(data ?? res.toBuffer());
     }
-    const data = res.toBuffer();
+    data ??= res.toBuffer();
     this.#last = data;
     this.#lastStatus = status;
     if (status < 200) {
@@ -584,13 +591,14 @@ export class TransactionLayer {
 
   /**
    * Starts a client transaction for a request whose top Via already carries a fresh branch.
+   * @param data the request already serialised, if the caller has it
    * @throws {Error} when the request has no branch
    */
-  sendRequest(req: SipMessage, dest: Destination, cb: ClientCallbacks): ClientTransaction {
+  sendRequest(req: SipMessage, dest: Destination, cb: ClientCallbacks, data?: Buffer): ClientTransaction {
     if (!topBranch(req)) {
       throw new Error('request has no Via branch');
     }
-    const txn = new ClientTransaction(this, req, dest, cb);
+    const txn = new ClientTransaction(this, req, dest, cb, data);
     this.#clients.set(txn.key, txn);
     txn.start();
 
