@@ -16,6 +16,8 @@
  *   probing it with SIP traffic would start a call in a UAS scenario, so `ready` resolves once
  *   /proc shows that this very sipp process holds a socket bound to its port (UDP) or listening
  *   on it (TCP). From then on the kernel queues whatever arrives, so nothing sent afterwards is lost.
+ * - sipp obeys any UDP datagram on its control port ('q' quits it); each run gets a control port
+ *   of its own on 127.0.0.1 instead of the shared default range from 8888.
  * - No sipp outlives the test process: each one is started under `setpriv --pdeathsig TERM` (the
  *   kernel sends it SIGTERM when the test process dies, however it dies), gets sipp's own
  *   `-timeout`, is killed by the helper when it overruns, and is killed on process exit.
@@ -335,6 +337,10 @@ export function sippArgs(opts: SippOptions, port: number, dir: string): string[]
   }
   args.push('-timeout', `${Math.max(1, Math.ceil(timeoutMs / 1000))}s`, '-timeout_error');
   args.push('-nostdin');
+  // sipp obeys any UDP datagram on its control port ('q' quits, 'p' pauses, ...). By default that
+  // is the first free one from 8888 on all addresses, where a stray packet of another test could
+  // land; a port of our own on loopback keeps it out of reach.
+  args.push('-ci', '127.0.0.1', '-cp', String(freePortSync()));
   args.push('-trace_msg', '-message_file', path.join(dir, 'messages.log'));
   args.push('-trace_err', '-error_file', path.join(dir, 'errors.log'));
   args.push('-trace_calldebug', '-calldebug_file', path.join(dir, 'calldebug.log'));
