@@ -35,6 +35,8 @@ export interface BenchOptions {
   settleMs: number;
   /** kamailio UDP workers (-n). */
   kamailioWorkers: number;
+  /** kamailio shared memory in MB (-m): transactions live there, about 5 s each after they end. */
+  kamailioShmMb: number;
   /** sipp's limit of simultaneous calls per shard (-l); default rate × (hold + 35 s), so it never throttles. */
   maxOpenCalls?: number;
   /** Completion (% of planned calls) a step needs to count as sustained. */
@@ -245,6 +247,13 @@ function rmemMax(): number | null {
 
 const SIPP_SOCKET_BUFFER = String(8 * 1024 * 1024); // the kernel caps it at net.core.rmem_max/wmem_max
 
+/**
+ * sipp obeys any UDP datagram on its control port ('q' quits, 'p' pauses, '-' lowers the rate).
+ * By default that is the first free port from 8888 on all addresses, where stray packets of other
+ * programs land; each sipp here gets a free port of its own on loopback instead.
+ */
+const CONTROL_PORT = (): string[] => ['-ci', '127.0.0.1', '-cp', String(pickFreePort())];
+
 function startUas(dir: string, port: number, totalMs: number): BenchProcess {
   return spawnBenchProcess(
     'sipp UAS',
@@ -254,6 +263,7 @@ function startUas(dir: string, port: number, totalMs: number): BenchProcess {
       '-t', 'u1', '-i', '127.0.0.1', '-p', String(port),
       '-buff_size', SIPP_SOCKET_BUFFER,
       '-nostdin',
+      ...CONTROL_PORT(),
       '-trace_stat', '-stf', path.join(dir, 'uas-stats.csv'), '-fd', '1',
       '-trace_err', '-error_file', path.join(dir, 'uas-errors.log'),
       '-timeout', `${Math.ceil(totalMs / 1000)}s`,
@@ -278,6 +288,7 @@ function startUacShard(o: BenchOptions, dir: string, i: number, rate: number, ca
     '-key', 'hold_ms', String(o.holdMs),
     '-buff_size', SIPP_SOCKET_BUFFER,
     '-nostdin',
+    ...CONTROL_PORT(),
     '-trace_stat', '-stf', statsFile, '-fd', '1',
     ...(o.pddSource === 'rtd' ? ['-trace_rtt', '-rtt_freq', '10'] : ['-trace_shortmsg', '-shortmessage_file', path.join(dir, `uac-${i}-short.log`)]),
     // sipp stops by itself at this deadline; the harness ends the step earlier (drainMs).
@@ -421,7 +432,7 @@ export async function runBench(o: BenchOptions, command: string): Promise<BenchR
     await waitListening(uas, uasPort, 'udp');
     const uasAddr = { host: '127.0.0.1', port: uasPort };
     if (o.target === 'kamailio') {
-      target = await startKamailio({ port: targetPort, uas: uasAddr, workers: o.kamailioWorkers, log: o.log });
+      target = await startKamailio({ port: targetPort, uas: uasAddr, workers: o.kamailioWorkers, shmMb: o.kamailioShmMb, log: o.log });
     } else {
       if (!o.cmd) {
         throw new TypeError('--target command needs --cmd "<command line>"');
@@ -434,6 +445,10 @@ export async function runBench(o: BenchOptions, command: string): Promise<BenchR
       const step = await runStep(o, rate, path.join(workDir, `step-${String(steps.length + 1).padStart(2, '0')}-${rate}cps`), target, uas);
       steps.push(step);
       o.log(`  ${step.completed}/${step.planned} completed (${step.completionPct} %), pdd p50 ${step.pddMs.p50 ?? '-'} ms p99 ${step.pddMs.p99 ?? '-'} ms, target CPU ${step.targetCpuPct} %`);
+      if (uas.hasExited()) {
+        const out = uas.output();
+        throw new Error(`the sipp UAS exited during the ${rate} cps step (${await uas.exited}):\n${(out.stderr + out.stdout).trim().slice(-2000)}`);
+      }
       if (target.process.hasExited()) {
         throw new Error(`the target exited during the ${rate} cps step (${await target.process.exited}):\n${target.process.output().stderr.slice(-2000)}`);
       }

@@ -46,6 +46,9 @@ Options:
   --stop-below PCT           stop stepping up after a step below this completion (default 0:
                              never)
   --kamailio-workers N       kamailio UDP worker processes, -n (default 4)
+  --kamailio-shm-mb N        kamailio shared memory, -m (default 1024). Finished transactions
+                             stay there about 5 s, so high rates need a lot; when it runs out,
+                             kamailio answers 500 and the step fails for that reason
   --max-open-calls N         sipp -l per UAC shard (default: rate x (hold + 35 s), never throttles)
   --trace-errors             keep sipp's UAC error logs in the step directories
   --pdd-source shortmsg|rtd  where post-dial delays come from (default shortmsg): sipp's
@@ -80,6 +83,7 @@ export function parseCli(argv: string[]): { help: boolean; options: BenchOptions
       threshold: { type: 'string', default: '99.9' },
       'stop-below': { type: 'string', default: '0' },
       'kamailio-workers': { type: 'string', default: '4' },
+      'kamailio-shm-mb': { type: 'string', default: '1024' },
       'max-open-calls': { type: 'string' },
       'trace-errors': { type: 'boolean', default: false },
       'pdd-source': { type: 'string', default: 'shortmsg' },
@@ -134,6 +138,7 @@ export function parseCli(argv: string[]): { help: boolean; options: BenchOptions
     drainMs: parseDuration(values.drain),
     settleMs: parseDuration(values.settle),
     kamailioWorkers: int('kamailio-workers', values['kamailio-workers'], 1),
+    kamailioShmMb: int('kamailio-shm-mb', values['kamailio-shm-mb'], 16),
     maxOpenCalls: values['max-open-calls'] === undefined ? undefined : int('max-open-calls', values['max-open-calls'], 1),
     threshold: pct('threshold', values.threshold),
     stopBelow: pct('stop-below', values['stop-below']),
@@ -150,7 +155,7 @@ const fmt = (v: number | null): string => (v === null ? '-' : String(v));
 
 /** The report as a plain-text table plus the ceiling line. */
 export function formatTable(report: BenchReport): string {
-  const head = ['rate', 'planned', 'attempted', 'completed', 'failed', 'unfinished', 'completed %', 'pdd p50 ms', 'pdd p99 ms', 'target CPU %', 'target RSS MB', 'UAC CPU %', 'UAS CPU %', 'retrans'];
+  const head = ['rate', 'planned', 'attempted', 'completed', 'failed', 'unfinished', 'completed %', 'pdd p50 ms', 'pdd p99 ms', 'target CPU %', 'target RSS MB', 'target PSS MB', 'UAC CPU %', 'UAS CPU %', 'retrans'];
   const rows = report.steps.map((s) => [
     String(s.rate),
     String(s.planned),
@@ -163,6 +168,7 @@ export function formatTable(report: BenchReport): string {
     fmt(s.pddMs.p99),
     s.targetCpuPct.toFixed(1),
     s.targetRssMb.toFixed(1),
+    s.targetPssMb.toFixed(1),
     s.uacCpuPct.toFixed(1),
     s.uasCpuPct.toFixed(1),
     String(s.retransmissions),
@@ -177,6 +183,7 @@ export function formatTable(report: BenchReport): string {
     line(widths.map((w) => '-'.repeat(w))),
     ...rows.map(line),
     '',
+    'RSS: resident memory summed over the target\'s processes (shared memory counted in each); PSS: the same with shared pages split.',
     report.ceiling
       ? `highest rate with >= ${report.ceiling.threshold} % completed: ${report.ceiling.rate} cps (${report.ceiling.completionPct} %)`
       : `no step reached ${report.options.threshold} % completed`,

@@ -88,7 +88,7 @@ export async function startKamailio(opts: KamailioOptions): Promise<Target> {
 
   return {
     kind: 'kamailio',
-    description: `${kamailioVersion() ?? 'kamailio (version unknown)'}, ${opts.workers} UDP workers, stateful proxy with record-routing`,
+    description: `${kamailioVersion() ?? 'kamailio (version unknown)'}, ${opts.workers} UDP workers, ${opts.shmMb ?? 256} MB shared memory, stateful proxy with record-routing`,
     port: opts.port,
     process: proc,
     stop: async () => {
