@@ -103,6 +103,11 @@ export interface StepResult {
   uacCpuPct: number;
   /** CPU of the sipp UAS, % of one core. */
   uasCpuPct: number;
+  /** The UAS's own count of calls it completed and failed (a fresh UAS runs each step). */
+  uasCompleted: number;
+  uasFailed: number;
+  /** Set when the UAS exited before the step ended: its exit status and last output lines. */
+  uasExitedEarly: string | null;
   /** Wall time of the step, s. */
   wallS: number;
   /** Exit status of each UAC shard (sipp: 0 all calls succeeded, 1 some failed; a signal name when stopped). */
@@ -120,7 +125,16 @@ export interface BenchReport {
   finishedAt: string;
   /** The command line that reproduces the run. */
   command: string;
-  host: { cpus: number; cpuModel: string; kernel: string; udpRmemMaxBytes: number | null; sipp: string; node: string };
+  host: {
+    cpus: number;
+    cpuModel: string;
+    kernel: string;
+    udpRmemMaxBytes: number | null;
+    sipp: string;
+    node: string;
+    /** 1-minute load average before and after the run: other work on the machine skews the figures. */
+    loadAvg: { start: number; end: number };
+  };
   target: { kind: string; description: string; port: number; uasPort: number };
   options: Omit<BenchOptions, 'log'>;
   steps: StepResult[];
@@ -254,7 +268,7 @@ const SIPP_SOCKET_BUFFER = String(8 * 1024 * 1024); // the kernel caps it at net
  */
 const CONTROL_PORT = (): string[] => ['-ci', '127.0.0.1', '-cp', String(pickFreePort())];
 
-function startUas(dir: string, port: number, totalMs: number): BenchProcess {
+function startUas(dir: string, port: number, timeoutMs: number): BenchProcess {
   return spawnBenchProcess(
     'sipp UAS',
     'sipp',
@@ -266,7 +280,7 @@ function startUas(dir: string, port: number, totalMs: number): BenchProcess {
       ...CONTROL_PORT(),
       '-trace_stat', '-stf', path.join(dir, 'uas-stats.csv'), '-fd', '1',
       '-trace_err', '-error_file', path.join(dir, 'uas-errors.log'),
-      '-timeout', `${Math.ceil(totalMs / 1000)}s`,
+      '-timeout', `${Math.ceil(timeoutMs / 1000)}s`,
     ],
     { cwd: dir },
   );
@@ -312,8 +326,17 @@ export function splitShards(rate: number, calls: number, n: number): { rate: num
   return out.filter((s) => s.calls > 0);
 }
 
-async function runStep(o: BenchOptions, rate: number, dir: string, target: Target, uas: BenchProcess): Promise<StepResult> {
+async function runStep(o: BenchOptions, rate: number, dir: string, target: Target, uasPort: number): Promise<StepResult> {
   fs.mkdirSync(dir, { recursive: true });
+  // A fresh UAS for every step, on the port the target relays to: its statistics are the step's
+  // own, and whatever happened to the previous one does not carry over.
+  const uas = startUas(dir, uasPort, o.durationMs + o.drainMs + 60_000);
+  try {
+    await waitListening(uas, uasPort, 'udp');
+  } catch (err) {
+    await uas.stop(1000);
+    throw err;
+  }
   const planned = Math.max(1, Math.round((rate * o.durationMs) / 1000));
   const shardPlan = splitShards(rate, planned, Math.max(1, o.uacShards));
   const targetCpu = cpuMeter(() => target.process.tree());
@@ -359,6 +382,14 @@ async function runStep(o: BenchOptions, rate: number, dir: string, target: Targe
   const uacExit = await allExited;
   clearTimeout(deadline);
   const wallS = (performance.now() - t0) / 1000;
+  let uasExitedEarly: string | null = null;
+  if (uas.hasExited()) {
+    const out = uas.output();
+    uasExitedEarly = `exit ${await uas.exited}: ${(out.stderr + out.stdout).trim().split('\n').slice(-5).join('\n')}`;
+    o.log(`  step ${rate} cps: the sipp UAS exited before the step ended (${uasExitedEarly.split(':')[0]})`);
+  }
+  await uas.stop(3000);
+  const uasRow = lastStatsRow(path.join(dir, 'uas-stats.csv'));
 
   let attempted = 0;
   let completed = 0;
@@ -403,6 +434,9 @@ async function runStep(o: BenchOptions, rate: number, dir: string, target: Targe
     targetPssMb: round1(maxPss),
     uacCpuPct: round1(uacCpuPct),
     uasCpuPct: round1(uasCpuPct),
+    uasCompleted: Number(uasRow?.['SuccessfulCall(C)'] ?? 0),
+    uasFailed: Number(uasRow?.['FailedCall(C)'] ?? 0),
+    uasExitedEarly,
     wallS: round1(wallS),
     uacExit,
     uacStderr: shards.map((sh, i) => (uacExit[i] === 0 ? '' : sh.proc.output().stderr.trim().split('\n').slice(-5).join('\n'))),
@@ -420,16 +454,14 @@ export function findCeiling(steps: StepResult[], threshold: number): BenchReport
 /** Runs the benchmark: starts the UAS and the target, steps through the rates, stops everything. */
 export async function runBench(o: BenchOptions, command: string): Promise<BenchReport> {
   const startedAt = new Date().toISOString();
+  const loadStart = os.loadavg()[0] ?? 0;
   const workDir = o.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'ringbridge-sip-bench-'));
   fs.mkdirSync(workDir, { recursive: true });
   const uasPort = pickFreePort();
   const targetPort = o.targetPort ?? pickFreePort();
-  const totalMs = o.rates.length * (o.durationMs + o.drainMs + o.settleMs + 15_000) + 60_000;
-  const uas = startUas(workDir, uasPort, totalMs);
   let target: Target | undefined;
   const steps: StepResult[] = [];
   try {
-    await waitListening(uas, uasPort, 'udp');
     const uasAddr = { host: '127.0.0.1', port: uasPort };
     if (o.target === 'kamailio') {
       target = await startKamailio({ port: targetPort, uas: uasAddr, workers: o.kamailioWorkers, shmMb: o.kamailioShmMb, log: o.log });
@@ -442,13 +474,9 @@ export async function runBench(o: BenchOptions, command: string): Promise<BenchR
     o.log(`target: ${target.description} on udp 127.0.0.1:${target.port}; sipp UAS on ${uasPort}; files in ${workDir}`);
     for (const rate of o.rates) {
       o.log(`step ${rate} cps for ${o.durationMs / 1000} s (${o.uacShards} UAC shard${o.uacShards > 1 ? 's' : ''}) ...`);
-      const step = await runStep(o, rate, path.join(workDir, `step-${String(steps.length + 1).padStart(2, '0')}-${rate}cps`), target, uas);
+      const step = await runStep(o, rate, path.join(workDir, `step-${String(steps.length + 1).padStart(2, '0')}-${rate}cps`), target, uasPort);
       steps.push(step);
       o.log(`  ${step.completed}/${step.planned} completed (${step.completionPct} %), pdd p50 ${step.pddMs.p50 ?? '-'} ms p99 ${step.pddMs.p99 ?? '-'} ms, target CPU ${step.targetCpuPct} %`);
-      if (uas.hasExited()) {
-        const out = uas.output();
-        throw new Error(`the sipp UAS exited during the ${rate} cps step (${await uas.exited}):\n${(out.stderr + out.stdout).trim().slice(-2000)}`);
-      }
       if (target.process.hasExited()) {
         throw new Error(`the target exited during the ${rate} cps step (${await target.process.exited}):\n${target.process.output().stderr.slice(-2000)}`);
       }
@@ -462,7 +490,6 @@ export async function runBench(o: BenchOptions, command: string): Promise<BenchR
     }
   } finally {
     await target?.stop();
-    await uas.stop(3000);
   }
   const { log: _log, ...options } = o;
 
@@ -478,6 +505,7 @@ export async function runBench(o: BenchOptions, command: string): Promise<BenchR
       udpRmemMaxBytes: rmemMax(),
       sipp: sippVersion(),
       node: process.version,
+      loadAvg: { start: loadStart, end: os.loadavg()[0] ?? 0 },
     },
     target: { kind: target?.kind ?? o.target, description: target?.description ?? '', port: targetPort, uasPort },
     options: { ...options, workDir },

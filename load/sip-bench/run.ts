@@ -177,7 +177,8 @@ export function formatTable(report: BenchReport): string {
   const line = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
   const out = [
     `target: ${report.target.description}`,
-    `host: ${report.host.cpus} CPU (${report.host.cpuModel}), kernel ${report.host.kernel}, ${report.host.sipp}; ${report.options.uacShards} UAC shard(s), ${report.options.durationMs / 1000} s per step, hold ${report.options.holdMs} ms`,
+    `host: ${report.host.cpus} CPU (${report.host.cpuModel}), kernel ${report.host.kernel}, ${report.host.sipp}, load average ${report.host.loadAvg.start.toFixed(2)} before, ${report.host.loadAvg.end.toFixed(2)} after`,
+    `run: ${report.options.uacShards} UAC shard(s), ${report.options.durationMs / 1000} s per step, hold ${report.options.holdMs} ms`,
     '',
     line(head),
     line(widths.map((w) => '-'.repeat(w))),

@@ -564,8 +564,6 @@ interface Launched {
   dir: string;
   /** Settles with the result when sipp exits (rejects with SippTimeoutError on the deadline). */
   done: Promise<SippResult>;
-  /** Whether the helper killed it for overrunning. */
-  killedForTimeout: () => boolean;
 }
 
 function launch(opts: SippOptions, port: number): Launched {
@@ -611,7 +609,7 @@ function launch(opts: SippOptions, port: number): Launched {
   });
   done.catch(() => undefined); // callers get the rejection through their own handlers
 
-  return { child, port, args, dir, done, killedForTimeout: () => killed };
+  return { child, port, args, dir, done };
 }
 
 function isBindFailure(r: SippResult): boolean {
