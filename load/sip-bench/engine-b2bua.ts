@@ -15,8 +15,9 @@ import { parseArgs } from 'node:util';
 import Srf from 'drachtio-srf';
 import { createLogger } from '../../src/log/logger.js';
 import { SipEngine } from '../../src/sip/engine/engine.js';
+import { SipEngineThread } from '../../src/sip/engine/thread.js';
 
-const { values } = parseArgs({ options: { port: { type: 'string' }, uas: { type: 'string' }, address: { type: 'string' }, help: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { port: { type: 'string' }, uas: { type: 'string' }, address: { type: 'string' }, thread: { type: 'boolean' }, help: { type: 'boolean' } } });
 if (values.help || !values.port) {
   process.stdout.write('Usage: engine-b2bua --port <sip udp port> [--uas host:port] [--address 127.0.0.1]\n');
   process.exit(values.help ? 0 : 2);
@@ -25,7 +26,7 @@ if (values.help || !values.port) {
 const logger = createLogger({ level: process.env.LOG_LEVEL ?? 'warn' });
 const secret = randomBytes(12).toString('hex');
 const address = values.address ?? '127.0.0.1';
-const engine = await SipEngine.start({
+const engineOpts = {
   listenAddresses: [address],
   publicAddress: '',
   udp: { enabled: true, port: Number(values.port) },
@@ -33,8 +34,11 @@ const engine = await SipEngine.start({
   tls: { enabled: false, port: 0, certFile: '', keyFile: '' },
   control: { host: '127.0.0.1', port: 0, secret },
   timers: { t1Ms: 500, t2Ms: 4000, t4Ms: 5000 },
-  logger,
-});
+};
+// --thread: the engine in a worker thread, as the gateway runs it with sip.engineThread
+const engine = values.thread
+  ? await SipEngineThread.start({ ...engineOpts, log: { level: process.env.LOG_LEVEL ?? 'warn', pretty: false } })
+  : await SipEngine.start({ ...engineOpts, logger });
 const srf = new Srf();
 await new Promise<void>((resolve, reject) => {
   srf.on('connect', (err: Error | null) => (err ? reject(err) : resolve()));
@@ -62,14 +66,19 @@ if (process.env.BENCH_MEM_LOG_MS) {
   setInterval(() => {
     (globalThis as { gc?: () => void }).gc?.();
     const m = process.memoryUsage();
-    process.stderr.write(`${JSON.stringify({ rssMB: Math.round(m.rss / 1e6), heapMB: Math.round(m.heapUsed / 1e6), sizes: engine.stats().sizes, dialogs: engine.dialogSummary().counts })}\n`);
+    void Promise.resolve(engine.stats()).then((stats) =>
+      process.stderr.write(`${JSON.stringify({ rssMB: Math.round(m.rss / 1e6), heapMB: Math.round(m.heapUsed / 1e6), engine: stats })}\n`),
+    );
   }, Number(process.env.BENCH_MEM_LOG_MS)).unref();
 }
 process.stdout.write('ready\n');
 const stop = () => {
-  logger.info({ failures, stats: engine.stats(), dialogs: engine.dialogSummary() }, 'engine-b2bua stopping');
-  srf.disconnect();
-  void engine.close().then(() => process.exit(0));
+  void Promise.resolve(engine.stats()).then(async (stats) => {
+    logger.info({ failures, stats }, 'engine-b2bua stopping');
+    srf.disconnect();
+    await engine.close();
+    process.exit(0);
+  });
 };
 process.once('SIGTERM', stop);
 process.once('SIGINT', stop);

@@ -173,18 +173,55 @@ export class SipMessage {
     return new SipMessage({ isRequest: false, method: '', uri: '', status, reason, headers: toHeaders(headers), body: toBody(body) });
   }
 
+  /**
+   * Lookup keys of the header lines (lower case, compact forms expanded), recomputed when a line
+   * was added, removed or renamed since the last lookup: lookups run many times per message.
+   */
+  #keys: { names: string[]; keys: string[] } | undefined;
+
+  #lineKeys(): string[] {
+    const hs = this.headers;
+    const c = this.#keys;
+    if (c && c.names.length === hs.length) {
+      let same = true;
+      for (let i = 0; i < hs.length; i++) {
+        if (c.names[i] !== hs[i]!.name) {
+          same = false;
+          break;
+        }
+      }
+      if (same) {
+        return c.keys;
+      }
+    }
+    const names = hs.map((h) => h.name);
+    const keys = names.map(headerKey);
+    this.#keys = { names, keys };
+
+    return keys;
+  }
+
   /** The value of the first line named `name` (case-insensitive, compact names equivalent). */
   getHeader(name: string): string | undefined {
     const key = headerKey(name);
+    const keys = this.#lineKeys();
+    const i = keys.indexOf(key);
 
-    return this.headers.find((h) => headerKey(h.name) === key)?.value;
+    return i < 0 ? undefined : this.headers[i]!.value;
   }
 
   /** The values of every line named `name`, in order. */
   getHeaders(name: string): string[] {
     const key = headerKey(name);
+    const keys = this.#lineKeys();
+    const out: string[] = [];
+    for (let i = 0; i < keys.length; i++) {
+      if (keys[i] === key) {
+        out.push(this.headers[i]!.value);
+      }
+    }
 
-    return this.headers.filter((h) => headerKey(h.name) === key).map((h) => h.value);
+    return out;
   }
 
   /**
@@ -262,43 +299,63 @@ export class SipMessage {
     return this.getHeader('call-id') ?? '';
   }
 
-  /** The CSeq number and method; undefined when absent or malformed. */
+  /**
+   * Parsed header values, remembered per header and keyed by the exact text they were parsed
+   * from: a later edit of the header (even through `headers` directly) changes the text and so
+   * misses the cache. Results are shared between calls: treat them as read-only.
+   */
+  #parsed = new Map<string, { src: string; value: unknown }>();
+
+  #memo<T>(slot: string, src: string, parse: (src: string) => T): T {
+    const hit = this.#parsed.get(slot);
+    if (hit && hit.src === src) {
+      return hit.value as T;
+    }
+    const value = parse(src);
+    this.#parsed.set(slot, { src, value });
+
+    return value;
+  }
+
+  /** The CSeq number and method; undefined when absent or malformed. Read-only. */
   get cseq(): { seq: number; method: string } | undefined {
     const v = this.getHeader('cseq');
 
-    return v === undefined ? undefined : parseCSeq(v);
+    return v === undefined ? undefined : this.#memo('cseq', v, parseCSeq);
   }
 
-  /** The From header parsed; undefined when absent or unparseable. */
+  /** The From header parsed; undefined when absent or unparseable. Read-only. */
   get from(): NameAddr | undefined {
     const v = this.getHeader('from');
 
-    return v === undefined ? undefined : parseNameAddr(v);
+    return v === undefined ? undefined : this.#memo('from', v, parseNameAddr);
   }
 
-  /** The To header parsed; undefined when absent or unparseable. */
+  /** The To header parsed; undefined when absent or unparseable. Read-only. */
   get to(): NameAddr | undefined {
     const v = this.getHeader('to');
 
-    return v === undefined ? undefined : parseNameAddr(v);
+    return v === undefined ? undefined : this.#memo('to', v, parseNameAddr);
   }
 
   /**
-   * Every Via entry in order (a line may hold several).
+   * Every Via entry in order (a line may hold several). Read-only.
    * @throws {SipParseError} 'Bad Via' when a Via line is malformed (never for a parsed message)
    */
   get vias(): Via[] {
-    return this.getHeaders('via').flatMap((v) => parseVia(v));
+    const lines = this.getHeaders('via');
+
+    return this.#memo('vias', lines.join('\n'), () => lines.flatMap((v) => parseVia(v)));
   }
 
   /**
-   * The first Via entry; undefined when there is no Via.
+   * The first Via entry; undefined when there is no Via. Read-only.
    * @throws {SipParseError} 'Bad Via' when the first Via line is malformed
    */
   get topVia(): Via | undefined {
     const v = this.getHeader('via');
 
-    return v === undefined ? undefined : parseVia(v)[0];
+    return v === undefined ? undefined : this.#memo('topVia', v, (src) => parseVia(src)[0]);
   }
 
   /** The declared Content-Length, when present and numeric. */

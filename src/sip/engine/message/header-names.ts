@@ -147,14 +147,26 @@ export function compactToFull(name: string): string {
  * to their full name (`'I'` and `'call-id'` → `'call-id'`).
  */
 export function headerKey(name: string): string {
+  const known = KEY_CACHE.get(name);
+  if (known !== undefined) {
+    return known;
+  }
+  let key: string;
   if (name.length === 1) {
     const full = COMPACT[name.toLowerCase()];
-
-    return full ? full.toLowerCase() : name.toLowerCase();
+    key = full ? full.toLowerCase() : name.toLowerCase();
+  } else {
+    key = name.toLowerCase();
+  }
+  // Header names repeat endlessly on the hot path; remember a bounded number of spellings.
+  if (KEY_CACHE.size < 2048) {
+    KEY_CACHE.set(name, key);
   }
 
-  return name.toLowerCase();
+  return key;
 }
+
+const KEY_CACHE = new Map<string, string>();
 
 /**
  * The standard capitalisation of a header name: known names from the RFCs as registered
