@@ -74,7 +74,7 @@ export class Gateway {
       rtcMaxPort: config.media.rtcMaxPort,
       logger: logger.child({ component: 'media' }),
     });
-    this.#sip = await SipService.start({ config: config.sip, logger: logger.child({ component: 'sip' }) });
+    this.#sip = await SipService.start({ config: config.sip, logger: logger.child({ component: 'sip' }), logLevel: config.log.level, logPretty: config.log.pretty });
     this.#http = await startHttpServer({
       host: config.http.host,
       port: config.http.port,

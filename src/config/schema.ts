@@ -68,6 +68,11 @@ const sipSchema = z.strictObject({
    * sip.control.host:port.
    */
   engine: z.enum(['embedded', 'external']),
+  /**
+   * With the embedded engine: run it in a worker thread of the gateway process (its own core for
+   * parsing, transactions and transports), else on the main thread.
+   */
+  engineThread: z.boolean(),
   /** Addresses the SIP transports listen on (IPv4 and/or IPv6). */
   listenAddresses: z.array(hostOrIp).min(1),
   /** Address put in Via/Contact/SDP when the listen address is a wildcard or behind NAT; empty: auto. */

@@ -10,6 +10,7 @@ import Srf from 'drachtio-srf';
 import { type Config } from '../config/schema.js';
 import { type Logger } from '../log/logger.js';
 import { SipEngine } from './engine/engine.js';
+import { SipEngineThread } from './engine/thread.js';
 
 /** Thrown when srf cannot reach the SIP engine at start. */
 export class SipConnectError extends Error {
@@ -23,19 +24,22 @@ export interface SipServiceOptions {
   logger: Logger;
   /** How long to wait for the first srf connection, ms (default 10 000). */
   connectTimeoutMs?: number;
+  /** Log settings for an engine thread, which makes its own logger. */
+  logLevel?: string;
+  logPretty?: boolean;
 }
 
 /** The engine (when embedded) and the connected srf. */
 export class SipService {
   readonly srf: Srf;
-  readonly engine: SipEngine | undefined;
+  readonly engine: SipEngine | SipEngineThread | undefined;
   readonly #log: Logger;
   readonly #mode: 'embedded' | 'external';
   #connected = false;
   #serverHostports = '';
   #closed = false;
 
-  private constructor(srf: Srf, engine: SipEngine | undefined, mode: 'embedded' | 'external', logger: Logger) {
+  private constructor(srf: Srf, engine: SipEngine | SipEngineThread | undefined, mode: 'embedded' | 'external', logger: Logger) {
     this.srf = srf;
     this.engine = engine;
     this.#mode = mode;
@@ -49,10 +53,10 @@ export class SipService {
    */
   static async start(opts: SipServiceOptions): Promise<SipService> {
     const { config, logger } = opts;
-    let engine: SipEngine | undefined;
+    let engine: SipEngine | SipEngineThread | undefined;
     let target: { host: string; port: number; secret: string };
     if (config.engine === 'embedded') {
-      engine = await SipEngine.start({
+      const engineOpts = {
         listenAddresses: config.listenAddresses,
         publicAddress: config.publicAddress,
         udp: config.udp,
@@ -61,8 +65,10 @@ export class SipService {
         control: config.control,
         timers: config.timers,
         limits: config.limits,
-        logger: logger.child({ component: 'sip-engine' }),
-      });
+      };
+      engine = config.engineThread
+        ? await SipEngineThread.start({ ...engineOpts, log: { level: opts.logLevel ?? 'info', pretty: opts.logPretty ?? false } })
+        : await SipEngine.start({ ...engineOpts, logger: logger.child({ component: 'sip-engine' }) });
       target = { ...engine.control, host: engine.control.host === '0.0.0.0' ? '127.0.0.1' : engine.control.host };
     } else {
       target = config.control;

@@ -120,6 +120,18 @@ describe('SIP engine as its own process', () => {
     expect(await engine.exited).toBe(0);
   });
 
+  it('runs the embedded engine in a worker thread with sip.engineThread', async () => {
+    const gw = start({ RINGBRIDGE_SIP__ENGINE_THREAD: 'true' });
+    const port = await httpPortOf(gw);
+    const health = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { components: { sip: { hostports: string } } };
+    expect(health.components.sip).toMatchObject({ state: 'up', mode: 'embedded', connected: true });
+    const sipTarget = health.components.sip.hostports.split(',').find((h) => h.startsWith('udp/'))!.slice(4);
+    const r = await runSipp({ scenario: 'uac-options', target: sipTarget });
+    expect(r.exitCode, r.describe()).toBe(0);
+    gw.child.kill('SIGTERM');
+    expect(await gw.exited).toBe(0);
+  });
+
   it('refuses to run alone without a shared secret', async () => {
     const engine = startGatewayProcess({}, [], 'dist/src/sip/engine/cli.js');
     running.push(engine);
