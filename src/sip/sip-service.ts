@@ -68,7 +68,7 @@ export class SipService {
       };
       engine = config.engineThread
         ? await SipEngineThread.start({ ...engineOpts, log: { level: opts.logLevel ?? 'info', pretty: opts.logPretty ?? false } })
-        : await SipEngine.start({ ...engineOpts, logger: logger.child({ component: 'sip-engine' }) });
+        : await SipEngine.start({ ...engineOpts, logger: logger.child({ subsystem: 'engine' }) });
       target = { ...engine.control, host: engine.control.host === '0.0.0.0' ? '127.0.0.1' : engine.control.host };
     } else {
       target = config.control;
