@@ -1,0 +1,229 @@
+/**
+ * The agent signaling protocol, version 1: JSON messages over a WebSocket at /ws. Shared by the
+ * gateway (src/signaling) and the client SDK (src/client); the SDK imports types only, so this
+ * module must stay free of Node-only imports. PROTOCOL.md next to this file documents every
+ * message; keep the two in step.
+ *
+ * Envelope:
+ *   request   client → server  { v: 1, id, type: <method>, data }
+ *   response  server → client  { v: 1, id, type: 'response', ok: true, data }
+ *                              { v: 1, id, type: 'response', ok: false, error: { code, message } }
+ *   event     server → client  { v: 1, type: <event>, data }
+ */
+import { z } from 'zod';
+
+/** The protocol version this gateway speaks. */
+export const PROTOCOL_VERSION = 1;
+
+/** WebSocket close codes the gateway uses (4000–4999 are application codes, RFC 6455 §7.4.2). */
+export const CLOSE_CODES = {
+  /** Not authenticated in time, or a request before `auth`. */
+  UNAUTHENTICATED: 4401,
+  /** The token was refused. */
+  AUTH_FAILED: 4403,
+  /** The same session was resumed on another connection. */
+  REPLACED: 4409,
+  /** No heartbeat within the allowed time. */
+  HEARTBEAT_TIMEOUT: 4408,
+  /** Unsupported protocol version. */
+  UNSUPPORTED_VERSION: 4426,
+  /** Gateway shutting down or draining; reconnect elsewhere. */
+  GOING_AWAY: 1001,
+} as const;
+
+/** Typed error codes of failed requests. */
+export const ERROR_CODES = [
+  'BAD_REQUEST',
+  'UNSUPPORTED_VERSION',
+  'UNAUTHENTICATED',
+  'AUTH_FAILED',
+  'TOKEN_EXPIRED',
+  'NOT_FOUND',
+  'INVALID_STATE',
+  'ALREADY_ANSWERED',
+  'FORBIDDEN',
+  'NO_ROUTE',
+  'MEDIA_ERROR',
+  'RATE_LIMITED',
+  'UNAVAILABLE',
+  'INTERNAL',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** Presence an agent sets. */
+export const AGENT_STATUSES = ['available', 'busy', 'away'] as const;
+export type AgentStatus = (typeof AGENT_STATUSES)[number];
+/** Presence as the gateway sees it: the agent's choice, overridden while ringing or on a call. */
+export type EffectivePresence = AgentStatus | 'ringing' | 'on_call' | 'offline';
+
+/** Why a call ended, as the agent sees it. */
+export const END_REASONS = [
+  'hangup_local',
+  'hangup_remote',
+  'cancelled',
+  'answered_elsewhere',
+  'declined',
+  'busy',
+  'not_found',
+  'unavailable',
+  'no_answer',
+  'timeout',
+  'rejected',
+  'rtp_timeout',
+  'media_error',
+  'session_lost',
+  'failed',
+] as const;
+export type EndReason = (typeof END_REASONS)[number];
+
+/** Why a ringing call was taken away from an agent. */
+export type CancelReason = 'answered_elsewhere' | 'caller_cancelled' | 'ring_timeout' | 'declined' | 'session_lost';
+
+// ------------------------------------------------------------------------------------------------
+// mediasoup shapes carried in messages (kept structural so that the SDK needs no server types)
+// ------------------------------------------------------------------------------------------------
+
+/** What a client needs to create one mediasoup-client transport. */
+export interface TransportInfo {
+  id: string;
+  iceParameters: unknown;
+  iceCandidates: unknown[];
+  dtlsParameters: unknown;
+}
+
+/** The audio codec of a call (the trunk's; never transcoded). */
+export interface CallCodec {
+  mimeType: string;
+  clockRate: number;
+  channels?: number;
+}
+
+/** Media set-up data returned by call.answer and call.dial. */
+export interface MediaOffer {
+  routerRtpCapabilities: unknown;
+  sendTransport: TransportInfo;
+  recvTransport: TransportInfo;
+  /** Known at once for inbound calls; for outbound calls it comes with `call.media`. */
+  codec?: CallCodec;
+}
+
+/** A call as listed to an agent. */
+export interface CallInfo {
+  callId: string;
+  direction: 'inbound' | 'outbound';
+  state: 'ringing' | 'dialing' | 'early' | 'active' | 'held' | 'ended';
+  from: { number: string; name?: string };
+  to: { number: string };
+  trunkId: string;
+  startedAt: string;
+  answeredAt?: string;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Requests (client → server): name → data schema, and the data of their responses
+// ------------------------------------------------------------------------------------------------
+
+const callId = z.string().min(1).max(128);
+const digits = z.string().regex(/^[0-9*#A-Da-d]{1,32}$/, 'DTMF digits 0-9, *, #, A-D (1 to 32)');
+
+/** Schemas of every request's `data`. Unknown keys are refused. */
+export const REQUESTS = {
+  auth: z.strictObject({
+    token: z.string().min(10).max(16384),
+    resume: z.strictObject({ sessionId: z.string().min(1).max(128), resumeToken: z.string().min(1).max(256) }).optional(),
+  }),
+  ping: z.strictObject({}),
+  'presence.set': z.strictObject({ status: z.enum(AGENT_STATUSES) }),
+  'calls.list': z.strictObject({}),
+  'call.answer': z.strictObject({ callId }),
+  'call.decline': z.strictObject({ callId, reason: z.enum(['busy', 'decline']).optional() }),
+  'call.dial': z.strictObject({ to: z.string().regex(/^\+?[0-9*#]{2,32}$/, 'a dialable number: digits, * and #, optional leading +'), trunkId: z.string().min(1).max(64).optional() }),
+  'call.hangup': z.strictObject({ callId }),
+  'call.hold': z.strictObject({ callId }),
+  'call.resume': z.strictObject({ callId }),
+  'call.mute': z.strictObject({ callId, muted: z.boolean() }),
+  'call.dtmf': z.strictObject({ callId, digits, durationMs: z.int().min(40).max(2000).optional() }),
+  'media.connect': z.strictObject({ callId, transportId: z.string().min(1).max(128), dtlsParameters: z.record(z.string(), z.unknown()) }),
+  'media.produce': z.strictObject({ callId, transportId: z.string().min(1).max(128), kind: z.literal('audio'), rtpParameters: z.record(z.string(), z.unknown()) }),
+  'media.consume': z.strictObject({ callId, rtpCapabilities: z.record(z.string(), z.unknown()) }),
+  'media.resume': z.strictObject({ callId, consumerId: z.string().min(1).max(128) }),
+} as const;
+
+export type RequestType = keyof typeof REQUESTS;
+export type RequestData<T extends RequestType> = z.infer<(typeof REQUESTS)[T]>;
+
+/** The `data` of successful responses, per request. */
+export interface ResponseData {
+  auth: {
+    sessionId: string;
+    resumeToken: string;
+    agentId: string;
+    resumed: boolean;
+    heartbeatIntervalMs: number;
+    resumeGraceMs: number;
+    presence: { status: AgentStatus; effective: EffectivePresence };
+    calls: CallInfo[];
+  };
+  ping: { now: string };
+  'presence.set': { status: AgentStatus; effective: EffectivePresence };
+  'calls.list': { calls: CallInfo[] };
+  'call.answer': { callId: string; media: MediaOffer };
+  'call.decline': Record<string, never>;
+  'call.dial': { callId: string; media: MediaOffer };
+  'call.hangup': Record<string, never>;
+  'call.hold': Record<string, never>;
+  'call.resume': Record<string, never>;
+  'call.mute': { muted: boolean };
+  'call.dtmf': { digits: string };
+  'media.connect': Record<string, never>;
+  'media.produce': { producerId: string };
+  'media.consume': { consumerId: string; producerId: string; kind: 'audio'; rtpParameters: unknown };
+  'media.resume': Record<string, never>;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Events (server → client)
+// ------------------------------------------------------------------------------------------------
+
+/** Every event's `data`. */
+export interface EventData {
+  'call.incoming': CallInfo & { ringTimeoutMs: number };
+  'call.cancelled': { callId: string; reason: CancelReason };
+  'call.progress': { callId: string; status: number; earlyMedia: boolean };
+  'call.media': { callId: string; codec: CallCodec };
+  'call.answered': { callId: string };
+  'call.held': { callId: string; by: 'local' | 'remote' };
+  'call.resumed': { callId: string; by: 'local' | 'remote' };
+  'call.dtmf': { callId: string; digit: string; durationMs: number };
+  'call.ended': { callId: string; reason: EndReason; by: 'local' | 'remote' | 'system'; sipStatus?: number };
+  'presence.changed': { status: AgentStatus; effective: EffectivePresence };
+}
+export type EventType = keyof EventData;
+
+/** A request frame as the client sends it. */
+export interface RequestFrame<T extends RequestType = RequestType> {
+  v: 1;
+  id: string;
+  type: T;
+  data: RequestData<T>;
+}
+
+/** A response frame. */
+export type ResponseFrame<T extends RequestType = RequestType> =
+  | { v: 1; id: string; type: 'response'; ok: true; data: ResponseData[T] }
+  | { v: 1; id: string; type: 'response'; ok: false; error: { code: ErrorCode; message: string } };
+
+/** An event frame. */
+export interface EventFrame<T extends EventType = EventType> {
+  v: 1;
+  type: T;
+  data: EventData[T];
+}
+
+/** The envelope every client frame must have. */
+export const ENVELOPE = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  id: z.string().min(1).max(64),
+  type: z.string().min(1).max(64),
+  data: z.unknown().optional(),
+});
