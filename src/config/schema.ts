@@ -102,6 +102,98 @@ const sipSchema = z.strictObject({
   }),
 });
 
+const codecName = z.enum(['PCMU', 'PCMA', 'G722', 'opus']);
+const cidr = z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'an IP address or CIDR block, e.g. 203.0.113.0/24');
+
+const trunkSchema = z.strictObject({
+  /** Stable id (letters, digits, "-", "_"), used in logs, metrics labels and call records. */
+  id: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, '1 to 32 letters, digits, "-" or "_"'),
+  inbound: z.strictObject({
+    /** Source addresses allowed to send calls (IP or CIDR). Empty: only digest auth admits. */
+    allow: z.array(cidr),
+    /** Digest credentials the trunk must present (RFC 3261 §22); empty username: none. */
+    auth: z.strictObject({ username: z.string(), password: z.string(), realm: z.string() }),
+  }),
+  outbound: z.strictObject({
+    /** Where calls to this trunk go: a SIP URI (host, port, transport); empty: no outbound calls. */
+    uri: z.string(),
+    /** Outbound proxy URI used as next hop (the Request-URI stays the trunk's); empty: none. */
+    proxy: z.string(),
+    /** Digest credentials for the trunk's challenges; empty username: none. */
+    auth: z.strictObject({ username: z.string(), password: z.string() }),
+    /** Number presented as caller (From user) on outbound calls; empty: the agent id. */
+    callerId: z.string(),
+  }),
+  /** Codecs allowed on this trunk, in preference order for our offers. */
+  codecs: z.array(codecName).min(1),
+  media: z.strictObject({
+    /** Learn the trunk's RTP address from its first packet (trunks behind NAT, RFC 4961). */
+    latching: z.boolean(),
+  }),
+});
+
+const routingSchema = z.strictObject({
+  /**
+   * Called number (Request-URI user) → target. Exact match first ("+" and no "+" are the same),
+   * then the entry "*" as the default.
+   */
+  dids: z.array(
+    z.union([
+      z.strictObject({ number: z.string().min(1), agent: z.string().min(1) }),
+      z.strictObject({ number: z.string().min(1), group: z.string().min(1) }),
+    ]),
+  ),
+  groups: z.array(
+    z.strictObject({
+      id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, '1 to 64 letters, digits, "-" or "_"'),
+      /** Agent ids (the JWT agent claim). */
+      members: z.array(z.string().min(1)).min(1),
+      /** ring-all: every available member at once; longest-idle: one at a time, longest idle first. */
+      strategy: z.enum(['ring-all', 'longest-idle']),
+    }),
+  ),
+  /** Trunk for agents' outbound calls when call.dial names none; empty: the first trunk with an outbound uri. */
+  defaultTrunk: z.string(),
+});
+
+const signalingSchema = z.strictObject({
+  auth: z.strictObject({
+    algorithms: z.array(z.enum(['HS256', 'RS256', 'ES256'])).min(1),
+    /** HS256 shared secret (≥ 32 bytes); empty: HS256 tokens are refused. */
+    hs256Secret: z.string(),
+    /** PEM (SPKI) public keys for RS256/ES256 tokens. */
+    publicKeyFiles: z.array(z.string()),
+    /** Claim with the agent id. */
+    agentClaim: z.string().min(1),
+    /** Required issuer / audience; empty: not checked. */
+    issuer: z.string(),
+    audience: z.string(),
+    /** Clock tolerance for exp/nbf, seconds. */
+    clockToleranceS: z.int().min(0).max(300),
+  }),
+  /** How often clients must ping, ms; a session silent for twice this long is dropped. */
+  heartbeatIntervalMs: durationMs,
+  /** How long a dropped session may come back without losing its calls, ms. */
+  resumeGraceMs: durationMs,
+  /** How long a new connection has to authenticate, ms. */
+  authTimeoutMs: durationMs,
+  /** Requests per second allowed per session. */
+  maxRequestsPerSecond: z.int().min(1).max(10_000),
+});
+
+const callsSchema = z.strictObject({
+  /** How long an inbound call rings agents before the trunk gets 480, ms. */
+  ringTimeoutMs: durationMs,
+  /** With longest-idle: how long each agent rings before the next one, ms. */
+  ringStepMs: durationMs,
+  /** No RTP from the trunk for this long ends the call (reason rtp_timeout), ms. */
+  rtpTimeoutMs: durationMs,
+  /** Outbound INVITE without a final answer for this long is cancelled, ms. */
+  dialTimeoutMs: durationMs,
+  /** How long a finished call's record stays in Redis (the call hash), seconds. */
+  recordTtlS: z.int().min(60).max(365 * 86400),
+});
+
 const mediaSchema = z.strictObject({
   /** mediasoup workers; 0 means one per CPU core. */
   workers: z.int().min(0).max(256),
@@ -113,6 +205,9 @@ const mediaSchema = z.strictObject({
   announcedAddress: z.string(),
   rtcMinPort: port,
   rtcMaxPort: port,
+  /** UDP ports of the trunk-facing RTP relay (even RTP port, odd RTCP port). */
+  relayMinPort: port,
+  relayMaxPort: port,
 });
 
 const redisSchema = z.strictObject({
@@ -152,6 +247,10 @@ export const configSchema = z
     redis: redisSchema,
     metrics: metricsSchema,
     shutdown: shutdownSchema,
+    signaling: signalingSchema,
+    calls: callsSchema,
+    trunks: z.array(trunkSchema),
+    routing: routingSchema,
   })
   .superRefine((cfg, ctx) => {
     if (cfg.media.rtcMinPort >= cfg.media.rtcMaxPort) {
@@ -160,6 +259,25 @@ export const configSchema = z
         path: ['media', 'rtcMaxPort'],
         message: `a port above media.rtcMinPort (${cfg.media.rtcMinPort})`,
       });
+    }
+    if (cfg.media.relayMinPort >= cfg.media.relayMaxPort) {
+      ctx.addIssue({ code: 'custom', path: ['media', 'relayMaxPort'], message: `a port above media.relayMinPort (${cfg.media.relayMinPort})` });
+    }
+    const trunkIds = new Set<string>();
+    cfg.trunks.forEach((t, i) => {
+      if (trunkIds.has(t.id)) {
+        ctx.addIssue({ code: 'custom', path: ['trunks', i, 'id'], message: `a trunk id not used by another trunk` });
+      }
+      trunkIds.add(t.id);
+    });
+    const groupIds = new Set(cfg.routing.groups.map((g) => g.id));
+    cfg.routing.dids.forEach((d, i) => {
+      if ('group' in d && !groupIds.has(d.group)) {
+        ctx.addIssue({ code: 'custom', path: ['routing', 'dids', i, 'group'], message: `one of the routing.groups ids (${[...groupIds].join(', ') || 'none defined'})` });
+      }
+    });
+    if (cfg.routing.defaultTrunk !== '' && !trunkIds.has(cfg.routing.defaultTrunk)) {
+      ctx.addIssue({ code: 'custom', path: ['routing', 'defaultTrunk'], message: `one of the trunk ids (${[...trunkIds].join(', ') || 'none defined'})` });
     }
     if (cfg.sip.engine === 'external' && cfg.sip.control.secret === '') {
       ctx.addIssue({
