@@ -229,19 +229,33 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
   /**
    * Answers a ringing call and sets up its media: gets the audio track, `call.answer`, loads the
    * device, creates the transports, produces with the call's codec, consumes and resumes the
-   * trunk's audio. Resolves once audio flows both ways (the 'track' event has fired). When the
-   * media cannot be set up the call is hung up and the promise rejects.
+   * trunk's audio. Resolves once audio flows both ways (the 'track' event has fired), or with
+   * the ended call when it ended meanwhile. When the media cannot be set up the call is hung up
+   * (ended with `media_error`) and the promise rejects.
    * @throws {RingbridgeError} ALREADY_ANSWERED, NOT_FOUND, INVALID_STATE, LOCAL_MEDIA, MEDIA_ERROR, TIMEOUT, ...
    */
   async answer(callId: string): Promise<ClientCall> {
-    const entry = this.#calls.get(callId) ?? this.#register(newCallRecord({ callId, direction: 'inbound' }));
-    const { rec, call } = entry;
-    const track = await this.#audioTrack(callId);
+    const known = this.#calls.get(callId);
+    const { rec, call } = known ?? this.#register(newCallRecord({ callId, direction: 'inbound' }));
+    const forget = (): void => {
+      // a call we only made up for this answer() is not kept when the answer fails
+      if (!known && this.#calls.get(callId)?.rec === rec) {
+        this.#calls.delete(callId);
+      }
+    };
+    let track: AudioTrack;
     let offer: MediaOffer;
+    try {
+      track = await this.#audioTrack(callId);
+    } catch (err) {
+      forget();
+      throw err;
+    }
     try {
       offer = (await this.#request('call.answer', { callId }, callId)).media;
     } catch (err) {
       track.stop();
+      forget();
       throw err;
     }
     try {
@@ -256,12 +270,12 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
       this.emit('track', { call, track: remote });
     } catch (err) {
       track.stop();
-      const e = withCall(err, callId, 'LOCAL_MEDIA');
-      if (!rec.ending) {
-        this.#request('call.hangup', { callId }, callId).catch(() => undefined);
-        this.#endCall(rec, { reason: 'media_error', by: 'local' });
+      if (rec.ending) {
+        return call; // it ended meanwhile ('ended' said so); nothing failed here
       }
-      throw e;
+      this.#request('call.hangup', { callId }, callId).catch(() => undefined);
+      this.#endCall(rec, { reason: 'media_error', by: 'local' });
+      throw withCall(err, callId, 'LOCAL_MEDIA');
     }
 
     return call;
@@ -281,8 +295,9 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
 
   /**
    * Dials a number through a trunk (`call.dial`). Resolves once the call exists and its transports
-   * are created; the audio starts when the gateway sends `call.media` (watch 'progress',
-   * 'track', 'answered' and 'ended').
+   * are created (or with the ended call when it ended meanwhile); the audio starts when the
+   * gateway sends `call.media` (watch 'progress', 'track', 'answered' and 'ended'). Media
+   * failures after that are reported with 'error' and end the call (`media_error`).
    * @throws {RingbridgeError} FORBIDDEN, NO_ROUTE, BAD_REQUEST, LOCAL_MEDIA, TIMEOUT, ...
    */
   async dial(to: string, options: { trunkId?: string } = {}): Promise<ClientCall> {
@@ -309,12 +324,12 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
     try {
       await this.#createMedia(rec, offer);
     } catch (err) {
-      const e = withCall(err, rec.callId, 'LOCAL_MEDIA');
-      if (!rec.ending) {
-        this.#request('call.hangup', { callId: rec.callId }, rec.callId).catch(() => undefined);
-        this.#endCall(rec, { reason: 'media_error', by: 'local' });
+      if (rec.ending) {
+        return call; // it ended meanwhile (busy, ...): 'ended' said so
       }
-      throw e;
+      this.#request('call.hangup', { callId: rec.callId }, rec.callId).catch(() => undefined);
+      this.#endCall(rec, { reason: 'media_error', by: 'local' });
+      throw withCall(err, rec.callId, 'LOCAL_MEDIA');
     }
     this.#startOutboundMedia(rec);
 
