@@ -1,4 +1,4 @@
-// vitest configuration: real Redis, real mediasoup workers, real processes; see test/README.md.
+// vitest configuration: real Redis, real mediasoup workers, real processes and peers; see README "Tests".
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';

@@ -26,6 +26,11 @@ Options:
 Any key can be set by environment: RINGBRIDGE_<SECTION>__<KEY>=value, e.g. RINGBRIDGE_HTTP__PORT=9090.
 `;
 
+/** JSON replacer for --check-config: secrets and passwords are not printed. */
+function redactSecrets(key: string, value: unknown): unknown {
+  return /secret|password/i.test(key) && typeof value === 'string' && value !== '' ? '[set]' : value;
+}
+
 async function main(): Promise<number> {
   let args;
   try {
@@ -67,53 +72,69 @@ async function main(): Promise<number> {
     throw err;
   }
   if (args['check-config']) {
-    process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(config, redactSecrets, 2)}\n`);
 
     return 0;
   }
 
   const logger = createLogger({ level: config.log.level, pretty: config.log.pretty });
-  let gateway: Gateway;
+  // Signals are handled from the start: Ctrl-C during a slow start (an external SIP engine that
+  // does not answer yet) stops cleanly instead of killing the process mid-way.
+  let gateway: Gateway | undefined;
+  let signalled = false;
+  let finish: (code: number) => void = () => undefined;
+  const done = new Promise<number>((resolve) => (finish = resolve));
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      if (!gateway) {
+        process.exit(1);
+      }
+      finish(1);
+
+      return;
+    }
+    signalled = true;
+    logger.info({ signal }, 'stopping');
+    const timer = setTimeout(() => {
+      logger.error({ timeoutMs: config.shutdown.timeoutMs }, 'shutdown took too long: exiting now');
+      finish(1);
+    }, config.shutdown.timeoutMs);
+    timer.unref();
+    if (gateway) {
+      gateway.stop().then(
+        () => {
+          clearTimeout(timer);
+          finish(0);
+        },
+        (err: unknown) => {
+          logger.error({ err }, 'shutdown failed');
+          finish(1);
+        },
+      );
+    }
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
   try {
     gateway = await Gateway.start(config, logger);
   } catch (err) {
+    if (signalled) {
+      return 0;
+    }
     logger.fatal({ err }, 'ringbridge could not start');
     logger.flush();
     process.stderr.write(`ringbridge: could not start: ${(err as Error).message}\n`);
 
     return 1;
   }
+  if (signalled) {
+    // a signal arrived while starting: stop now
+    signalled = false;
+    onSignal('SIGTERM');
+  }
 
-  return await new Promise<number>((resolve) => {
-    let signalled = false;
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (signalled) {
-        logger.warn({ signal }, 'second signal: exiting now');
-        resolve(1);
-
-        return;
-      }
-      signalled = true;
-      logger.info({ signal }, 'stopping');
-      const timer = setTimeout(() => {
-        logger.error({ timeoutMs: config.shutdown.timeoutMs }, 'shutdown took too long: exiting now');
-        resolve(1);
-      }, config.shutdown.timeoutMs);
-      timer.unref();
-      gateway.stop().then(
-        () => {
-          clearTimeout(timer);
-          resolve(0);
-        },
-        (err: unknown) => {
-          logger.error({ err }, 'shutdown failed');
-          resolve(1);
-        },
-      );
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+  return done;
 }
 
 main().then(

@@ -107,20 +107,23 @@ function readYamlFile(file: string, label: string): ConfigTree {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError([{ key: '(file)', source: label, value: file, expected: `a readable file (${(err as Error).message})` }]);
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError([{ key: 'config file', source: label, value: file, expected: code === 'ENOENT' ? 'an existing file' : code === 'EISDIR' ? 'a file, not a directory' : `a readable file (${code ?? (err as Error).message})` }]);
   }
   const doc = YAML.parseDocument(text, { prettyErrors: true });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
     const line = e.linePos?.[0]?.line;
-    throw new ConfigError([{ key: '(file)', source: `${label}${line ? ` line ${line}` : ''}`, value: file, expected: `valid YAML (${e.message.split('\n')[0]})` }]);
+    const first = (e.message.split('\n')[0] ?? '').replace(/\s*at line \d+, column \d+:?\s*$/, '').replace(/:$/, '');
+    const col = e.linePos?.[0]?.col;
+    throw new ConfigError([{ key: 'config file', source: `${label}${line ? ` line ${line}${col ? ` column ${col}` : ''}` : ''}`, value: file, expected: `valid YAML (${first})` }]);
   }
   const data: unknown = doc.toJS();
   if (data === null || data === undefined) {
     return {};
   }
   if (!isPlainObject(data)) {
-    throw new ConfigError([{ key: '(file)', source: label, value: file, expected: 'a YAML mapping at the top level' }]);
+    throw new ConfigError([{ key: 'config file', source: label, value: file, expected: 'a YAML mapping at the top level' }]);
   }
 
   return data;
@@ -140,6 +143,27 @@ function schemaAt(keys: string[]): z.core.$ZodType | undefined {
   return node;
 }
 
+/** " (did you mean RINGBRIDGE_X__Y?)" for a mistyped key, comparing without case and underscores. */
+function suggestEnv(keys: string[]): string {
+  const squash = (k: string) => k.toLowerCase().replace(/_/g, '');
+  let node: z.core.$ZodType = configSchema;
+  const fixed: string[] = [];
+  for (const k of keys) {
+    const def = node._zod.def as { type: string; shape?: Record<string, z.core.$ZodType> };
+    if (def.type !== 'object' || !def.shape) {
+      return '';
+    }
+    const match = Object.keys(def.shape).find((name) => squash(name) === squash(k));
+    if (!match) {
+      return '';
+    }
+    fixed.push(match);
+    node = def.shape[match]!;
+  }
+
+  return ` (did you mean ${ENV_PREFIX}${fixed.map((k) => k.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()).join('__')}?)`;
+}
+
 function snakeToCamel(s: string): string {
   return s.toLowerCase().replace(/_([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
 }
@@ -149,6 +173,13 @@ const ENV_PREFIX = 'RINGBRIDGE_';
 /** Turns RINGBRIDGE_<A>__<B> variables into a tree, reading each value as the schema expects. */
 function envOverrides(env: NodeJS.ProcessEnv, sources: Map<string, string>, problems: ConfigProblem[]): ConfigTree {
   const tree: ConfigTree = {};
+  const sections = Object.keys((configSchema._zod.def as { shape: Record<string, unknown> }).shape);
+  for (const n of Object.keys(env)) {
+    // RINGBRIDGE_HTTP=9090 names a section, not a key: say so instead of ignoring it.
+    if (n.startsWith(ENV_PREFIX) && !n.includes('__') && sections.includes(snakeToCamel(n.slice(ENV_PREFIX.length)))) {
+      problems.push({ key: snakeToCamel(n.slice(ENV_PREFIX.length)), source: `environment variable ${n}`, value: env[n], expected: `a key inside the section, e.g. ${n}__<KEY> (double underscore)` });
+    }
+  }
   const names = Object.keys(env)
     .filter((n) => n.startsWith(ENV_PREFIX) && n.includes('__'))
     .sort();
@@ -159,7 +190,7 @@ function envOverrides(env: NodeJS.ProcessEnv, sources: Map<string, string>, prob
     const source = `environment variable ${name}`;
     const node = schemaAt(keys);
     if (!node) {
-      problems.push({ key: dotted, source, value: raw, expected: 'a known configuration key (see config/default.yaml)' });
+      problems.push({ key: dotted, source, value: raw, expected: `a known configuration key${suggestEnv(keys)} (see config/default.yaml)` });
       continue;
     }
     const type = (node._zod.def as { type: string }).type;
@@ -209,6 +240,12 @@ function sourceOf(sources: Map<string, string>, key: string): string {
   for (let k = key; k !== ''; k = k.includes('.') ? k.slice(0, k.lastIndexOf('.')) : '') {
     const s = sources.get(k);
     if (s) {
+      return s;
+    }
+  }
+  // an unknown section: its leaves carry the source
+  for (const [k, s] of sources) {
+    if (k.startsWith(`${key}.`)) {
       return s;
     }
   }
@@ -296,7 +333,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): { config: Config; file
   const file = opts.file ?? env.RINGBRIDGE_CONFIG ?? '';
   if (file !== '') {
     const abs = path.resolve(file);
-    mergeInto(tree, readYamlFile(abs, abs), abs, sources);
+    const label = opts.file !== undefined ? `--config ${abs}` : `RINGBRIDGE_CONFIG ${abs}`;
+    mergeInto(tree, readYamlFile(abs, label), abs, sources);
     files.push(abs);
   }
 

@@ -73,8 +73,8 @@ const sipSchema = z.strictObject({
    * parsing, transactions and transports), else on the main thread.
    */
   engineThread: z.boolean(),
-  /** Addresses the SIP transports listen on (IPv4 and/or IPv6). */
-  listenAddresses: z.array(hostOrIp).min(1),
+  /** Addresses the SIP transports listen on (IPv4 and/or IPv6 literals). */
+  listenAddresses: z.array(z.union([z.ipv4(), z.ipv6()], { error: 'an IPv4 or IPv6 address' })).min(1),
   /** Address put in Via/Contact/SDP when the listen address is a wildcard or behind NAT; empty: auto. */
   publicAddress: z.string(),
   udp: sipTransportSchema,
@@ -199,8 +199,8 @@ const mediaSchema = z.strictObject({
   workers: z.int().min(0).max(256),
   /** mediasoup worker log level. */
   logLevel: z.enum(['debug', 'warn', 'error', 'none']),
-  /** Address RTP and ICE sockets bind to. */
-  listenIp: hostOrIp,
+  /** Address RTP and ICE sockets bind to (an IP literal). */
+  listenIp: z.union([z.ipv4(), z.ipv6()], { error: 'an IPv4 or IPv6 address' }),
   /** Address announced in SDP and ICE candidates; empty: the listen address. */
   announcedAddress: z.string(),
   rtcMinPort: port,
@@ -259,6 +259,22 @@ export const configSchema = z
         path: ['media', 'rtcMaxPort'],
         message: `a port above media.rtcMinPort (${cfg.media.rtcMinPort})`,
       });
+    }
+    // TCP listeners that would collide at start (port 0 means "pick one" and never collides).
+    const tcpPorts: [string, number][] = [
+      ['http.port', cfg.http.port],
+      ...(cfg.sip.tcp.enabled ? [['sip.tcp.port', cfg.sip.tcp.port] as [string, number]] : []),
+      ...(cfg.sip.tls.enabled ? [['sip.tls.port', cfg.sip.tls.port] as [string, number]] : []),
+      ...(cfg.sip.engine === 'embedded' ? [['sip.control.port', cfg.sip.control.port] as [string, number]] : []),
+    ];
+    for (let i = 0; i < tcpPorts.length; i++) {
+      for (let j = i + 1; j < tcpPorts.length; j++) {
+        const [ka, pa] = tcpPorts[i]!;
+        const [kb, pb] = tcpPorts[j]!;
+        if (pa !== 0 && pa === pb) {
+          ctx.addIssue({ code: 'custom', path: kb.split('.'), message: `a TCP port other than ${ka} (${pa})` });
+        }
+      }
     }
     if (cfg.media.relayMinPort >= cfg.media.relayMaxPort) {
       ctx.addIssue({ code: 'custom', path: ['media', 'relayMaxPort'], message: `a port above media.relayMinPort (${cfg.media.relayMinPort})` });

@@ -78,7 +78,11 @@ export class SipService {
     try {
       await service.#connect(target, opts.connectTimeoutMs ?? 10_000);
     } catch (err) {
-      srf.disconnect();
+      try {
+        srf.disconnect();
+      } catch {
+        // srf throws when it never had a connection; the real error is `err`
+      }
       await engine?.close();
       throw err;
     }

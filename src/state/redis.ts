@@ -161,7 +161,7 @@ export async function connectRedis(opts: ConnectRedisOptions): Promise<RedisHand
     }
     opts.logger.warn({ host, port }, 'no Redis answers on the configured loopback address; starting a local redis-server');
     localServer = await LocalRedisServer.start(host, port, opts.logger);
-    opts.logger.info({ host, port, pid: localServer.pid }, 'started a local redis-server (no persistence); it stops with the gateway');
+    opts.logger.info({ host, port, redisPid: localServer.pid }, 'started a local redis-server (no persistence); it stops with the gateway');
   }
 
   try {

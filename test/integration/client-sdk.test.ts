@@ -337,11 +337,9 @@ describe('client SDK media path (real mediasoup worker, Node agent on @roamhq/wr
     const produce = gw.requests.find((r) => r.type === 'media.produce')!;
     expect((produce.data.rtpParameters as ms.RtpParameters).codecs.map((c) => c.mimeType)).toEqual(['audio/PCMU']);
 
-    // the trunk's RTP reaches the agent
-    await expect.poll(async () => (await agent!.packetCounts(call.id)).received, { timeout: 5000, interval: 100 }).toBeGreaterThan(100);
-    const elapsed = Date.now() - answeredAt;
-    console.log(`[client-sdk] >100 packets received by the agent ${elapsed} ms after answer()`);
-    expect(elapsed).toBeLessThan(4000);
+    // the trunk's RTP (50 packets/s) reaches the agent: > 100 packets within ~3 s of answer()
+    await expect.poll(async () => (await agent!.packetCounts(call.id)).received, { timeout: 3500 - (Date.now() - answeredAt), interval: 100 }).toBeGreaterThan(100);
+    console.log(`[client-sdk] >100 packets received by the agent ${Date.now() - answeredAt} ms after answer()`);
 
     // the agent's RTP reaches mediasoup and goes out of the PlainTransport to the trunk
     expect((await agent.packetCounts(call.id)).sent).toBeGreaterThan(0);

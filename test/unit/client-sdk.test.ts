@@ -475,7 +475,7 @@ describe('RingbridgeClient against a scripted WebSocket server', () => {
       server.heartbeatIntervalMs = 100;
       const client = newClient();
       await client.connect();
-      await new Promise((r) => setTimeout(r, 550));
+      await new Promise((r) => setTimeout(r, 600));
       const pings = server.requests('ping');
       expect(pings.length).toBeGreaterThanOrEqual(5);
       expect(pings[0]!.data).toEqual({});

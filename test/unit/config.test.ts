@@ -133,4 +133,39 @@ describe('loadConfig()', () => {
     expect(config.http.port).toBe(1234);
     expect(overrides).toEqual({ http: { port: 1234 } });
   });
+
+  it('suggests the right spelling for a mistyped environment key', () => {
+    const err = problemsOf(() => loadConfig({ env: { RINGBRIDGE_REDIS__KEYPREFIX: 'x:' } }));
+    expect(err.message).toContain('did you mean RINGBRIDGE_REDIS__KEY_PREFIX?');
+  });
+
+  it('refuses a variable that names a section instead of a key', () => {
+    const err = problemsOf(() => loadConfig({ env: { RINGBRIDGE_HTTP: '9090' } }));
+    expect(err.message).toContain('RINGBRIDGE_HTTP__<KEY>');
+  });
+
+  it('refuses listen addresses that are not IP literals', () => {
+    const err = problemsOf(() => loadConfig({ env: { RINGBRIDGE_SIP__LISTEN_ADDRESSES: 'not-an-ip' } }));
+    expect(err.message).toContain('sip.listenAddresses.0 = "not-an-ip"');
+    expect(err.message).toContain('an IPv4 or IPv6 address');
+  });
+
+  it('refuses two listeners on one TCP port, naming both keys', () => {
+    const err = problemsOf(() => loadConfig({ env: { RINGBRIDGE_SIP__TCP__PORT: '8080' } }));
+    expect(err.message).toContain('sip.tcp.port = 8080');
+    expect(err.message).toContain('a TCP port other than http.port (8080)');
+  });
+
+  it('says which option named a missing config file', () => {
+    const err = problemsOf(() => loadConfig({ env: {}, file: '/nonexistent/ringbridge.yaml' }));
+    expect(err.message).toContain('(--config /nonexistent/ringbridge.yaml): expected an existing file');
+    const viaEnv = problemsOf(() => loadConfig({ env: { RINGBRIDGE_CONFIG: '/nonexistent/x.yaml' } }));
+    expect(viaEnv.message).toContain('RINGBRIDGE_CONFIG /nonexistent/x.yaml');
+  });
+
+  it('names the file of an unknown top-level section', () => {
+    const dir = tmpConfigDir({ 'caps.yaml': 'Http:\n  port: 1\n' });
+    const err = problemsOf(() => loadConfig({ configDir: dir, env: {}, profile: 'caps' }));
+    expect(err.message).toContain('Http = {"port":1} (config/caps.yaml)');
+  });
 });
