@@ -186,9 +186,9 @@ export class EngineCore implements TransactionUser, ControlHandler {
     const toTag = req.to?.params.tag ?? undefined;
 
     // Requests in dialogs record-routed through our proxy (wire protocol §8.3).
-    if (toTag && this.proxy.isLooseRouted(req) && !this.dialogs.byLocalTag(req.callId, toTag)) {
-      this.proxy.forwardInDialog(req, flow, txn);
-
+    // Only Routes carrying our Record-Route token are honoured; anything else is treated as an
+    // ordinary in-dialog request (481 when no dialog of ours matches).
+    if (toTag && this.proxy.isLooseRouted(req) && !this.dialogs.byLocalTag(req.callId, toTag) && this.proxy.forwardInDialog(req, flow, txn)) {
       return;
     }
     if (method === 'ACK') {

@@ -4,7 +4,7 @@
  * (§16.7), CANCEL fan-out, per-target provisional/final timeouts, and the forwarding of later
  * requests in record-routed dialogs (§16.12 loose routing).
  */
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { type Logger } from '../../../log/logger.js';
 import { type AppConnection } from '../control/server.js';
 import { formatVia, parseNameAddr, parseUri, parseVia, SipMessage } from '../message.js';
@@ -76,10 +76,36 @@ export class ProxyCore {
   readonly #log: Logger;
   readonly #byServer = new WeakMap<ServerTransaction, ProxyContext>();
   readonly #active = new Set<ProxyContext>();
+  /**
+   * Key of the Record-Route tokens: our Record-Route URI carries `rr=<HMAC(Call-ID, From tag)>`, and
+   * only requests whose Route names us with a valid token are forwarded (else anyone could use the
+   * engine as an open relay toward any host and port). Random per engine.
+   */
+  readonly #rrKey = randomBytes(32);
 
   constructor(core: EngineCore, logger: Logger) {
     this.#core = core;
     this.#log = logger;
+  }
+
+  /** The Record-Route token of a dialog: HMAC of its Call-ID and the From tag of its initial request. */
+  #rrToken(callId: string, fromTag: string): string {
+    return createHmac('sha256', this.#rrKey).update(`${callId}\n${fromTag}`).digest('base64url').slice(0, 22);
+  }
+
+  /** Whether a Route URI's `rr` token was made by us for this request's dialog (either direction). */
+  #validRrToken(token: string | null | undefined, req: SipMessage): boolean {
+    if (!token || token.length !== 22) {
+      return false;
+    }
+    const got = Buffer.from(token);
+    for (const tag of [req.from?.params.tag, req.to?.params.tag]) {
+      if (tag && timingSafeEqual(got, Buffer.from(this.#rrToken(req.callId, tag)))) {
+        return true;
+      }
+    }
+
+    return false;
   }
 
   /** Whether a server transaction is being proxied. */
@@ -172,7 +198,7 @@ export class ProxyCore {
         req.addHeader('Path', `<${uriOf(point)};lr>`, 'first');
         req.addHeader('Require', 'path');
       } else {
-        req.addHeader('Record-Route', `<${uriOf(point)};lr>`, 'first');
+        req.addHeader('Record-Route', `<${uriOf(point)};lr;rr=${this.#rrToken(req.callId, req.from?.params.tag ?? '')}>`, 'first');
       }
     }
     for (const h of ctx.extraHeaders) {
@@ -359,16 +385,36 @@ export class ProxyCore {
    * Forwards a request in a record-routed dialog (RFC 3261 §16.12): pops our Route, sends to the
    * next Route or the Request-URI. ACK goes statelessly; anything else through a client
    * transaction whose responses are relayed on the request's server transaction.
+   * Only a Route we wrote ourselves (its `rr` token matches the dialog) is honoured.
+   * @returns false when the request is not ours to forward (no valid token): the caller then treats
+   *   it as an ordinary in-dialog request
    */
-  forwardInDialog(req: SipMessage, flow: Flow, txn: ServerTransaction | undefined): void {
+  forwardInDialog(req: SipMessage, flow: Flow, txn: ServerTransaction | undefined): boolean {
     const routes = req.getHeaderValues('route');
     let i = 0;
+    let valid = false;
     while (i < routes.length) {
       const u = parseUri(parseNameAddr(routes[i]!)?.uri ?? '');
       if (!u || !this.#core.transport.isLocal(u.host, u.port)) {
         break;
       }
+      valid ||= this.#validRrToken(u.params.rr, req);
       i++;
+    }
+    if (!valid) {
+      this.#log.debug({ method: req.method, callId: req.callId, remote: flow.remote }, 'request routed through us without a valid Record-Route token; not forwarded');
+
+      return false;
+    }
+    const method = req.method.toUpperCase();
+    const mf = req.getHeader('max-forwards');
+    if (mf !== undefined && Number(mf) <= 0) {
+      // RFC 3261 §16.3 step 2
+      if (txn && method !== 'ACK') {
+        this.#respondUpstream({ server: txn } as IncomingRequest, synth(req, 483, 'Too Many Hops'));
+      }
+
+      return true;
     }
     const fwd = req.clone();
     fwd.removeHeader('route');
@@ -380,23 +426,22 @@ export class ProxyCore {
     let dest;
     try {
       dest = this.#core.destinationOf(nextHop);
+      this.#core.pointFor(dest.protocol, dest.host); // throws when we have no such transport
     } catch {
-      if (txn) {
+      if (txn && method !== 'ACK') {
         this.#respondUpstream({ server: txn } as IncomingRequest, synth(req, 400, 'Bad Route'));
       }
 
-      return;
+      return true;
     }
-    const mf = fwd.getHeader('max-forwards');
     fwd.setHeader('Max-Forwards', String(mf === undefined ? 70 : Math.max(0, Number(mf) - 1)));
-    const method = req.method.toUpperCase();
     if (method === 'ACK' || !txn) {
       // RFC 3261 §16.11: a stateless branch must be the same for retransmissions.
       const branch = `z9hG4bK-sl-${createHash('sha1').update(`${req.topVia?.params.branch ?? ''}|${req.callId}|${req.cseq?.seq ?? ''}`).digest('hex').slice(0, 20)}`;
       fwd.addHeader('Via', this.#core.viaFor(dest, branch), 'first');
       void this.#core.txl.sendStateless(fwd, dest).catch(() => undefined);
 
-      return;
+      return true;
     }
     fwd.addHeader('Via', this.#core.viaFor(dest, newBranch()), 'first');
     const inc = { server: txn } as IncomingRequest;
@@ -409,7 +454,8 @@ export class ProxyCore {
       onTimeout: () => this.#respondUpstream(inc, synth(req, 408, 'Request Timeout')),
       onTransportError: () => this.#respondUpstream(inc, synth(req, 503, 'Service Unavailable')),
     });
-    void flow;
+
+    return true;
   }
 
   /** Responses to statelessly forwarded requests are not tracked (only ACK is forwarded so). */

@@ -541,8 +541,8 @@ async function tcpPortFree(address: string, port: number): Promise<boolean> {
 
 /**
  * RFC 3581 §4 / RFC 3261 §18.2.1: records where a request really came from in its top Via:
- * `received` when the sent-by host differs from the source address, and `rport` with the source
- * port (always, as drachtio-server does).
+ * `received` and `rport` with the source address and port, always (as drachtio-server does), so
+ * that a `received` the client wrote itself never steers our responses toward someone else.
  */
 export function stampVia(msg: SipMessage, source: HostPort): void {
   const idx = msg.headers.findIndex((h) => h.name.toLowerCase() === 'via' || h.name.toLowerCase() === 'v');
@@ -560,9 +560,7 @@ export function stampVia(msg: SipMessage, source: HostPort): void {
   if (!top) {
     return;
   }
-  if (top.host !== source.address) {
-    top.params.received = source.address;
-  }
+  top.params.received = source.address;
   top.params.rport = String(source.port);
   header.value = vias.map((v) => formatVia(v)).join(', ');
 }

