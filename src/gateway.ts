@@ -11,9 +11,30 @@ import { startHttpServer, type HttpReply, type HttpServerHandle } from './http/s
 import { type Logger } from './log/logger.js';
 import { MediaWorkerPool } from './media/worker-pool.js';
 import { createMetrics, type Metrics } from './metrics/registry.js';
+import { CallManager } from './calls/call-manager.js';
+import { JwtVerifier } from './signaling/auth.js';
+import { SignalingServer } from './signaling/server.js';
 import { SipService } from './sip/sip-service.js';
+import { StateStore } from './state/store.js';
 import { connectRedis, type RedisHandle } from './state/redis.js';
 import { ringbridgeVersion } from './util/version.js';
+
+function isWildcard(a: string): boolean {
+  return a === '0.0.0.0' || a === '::';
+}
+
+/** The first non-internal IPv4 address of this host (what peers can reach), else loopback. */
+function firstExternalAddress(): string {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const i of list ?? []) {
+      if (!i.internal && i.family === 'IPv4') {
+        return i.address;
+      }
+    }
+  }
+
+  return '127.0.0.1';
+}
 
 /** State of one component as /health reports it. */
 export type ComponentState = 'starting' | 'up' | 'degraded' | 'down' | 'stopping' | 'stopped' | 'disabled';
@@ -38,6 +59,9 @@ export class Gateway {
   #media?: MediaWorkerPool;
   #sip?: SipService;
   #http?: HttpServerHandle;
+  #calls?: CallManager;
+  #signaling?: SignalingServer;
+  #store?: StateStore;
   #startedAt = Date.now();
   #stopping?: Promise<void>;
 
@@ -87,6 +111,38 @@ export class Gateway {
     if (this.#nodeId === '') {
       this.#nodeId = `${os.hostname()}-${this.#http.address().port}`;
     }
+    this.#store = new StateStore({ redis: this.#redis.client, keyPrefix: config.redis.keyPrefix, nodeId: this.#nodeId, logger: logger.child({ component: 'state' }), recordTtlS: config.calls.recordTtlS });
+    const publicMedia = config.media.announcedAddress || config.sip.publicAddress || firstExternalAddress();
+    this.#calls = new CallManager({
+      config,
+      srf: this.#sip.srf,
+      store: this.#store,
+      logger: logger.child({ component: 'calls' }),
+      media: {
+        pool: this.#media,
+        listenIp: config.media.listenIp,
+        announcedAddress: config.media.announcedAddress || (isWildcard(config.media.listenIp) ? publicMedia : ''),
+        relayBindAddress: config.media.listenIp,
+        relayAnnouncedAddress: isWildcard(config.media.listenIp) ? publicMedia : config.media.announcedAddress || config.media.listenIp,
+        relayPortRange: { min: config.media.relayMinPort, max: config.media.relayMaxPort },
+        rtpTimeoutMs: config.calls.rtpTimeoutMs,
+      },
+    });
+    const verifier = await JwtVerifier.create(config.signaling.auth);
+    if (!verifier.hasKeys) {
+      logger.warn('no signaling.auth key is configured: no agent can sign in');
+    }
+    this.#signaling = new SignalingServer({
+      http: this.#http.server,
+      verifier,
+      heartbeatIntervalMs: config.signaling.heartbeatIntervalMs,
+      resumeGraceMs: config.signaling.resumeGraceMs,
+      authTimeoutMs: config.signaling.authTimeoutMs,
+      maxRequestsPerSecond: config.signaling.maxRequestsPerSecond,
+      handler: this.#calls,
+      logger: logger.child({ component: 'signaling' }),
+    });
+    this.#calls.attachSignaling(this.#signaling);
     logger.info({ node: this.nodeId, http: this.#http.address(), version: ringbridgeVersion() }, 'ringbridge gateway started');
   }
 
@@ -118,6 +174,21 @@ export class Gateway {
   /** The SIP service: embedded engine (if any) and drachtio-srf (after start). */
   get sip(): SipService | undefined {
     return this.#sip;
+  }
+
+  /** The call layer (after start). */
+  get calls(): CallManager | undefined {
+    return this.#calls;
+  }
+
+  /** The Redis state store (after start). */
+  get store(): StateStore | undefined {
+    return this.#store;
+  }
+
+  /** The agents' signaling server (after start). */
+  get signaling(): SignalingServer | undefined {
+    return this.#signaling;
   }
 
   /** Health of every component. */
@@ -171,6 +242,8 @@ export class Gateway {
           this.logger.error({ err, component: name }, 'error while stopping component');
         }
       };
+      this.#calls?.shutdown();
+      await step('signaling', () => this.#signaling?.close());
       await step('http', () => this.#http?.close());
       await step('sip', () => this.#sip?.close());
       await step('media', () => this.#media?.close());

@@ -1,0 +1,147 @@
+/**
+ * A call as a state machine. The call layer (call-manager.ts) drives it; this module keeps the
+ * state, the transitions that are allowed, the timestamps of the call record and the ending.
+ *
+ *   inbound:  ringing ─answer→ answering ─200 sent→ active ⇄ held ─→ ended
+ *   outbound: dialing ─18x→ early ─200→ active ⇄ held ─→ ended
+ *   any state ─→ ended (exactly once, with one end reason)
+ */
+import { randomUUID } from 'node:crypto';
+import type Srf from 'drachtio-srf';
+import { type CallInfo, type EndReason } from '../signaling/protocol.js';
+import { type TrunkConfig } from '../sip/trunks.js';
+import { type CallMedia } from './call-media.js';
+
+/** States of a call. */
+export type CallState = 'ringing' | 'answering' | 'dialing' | 'early' | 'active' | 'held' | 'ended';
+
+const TRANSITIONS: Record<CallState, CallState[]> = {
+  ringing: ['answering', 'ended'],
+  answering: ['active', 'ended'],
+  dialing: ['early', 'active', 'ended'],
+  early: ['active', 'ended'],
+  active: ['held', 'ended'],
+  held: ['active', 'ended'],
+  ended: [],
+};
+
+/** Thrown for a transition the state machine does not allow (a bug, or a request at the wrong time). */
+export class CallStateError extends Error {
+  override readonly name = 'CallStateError';
+}
+
+/** One call between a trunk and an agent. */
+export class Call {
+  readonly id = randomUUID();
+  readonly direction: 'inbound' | 'outbound';
+  readonly trunk: TrunkConfig;
+  readonly from: { number: string; name?: string };
+  readonly to: { number: string };
+  /** SIP Call-ID of the trunk leg (for logs). */
+  sipCallId = '';
+  #state: CallState;
+  /** Agents currently rung (inbound) and those who declined. */
+  readonly ringing = new Set<string>();
+  readonly declined = new Set<string>();
+  /** Declines that gave "busy" (all busy → 486, else 603). */
+  busyDeclines = 0;
+  /** longest-idle: agents still to ring, in order. */
+  ringQueue: string[] | undefined;
+  /** The agent on the call (answered inbound, or dialling outbound). */
+  agentId: string | undefined;
+  media: CallMedia | undefined;
+  /** Inbound: the trunk's INVITE until answered; outbound: the INVITE sent. */
+  inviteReq: Srf.SrfRequest | undefined;
+  inviteRes: Srf.SrfResponse | undefined;
+  dialog: Srf.Dialog | undefined;
+  /** Our last SDP in the trunk dialog (for re-offers and re-answers, RFC 3264 §8). */
+  localSdp = '';
+  /** Hold state per side. */
+  heldLocal = false;
+  heldRemote = false;
+  muted = false;
+  readonly timers = new Set<NodeJS.Timeout>();
+  readonly times: { offeredAt: Date; ringingAt?: Date; answeredAt?: Date; endedAt?: Date };
+  end?: { reason: EndReason; by: 'local' | 'remote' | 'system'; sipStatus?: number };
+
+  constructor(init: { direction: 'inbound' | 'outbound'; trunk: TrunkConfig; from: { number: string; name?: string }; to: { number: string } }) {
+    this.direction = init.direction;
+    this.trunk = init.trunk;
+    this.from = init.from;
+    this.to = init.to;
+    this.#state = init.direction === 'inbound' ? 'ringing' : 'dialing';
+    this.times = { offeredAt: new Date() };
+  }
+
+  /** Current state. */
+  get state(): CallState {
+    return this.#state;
+  }
+
+  /**
+   * Moves to a state.
+   * @throws {CallStateError} when the transition is not allowed
+   */
+  transition(to: CallState): void {
+    if (!TRANSITIONS[this.#state].includes(to)) {
+      throw new CallStateError(`call ${this.id}: ${this.#state} → ${to} is not allowed`);
+    }
+    this.#state = to;
+    if ((to === 'active' && !this.times.answeredAt) || (to === 'answering' && !this.times.answeredAt)) {
+      this.times.answeredAt = new Date();
+    }
+  }
+
+  /** Whether the call can still change (not ended). */
+  get live(): boolean {
+    return this.#state !== 'ended';
+  }
+
+  /** Starts a timer owned by the call (cleared when it ends). */
+  timer(ms: number, fn: () => void): NodeJS.Timeout {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    this.timers.add(t);
+
+    return t;
+  }
+
+  /**
+   * Ends the call once; later calls return false. Clears the call's timers and closes its media.
+   * @returns whether this call ended it
+   */
+  finish(reason: EndReason, by: 'local' | 'remote' | 'system', sipStatus?: number): boolean {
+    if (this.#state === 'ended') {
+      return false;
+    }
+    this.#state = 'ended';
+    this.end = { reason, by, ...(sipStatus !== undefined ? { sipStatus } : {}) };
+    this.times.endedAt = new Date();
+    for (const t of this.timers) {
+      clearTimeout(t);
+    }
+    this.timers.clear();
+    this.media?.close();
+
+    return true;
+  }
+
+  /** The call as the protocol lists it. */
+  info(): CallInfo {
+    const state: CallInfo['state'] =
+      this.#state === 'answering' ? 'active' : this.#state === 'ringing' || this.#state === 'dialing' || this.#state === 'early' || this.#state === 'active' || this.#state === 'held' || this.#state === 'ended' ? this.#state : 'active';
+
+    return {
+      callId: this.id,
+      direction: this.direction,
+      state,
+      from: this.from,
+      to: this.to,
+      trunkId: this.trunk.id,
+      startedAt: this.times.offeredAt.toISOString(),
+      ...(this.times.answeredAt ? { answeredAt: this.times.answeredAt.toISOString() } : {}),
+    };
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * Trunk → agent calls end to end: sipp as the trunk with real G.711 RTP (its pcap play), the
+ * gateway in this process (embedded SIP engine, drachtio-srf, mediasoup, Redis), and agents built
+ * on the client SDK with a real WebRTC stack (@roamhq/wrtc). Every answered call checks RTP both
+ * ways: in the agent's WebRTC stats and at the sipp side (tshark on sipp's media port).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { captureUdp, type CallFixture, startCallGateway } from '../helpers/calls.js';
+import { freePort, runSipp, sipHeader, startSipp } from '../helpers/sipp.js';
+
+let fx: CallFixture | undefined;
+
+afterEach(async () => {
+  await fx?.close();
+  fx = undefined;
+});
+
+const routeAll = (agentId: string) => ({ routing: { dids: [{ number: '*', agent: agentId }], groups: [], defaultTrunk: '' } });
+
+describe('inbound calls', () => {
+  it('rings the agent, connects the first answer, carries audio both ways, and the trunk BYE ends it', async () => {
+    fx = await startCallGateway(routeAll('agent-1'));
+    const agent = await fx.agent('agent-1');
+    const mediaPort = await freePort();
+    const capture = captureUdp(mediaPort);
+    await capture.ready;
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '3000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    expect(incoming.call.from.number).toMatch(/^\+4930555000/);
+    const call = await agent.client.answer(incoming.call.id);
+    await agent.waitForEvent('answered', undefined, 5000);
+    // let audio flow, then count from both sides
+    await new Promise((r) => setTimeout(r, 2000));
+    const counts = await agent.packetCounts(call.id);
+    expect(counts.received, 'RTP from the trunk at the agent').toBeGreaterThan(50);
+    expect(counts.sent, 'RTP from the agent').toBeGreaterThan(50);
+    const ended = await agent.waitForEvent('ended', undefined, 15_000);
+    expect(ended).toMatchObject({ reason: 'hangup_remote' });
+    const r = await trunk.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    const atSipp = await capture.stop();
+    expect(atSipp, 'RTP packets that reached the sipp trunk').toBeGreaterThan(50);
+    const ok = r.received(200, 'INVITE')[0]!;
+    expect(ok).toMatch(/m=audio \d+ RTP\/AVP 8 101/);
+    expect(sipHeader(ok, 'Contact')).toMatch(/^<sip:/);
+    // the call record, with masked numbers
+    const record = (await fx.gw.store!.recentRecords(1))[0]!;
+    expect(record).toMatchObject({ direction: 'inbound', trunkId: 'loopback', agentId: 'agent-1', endReason: 'hangup_remote', codec: 'PCMA' });
+    expect(record.from).toMatch(/^\+49\*+\d\d$/);
+    expect(record.answeredAt).toBeTruthy();
+  }, 40_000);
+
+  it('answers 480 when no agent is available', async () => {
+    fx = await startCallGateway(routeAll('nobody'));
+    const r = await runSipp({ scenario: 'uac-expect-480', target: fx.sipTarget });
+    expect(r.exitCode, r.describe()).toBe(0);
+  });
+});
