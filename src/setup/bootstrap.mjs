@@ -26,6 +26,7 @@ export const TEST_TOOLS = [
   { cmd: 'kamailio', deb: 'kamailio', why: 'the SIP proxy that the SIP benchmark measures against (load/sip-bench, its smoke test)' },
   { cmd: 'baresip', deb: 'baresip-core', why: 'a real SIP user agent over UDP/TCP/TLS with RTP (test/helpers/baresip.ts)' },
   { cmd: 'openssl', deb: 'openssl', why: 'throwaway test certificates (test/helpers/tls-certs.ts)' },
+  { cmd: 'tshark', deb: 'tshark', why: 'counting the RTP that reaches sipp trunks in call tests (test/helpers/calls.ts)' },
 ];
 
 function log(msg) {
