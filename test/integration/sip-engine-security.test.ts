@@ -4,6 +4,7 @@
  * cannot hijack someone else's Contact, tags cannot break control-protocol leaders, and the
  * control port does not keep unauthenticated connections. Real sockets and a real srf throughout.
  */
+import net from 'node:net';
 import type Srf from 'drachtio-srf';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type EngineFixture, startEngine } from '../helpers/engine.js';
@@ -133,5 +134,87 @@ describe('RFC 3581 received cannot be forged (finding 2)', () => {
     expect(res.msg.topVia?.params.received).toBe('127.0.0.1');
     expect(seen[0]).toMatch(/;rport=\d+;received=127\.0\.0\.1$/);
     expect(victim?.received ?? []).toHaveLength(0);
+  });
+});
+
+describe('TCP connection slots cannot be exhausted (finding 3)', () => {
+  function options(port: number, callId: string): string {
+    return sipRequest({ method: 'OPTIONS', uri: `sip:ping@127.0.0.1:${port}`, transport: 'TCP', callId, fromTag: 'o1', cseq: 1 });
+  }
+
+  it('refuses inbound connections beyond the per-source cap', async () => {
+    fx = await startEngine({ limits: { maxConnectionsPerSource: 3 } });
+    const closed: number[] = [];
+    const socks = await Promise.all(
+      [0, 1, 2, 3, 4].map(
+        (i) =>
+          new Promise<net.Socket>((resolve) => {
+            const s = net.connect(fx!.port('tcp'), '127.0.0.1', () => resolve(s));
+            s.on('error', () => undefined);
+            s.on('close', () => closed.push(i));
+          }),
+      ),
+    );
+    await expect.poll(() => closed.length).toBe(2);
+    await sleep(200);
+    expect(closed).toHaveLength(2);
+    expect(fx.engine.stats().transport.connections).toBe(3);
+    for (const s of socks) {
+      s.destroy();
+    }
+    // slots come back when connections close
+    await expect.poll(() => fx!.engine.stats().transport.connections).toBe(0);
+    const again = await RawSipPeer.tcpClient(fx.port('tcp'));
+    peers.push(again);
+    fx.srf.use('options', (_req, res) => res.send(200));
+    again.send(options(fx.port('tcp'), 'slot-back'));
+    await again.waitFor(isResponse(200, 'OPTIONS'));
+  });
+
+  it('closes an inbound connection that sends no complete message within the deadline, or stalls inside a message', async () => {
+    fx = await startEngine({ limits: { messageTimeoutMs: 400 } });
+    fx.srf.use('options', (_req, res) => res.send(200));
+    const silent = await RawSipPeer.tcpClient(fx.port('tcp'));
+    peers.push(silent);
+    const silentClosed = new Promise<number>((r) => silent.socket.once('close', () => r(Date.now())));
+    const t0 = Date.now();
+    silent.socket.write('\r\n\r\n'); // a ping is no message
+    expect((await silentClosed) - t0).toBeLessThan(2000);
+
+    const staller = await RawSipPeer.tcpClient(fx.port('tcp'));
+    peers.push(staller);
+    const stallerClosed = new Promise<void>((r) => staller.socket.once('close', () => r()));
+    staller.send(options(fx.port('tcp'), 'stall-1'));
+    await staller.waitFor(isResponse(200, 'OPTIONS'));
+    staller.send(options(fx.port('tcp'), 'stall-2').slice(0, 60)); // and never the rest
+    await stallerClosed;
+    await expect.poll(() => fx!.engine.stats().transport.connections).toBe(0);
+  });
+
+  it('does not let keep-alive pings hold an idle connection open', async () => {
+    fx = await startEngine({ limits: { idleTimeoutMs: 500 } });
+    fx.srf.use('options', (_req, res) => res.send(200));
+    const c = await RawSipPeer.tcpClient(fx.port('tcp'));
+    peers.push(c);
+    c.send(options(fx.port('tcp'), 'ping-idle'));
+    await c.waitFor(isResponse(200, 'OPTIONS'));
+    const ended = new Promise<void>((r) => c.socket.once('end', () => r()));
+    const pinger = setInterval(() => c.socket.writable && c.socket.write('\r\n\r\n'), 100);
+    try {
+      await Promise.race([ended, sleep(4000).then(() => Promise.reject(new Error('the engine kept a ping-only connection open')))]);
+    } finally {
+      clearInterval(pinger);
+    }
+  });
+
+  it('destroys an idle connection whose peer never completes the close (half-open), freeing its slot', async () => {
+    fx = await startEngine({ limits: { idleTimeoutMs: 400 } });
+    fx.srf.use('options', (_req, res) => res.send(200));
+    const c = await RawSipPeer.tcpClient(fx.port('tcp'), { allowHalfOpen: true });
+    peers.push(c);
+    c.send(options(fx.port('tcp'), 'half-open'));
+    await c.waitFor(isResponse(200, 'OPTIONS'));
+    expect(fx.engine.stats().transport.connections).toBe(1);
+    await expect.poll(() => fx!.engine.stats().transport.connections, { timeout: 4000 }).toBe(0);
   });
 });

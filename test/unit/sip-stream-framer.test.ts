@@ -313,4 +313,16 @@ describe('StreamFramer: limits and malformed streams', () => {
       expect(events).toEqual([{ kind: 'error', reason: 'Bad Content-Length' }]);
     }
   });
+
+  it('keeps only the bytes of the unfinished message, not the large read it came in (no 64 KiB pinned per connection)', () => {
+    const framer = new StreamFramer({ maxHeaderBytes: 4096, maxMessageBytes: 65535 });
+    const one = message({ method: 'OPTIONS' });
+    const many = Buffer.concat([...Array.from({ length: Math.floor(60_000 / one.length) }, () => one), one.subarray(0, 40)]);
+    expect(many.length).toBeGreaterThan(50_000);
+    const events = framer.push(many);
+    expect(events.length).toBe(Math.floor(60_000 / one.length));
+    expect(framer.pending).toBe(40);
+    expect(framer.retainedBytes).toBeLessThan(16 * 1024);
+    expect(messages(framer.push(one.subarray(40)))).toEqual([one]);
+  });
 });

@@ -26,7 +26,7 @@ export interface SipEngineOptions {
   /** RFC 3261 timer bases, ms. */
   timers: { t1Ms: number; t2Ms: number; t4Ms: number };
   /** Transport limits (bytes, counts); defaults in TransportLayer. */
-  limits?: Pick<TransportOptions, 'maxMessageBytes' | 'maxHeaderBytes' | 'maxHeaders' | 'idleTimeoutMs' | 'maxConnections'>;
+  limits?: Pick<TransportOptions, 'maxMessageBytes' | 'maxHeaderBytes' | 'maxHeaders' | 'idleTimeoutMs' | 'maxConnections' | 'maxConnectionsPerSource' | 'messageTimeoutMs'>;
   logger: Logger;
 }
 

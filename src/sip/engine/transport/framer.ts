@@ -118,6 +118,14 @@ export class StreamFramer {
       out.push({ kind: 'message', data: Buffer.from(this.#buf.subarray(0, total)) });
       this.#buf = this.#buf.subarray(total);
     }
+    // What stays buffered is one unfinished message, never more than a message may be; and only its
+    // own bytes: a slice of a large read would pin the whole read in memory.
+    if (this.#buf.length > this.limits.maxMessageBytes) {
+      return this.#fail(out, 'Message too large');
+    }
+    if (this.#buf.length > 0 && this.#buf.buffer.byteLength > this.#buf.length + 4096) {
+      this.#buf = Buffer.from(this.#buf);
+    }
 
     return out;
   }
@@ -125,6 +133,11 @@ export class StreamFramer {
   /** Bytes buffered but not yet framed. */
   get pending(): number {
     return this.#buf.length;
+  }
+
+  /** Bytes of memory the buffered part holds on to (its backing store). */
+  get retainedBytes(): number {
+    return this.#buf.buffer.byteLength;
   }
 
   #fail(out: FrameEvent[], reason: string): FrameEvent[] {

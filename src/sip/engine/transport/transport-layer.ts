@@ -35,6 +35,15 @@ export interface TransportOptions {
   idleTimeoutMs?: number;
   /** Most concurrent stream connections (default 10000). */
   maxConnections?: number;
+  /** Most concurrent inbound stream connections from one source IP address (default 256). */
+  maxConnectionsPerSource?: number;
+  /**
+   * Deadline for a complete SIP message, ms (default 10000): an inbound connection must deliver
+   * its first message this long after it was accepted (TLS: after the handshake, which has the same
+   * deadline), and a message once started must be complete within it; else the connection is
+   * closed.
+   */
+  messageTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -63,7 +72,20 @@ interface StreamConn {
   local: HostPort;
   remote: HostPort;
   ready: Promise<void>;
+  /** Last complete SIP message received or sent (keep-alive pings do not count). */
   lastActivity: number;
+  /** Last RFC 5626 ping received. */
+  lastPing: number;
+  /** Until when a registration keeps the connection open as long as pings arrive (RFC 5626 flows). */
+  heldUntil: number;
+  /** When the message being received started (undefined between messages). */
+  partialSince?: number;
+  /** Accepted from a peer (not opened by us). */
+  inbound: boolean;
+  /** Inbound: the first-message deadline, cleared by the first complete message. */
+  firstMessageTimer?: NodeJS.Timeout;
+  /** Being closed by us (idle or over a deadline); never reused for sending. */
+  closing: boolean;
 }
 
 interface UdpListener {
@@ -80,6 +102,9 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
   readonly #servers: net.Server[] = [];
   readonly #conns = new Map<string, StreamConn>();
   readonly #connsByRemote = new Map<string, StreamConn>();
+  /** Open inbound connections per source IP address (accepted sockets, TLS handshakes included). */
+  readonly #connsPerSource = new Map<string, number>();
+  #lastRefusalLog = 0;
   #tlsContext?: tls.SecureContextOptions;
   #idleTimer?: NodeJS.Timeout;
   #closed = false;
@@ -93,6 +118,8 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
       maxHeaders: 256,
       idleTimeoutMs: 600_000,
       maxConnections: 10_000,
+      maxConnectionsPerSource: 256,
+      messageTimeoutMs: 10_000,
       ...opts,
     };
     this.#log = opts.logger;
@@ -111,7 +138,10 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
       await layer.close();
       throw err instanceof TransportError ? err : new TransportError(`cannot bind SIP listeners: ${(err as Error).message}`, { cause: err });
     }
-    layer.#idleTimer = setInterval(() => layer.#reapIdle(), Math.min(layer.#opts.idleTimeoutMs, 30_000));
+    // often enough for the message deadline too (a partial message is checked here, not by a timer
+    // per message)
+    const every = Math.max(100, Math.min(layer.#opts.idleTimeoutMs, layer.#opts.messageTimeoutMs / 2, 30_000));
+    layer.#idleTimer = setInterval(() => layer.#reapIdle(), every);
     layer.#idleTimer.unref();
 
     return layer;
@@ -218,9 +248,11 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
   async #bindStream(protocol: 'tcp' | 'tls', address: string, family: 4 | 6, port: number): Promise<void> {
     const server =
       protocol === 'tls'
-        ? tls.createServer({ ...this.#tlsContext }, (s) => this.#adoptSocket(s, 'tls'))
-        : net.createServer((s) => this.#adoptSocket(s, 'tcp'));
+        ? tls.createServer({ ...this.#tlsContext, handshakeTimeout: this.#opts.messageTimeoutMs }, (s) => this.#adoptSocket(s, 'tls'))
+        : net.createServer((s) => this.#admit(s) && this.#adoptSocket(s, 'tcp'));
     if (protocol === 'tls') {
+      // counted before the handshake: a handshake is work and a slot too
+      server.prependListener('connection', (raw: net.Socket) => this.#admit(raw));
       server.on('tlsClientError', (err: Error) => this.#log.debug({ err: err.message }, 'TLS handshake failed'));
     }
     await new Promise<void>((resolve, reject) => {
@@ -243,7 +275,43 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
     return point;
   }
 
+  /**
+   * Counts an accepted socket against its source address's share; refuses (destroys) it when the
+   * source already holds maxConnectionsPerSource connections.
+   * @returns whether the socket may stay
+   */
+  #admit(socket: net.Socket): boolean {
+    const source = normaliseAddress(socket.remoteAddress ?? '');
+    const n = this.#connsPerSource.get(source) ?? 0;
+    if (n >= this.#opts.maxConnectionsPerSource) {
+      const now = Date.now();
+      if (now - this.#lastRefusalLog > 10_000) {
+        this.#lastRefusalLog = now;
+        this.#log.warn({ source, max: n }, 'too many SIP connections from one source; refusing more');
+      }
+      socket.destroy();
+
+      return false;
+    }
+    this.#connsPerSource.set(source, n + 1);
+    socket.once('close', () => this.#release(source));
+
+    return true;
+  }
+
+  #release(source: string): void {
+    const n = (this.#connsPerSource.get(source) ?? 1) - 1;
+    if (n <= 0) {
+      this.#connsPerSource.delete(source);
+    } else {
+      this.#connsPerSource.set(source, n);
+    }
+  }
+
   #adoptSocket(socket: net.Socket, protocol: 'tcp' | 'tls', ready?: Promise<void>, remote?: HostPort): StreamConn | undefined {
+    if (socket.destroyed) {
+      return undefined;
+    }
     if (this.#conns.size >= this.#opts.maxConnections) {
       this.#log.warn({ max: this.#opts.maxConnections }, 'too many SIP connections; refusing one');
       socket.destroy();
@@ -252,6 +320,8 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
     }
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 30_000);
+    const now = Date.now();
+    const inbound = ready === undefined;
     const conn: StreamConn = {
       id: randomUUID(),
       protocol,
@@ -260,25 +330,55 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
       local: { address: normaliseAddress(socket.localAddress ?? ''), port: socket.localPort ?? 0 },
       remote: remote ?? { address: normaliseAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 },
       ready: ready ?? Promise.resolve(),
-      lastActivity: Date.now(),
+      lastActivity: now,
+      lastPing: 0,
+      heldUntil: 0,
+      inbound,
+      closing: false,
     };
+    if (inbound) {
+      // a peer that connects must say something within the deadline (no idle slot holders)
+      conn.firstMessageTimer = setTimeout(() => {
+        this.#log.debug({ remote: conn.remote }, 'closing SIP connection: no complete message within the deadline');
+        socket.destroy();
+      }, this.#opts.messageTimeoutMs);
+      conn.firstMessageTimer.unref();
+    }
     this.#registerConn(conn);
     socket.on('data', (chunk: Buffer) => {
-      conn.lastActivity = Date.now();
+      let progress = false;
       for (const ev of conn.framer.push(chunk)) {
         if (ev.kind === 'ping') {
+          // RFC 5626 keep-alives do not count as activity (see #reapIdle)
+          conn.lastPing = Date.now();
           socket.write('\r\n');
         } else if (ev.kind === 'error') {
           this.stats.dropped++;
           this.#log.warn({ reason: ev.reason, remote: conn.remote }, 'closing SIP connection: unframeable stream');
           socket.destroy();
         } else {
+          progress = true;
+          conn.lastActivity = Date.now();
+          if (conn.firstMessageTimer) {
+            clearTimeout(conn.firstMessageTimer);
+            conn.firstMessageTimer = undefined;
+          }
           this.#onData(ev.data, this.#flowOf(conn), false);
         }
       }
+      // the deadline runs from the start of the message still incomplete (a busy stream whose
+      // reads always end inside a message keeps making progress)
+      if (conn.framer.pending === 0) {
+        conn.partialSince = undefined;
+      } else if (progress || conn.partialSince === undefined) {
+        conn.partialSince = Date.now();
+      }
     });
     socket.on('error', (err) => this.#log.debug({ err: err.message, remote: conn.remote }, 'SIP connection error'));
-    socket.on('close', () => this.#unregisterConn(conn));
+    socket.on('close', () => {
+      clearTimeout(conn.firstMessageTimer);
+      this.#unregisterConn(conn);
+    });
 
     return conn;
   }
@@ -379,10 +479,10 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
       return { protocol: 'udp', local: { address: listener.point.address, port: listener.point.port }, remote: { address, port: dest.port } };
     }
     let conn = dest.flow?.connectionId ? this.#conns.get(dest.flow.connectionId) : undefined;
-    if (!conn || conn.socket.destroyed) {
+    if (!conn || conn.socket.destroyed || conn.closing) {
       const address = await resolveHost(dest.host);
       conn = this.#connsByRemote.get(remoteKey(dest.protocol, { address, port: dest.port }));
-      if (!conn || conn.socket.destroyed) {
+      if (!conn || conn.socket.destroyed || conn.closing) {
         conn = this.#connect(dest.protocol, address, dest.port, dest.host);
       }
     }
@@ -443,13 +543,43 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
     return conn;
   }
 
+  /**
+   * Closes idle connections and those whose message is overdue. Idle means no SIP message for
+   * idleTimeoutMs; keep-alive pings only count while a registration holds the connection (RFC 5626
+   * flows), so pings alone cannot keep a slot forever. A closed connection gets a FIN and, since a
+   * half-open peer may never answer it, is destroyed after a short grace.
+   */
   #reapIdle(): void {
-    const cutoff = Date.now() - this.#opts.idleTimeoutMs;
+    const now = Date.now();
+    const cutoff = now - this.#opts.idleTimeoutMs;
+    const messageCutoff = now - this.#opts.messageTimeoutMs;
     for (const conn of this.#conns.values()) {
-      if (conn.lastActivity < cutoff) {
-        this.#log.debug({ remote: conn.remote }, 'closing idle SIP connection');
-        conn.socket.end();
+      if (conn.closing) {
+        continue;
       }
+      const last = conn.heldUntil > now ? Math.max(conn.lastActivity, conn.lastPing) : conn.lastActivity;
+      if (conn.partialSince !== undefined && conn.partialSince < messageCutoff) {
+        this.#log.debug({ remote: conn.remote }, 'closing SIP connection: message not complete within the deadline');
+        conn.closing = true;
+        conn.socket.destroy();
+      } else if (last < cutoff) {
+        this.#log.debug({ remote: conn.remote }, 'closing idle SIP connection');
+        conn.closing = true;
+        conn.socket.end();
+        const s = conn.socket;
+        setTimeout(() => s.destroy(), Math.min(2000, this.#opts.idleTimeoutMs)).unref();
+      }
+    }
+  }
+
+  /**
+   * Keeps a connection open while pings arrive, until `untilMs` (epoch ms): a client registered over
+   * it (RFC 5626 §4.4.1) may send nothing but keep-alives between calls. 0 releases it.
+   */
+  holdConnection(connectionId: string, untilMs: number): void {
+    const c = this.#conns.get(connectionId);
+    if (c) {
+      c.heldUntil = untilMs;
     }
   }
 
@@ -457,7 +587,7 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
   isConnectionOpen(connectionId: string): boolean {
     const c = this.#conns.get(connectionId);
 
-    return !!c && !c.socket.destroyed;
+    return !!c && !c.socket.destroyed && !c.closing;
   }
 
   /** Closes every listener and connection. Idempotent. */
