@@ -218,3 +218,81 @@ describe('TCP connection slots cannot be exhausted (finding 3)', () => {
     await expect.poll(() => fx!.engine.stats().transport.connections, { timeout: 4000 }).toBe(0);
   });
 });
+
+describe('a REGISTER cannot bind someone else\'s Contact to its connection (finding 4)', () => {
+  /** srf.request(uri, {method}) through srf's untyped callback form; resolves with the error, if any. */
+  function appRequest(srf: Srf, uri: string, method: string): Promise<unknown> {
+    const r = srf as unknown as { request(uri: string, opts: object, cb: (err: unknown) => void): void };
+
+    return new Promise((resolve) => r.request(uri, { method, headers: { From: 'sip:app@localhost' } }, (err) => resolve(err ?? undefined)));
+  }
+
+  async function register(c: RawSipPeer, port: number, contact: string): Promise<void> {
+    const callId = token('reg-');
+    c.send(sipRequest({ method: 'REGISTER', uri: `sip:127.0.0.1:${port}`, transport: 'TCP', viaPort: c.port, callId, fromTag: 'r1', cseq: 1, contact, headers: ['Expires: 600'] }));
+    expect((await c.waitFor(isFinal('REGISTER', callId))).msg.status).toBe(200);
+  }
+
+  it('does not send the apps\' requests for a Contact naming another host:port over the registering connection', async () => {
+    fx = await startEngine();
+    fx.srf.use('register', (req, res) => res.send(200, { headers: { Contact: req.get('Contact'), Expires: '600' } }));
+    const victim = await tcpServer();
+    victim.onMessage((m) => m.msg.isRequest && victim.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'v1' })));
+    const attacker = await RawSipPeer.tcpClient(fx.port('tcp'));
+    peers.push(attacker);
+    await register(attacker, fx.port('tcp'), `<sip:bob@127.0.0.1:${victim.port};transport=tcp>`);
+    await appRequest(fx.srf, `sip:bob@127.0.0.1:${victim.port};transport=tcp`, 'OPTIONS');
+    await victim.waitFor(isRequest('OPTIONS'));
+    await sleep(200);
+    expect(attacker.all(isRequest('OPTIONS'))).toHaveLength(0);
+  });
+
+  it('remembers nothing when the app\'s 2xx carries no Contact', async () => {
+    fx = await startEngine();
+    fx.srf.use('register', (_req, res) => res.send(200, { headers: { Expires: '600' } }));
+    const client = await RawSipPeer.tcpClient(fx.port('tcp'));
+    peers.push(client);
+    // an RFC 5626 Contact, yet the registrar granted nothing
+    await register(client, fx.port('tcp'), '<sip:carol@192.0.2.60:5060;transport=tcp;ob>');
+    void appRequest(fx.srf, 'sip:carol@192.0.2.60:5060;transport=tcp', 'OPTIONS');
+    await sleep(300);
+    expect(client.all(isRequest('OPTIONS'))).toHaveLength(0);
+  });
+
+  it('reaches a client over its connection when the granted Contact is its own address or carries ;ob', async () => {
+    fx = await startEngine();
+    fx.srf.use('register', (req, res) => res.send(200, { headers: { Contact: req.get('Contact'), Expires: '600' } }));
+    const own = await RawSipPeer.tcpClient(fx.port('tcp'));
+    const nat = await RawSipPeer.tcpClient(fx.port('tcp'));
+    peers.push(own, nat);
+    for (const p of [own, nat]) {
+      p.onMessage((m) => m.msg.isRequest && p.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'c1' })));
+    }
+    await register(own, fx.port('tcp'), `<sip:dave@127.0.0.1:${own.port};transport=tcp>`);
+    await register(nat, fx.port('tcp'), '<sip:erin@192.0.2.50:5060;transport=tcp;ob>');
+    expect(await appRequest(fx.srf, `sip:dave@127.0.0.1:${own.port};transport=tcp`, 'OPTIONS')).toBeUndefined();
+    expect(await appRequest(fx.srf, 'sip:erin@192.0.2.50:5060;transport=tcp', 'OPTIONS')).toBeUndefined();
+    await own.waitFor(isRequest('OPTIONS'));
+    await nat.waitFor(isRequest('OPTIONS'));
+  });
+
+  it('keeps a registered flow open on keep-alive pings alone (RFC 5626), while unregistered ones idle out', async () => {
+    fx = await startEngine({ limits: { idleTimeoutMs: 400 } });
+    fx.srf.use('register', (req, res) => res.send(200, { headers: { Contact: req.get('Contact'), Expires: '600' } }));
+    const c = await RawSipPeer.tcpClient(fx.port('tcp'));
+    peers.push(c);
+    c.onMessage((m) => m.msg.isRequest && c.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'k1' })));
+    await register(c, fx.port('tcp'), '<sip:frank@192.0.2.70:5060;transport=tcp;ob>');
+    let ended = false;
+    c.socket.once('end', () => (ended = true));
+    const pinger = setInterval(() => c.socket.write('\r\n\r\n'), 100);
+    try {
+      await sleep(2000);
+    } finally {
+      clearInterval(pinger);
+    }
+    expect(ended).toBe(false);
+    expect(await appRequest(fx.srf, 'sip:frank@192.0.2.70:5060;transport=tcp', 'OPTIONS')).toBeUndefined();
+    await c.waitFor(isRequest('OPTIONS'));
+  });
+});
