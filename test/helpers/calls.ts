@@ -62,16 +62,54 @@ export async function startCallGateway(overrides: ConfigTree = {}): Promise<Call
   };
 }
 
+/** What captureUdp() saw. */
+export interface UdpCapture {
+  /** Packets to the port. */
+  total: number;
+  /** RTP packets by payload type (packets that decode as RTP v2). */
+  byPayloadType: Map<number, number>;
+  /** RFC 4733 event codes seen in packets of `eventPt` (when given), in order, deduplicated per event. */
+  events: number[];
+}
+
 /**
- * Counts UDP packets sent to a port on loopback, with tshark (an observer independent of the
- * gateway). Call stop() to end the capture and get the count.
+ * Counts UDP packets sent to a port on loopback with tshark (an observer independent of the
+ * gateway), decoding them as RTP. Call stop() to end the capture and get the counts.
+ * @param eventPt payload type of telephone-event to decode digits from (RFC 4733)
  */
-export function captureUdp(port: number): { ready: Promise<void>; stop(): Promise<number> } {
-  const p = spawn('tshark', ['-i', 'lo', '-f', `udp and dst port ${port}`, '-l', '-n', '-T', 'fields', '-e', 'frame.number'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let count = 0;
+export function captureUdp(port: number, eventPt?: number): { ready: Promise<void>; stop(): Promise<UdpCapture> } {
+  const p = spawn(
+    'tshark',
+    ['-i', 'lo', '-f', `udp and dst port ${port}`, '-l', '-n', '-d', `udp.port==${port},rtp`, '-T', 'fields', '-E', 'separator=,', '-e', 'rtp.p_type', '-e', 'rtp.timestamp', '-e', 'rtp.payload'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const result: UdpCapture = { total: 0, byPayloadType: new Map(), events: [] };
+  const seenEvents = new Set<string>();
+  let partial = '';
   let err = '';
   p.stdout.on('data', (d: Buffer) => {
-    count += d.toString().split('\n').filter((l) => l.trim() !== '').length;
+    partial += d.toString();
+    const lines = partial.split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line.trim() === '') {
+        continue;
+      }
+      result.total++;
+      const [pt, ts, payload] = line.split(',');
+      const n = Number(pt);
+      if (pt !== '' && Number.isFinite(n)) {
+        result.byPayloadType.set(n, (result.byPayloadType.get(n) ?? 0) + 1);
+        if (eventPt !== undefined && n === eventPt && payload) {
+          const code = parseInt(payload.replace(/:/g, '').slice(0, 2), 16);
+          const key = `${ts}/${code}`;
+          if (!seenEvents.has(key)) {
+            seenEvents.add(key);
+            result.events.push(code);
+          }
+        }
+      }
+    }
   });
   const ready = new Promise<void>((resolve, reject) => {
     p.stderr.on('data', (d: Buffer) => {
@@ -92,7 +130,7 @@ export function captureUdp(port: number): { ready: Promise<void>; stop(): Promis
       p.kill('SIGINT');
       await exited;
 
-      return count;
+      return result;
     },
   };
 }
