@@ -724,7 +724,9 @@ export class CallManager implements SignalingHandler {
   async onSessionReady(session: AgentSession, resumed: boolean): Promise<{ presence: { status: AgentStatus; effective: EffectivePresence }; calls: ReturnType<Call['info']>[] }> {
     await this.presence.load(session.agentId);
     this.presence.refresh(session.agentId);
-    const calls = this.calls.filter((c) => c.agentId === session.agentId || (c.state === 'ringing' && c.ringing.has(session.agentId))).map((c) => c.info());
+    const calls = this.calls
+      .filter((c) => c.agentId === session.agentId || (c.state === 'ringing' && c.ringing.has(session.agentId)))
+      .map((c) => ({ ...c.info(), ...(c.state === 'ringing' ? { ringTimeoutMs: this.#cfg.calls.ringTimeoutMs } : {}) }));
     void resumed;
 
     return { presence: { status: this.presence.status(session.agentId), effective: this.presence.effective(session.agentId) }, calls };

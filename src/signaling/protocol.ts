@@ -117,6 +117,8 @@ export interface CallInfo {
   trunkId: string;
   startedAt: string;
   answeredAt?: string;
+  /** For ringing calls: how long they ring in total, ms. */
+  ringTimeoutMs?: number;
 }
 
 // ------------------------------------------------------------------------------------------------

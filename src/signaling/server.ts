@@ -273,10 +273,16 @@ export class SignalingServer {
         session.lastSeen = Date.now();
       }
     });
-    ws.on('close', () => {
+    ws.on('close', (code) => {
       clearTimeout(authTimer);
       if (session && session.ws === ws) {
-        this.#suspend(session);
+        if (code === 1000) {
+          // normal closure from the client: the agent signs off, no grace period
+          session.ws = undefined;
+          this.#endSession(session, 'closed');
+        } else {
+          this.#suspend(session);
+        }
       }
     });
     ws.on('error', (err) => this.#log.debug({ err: err.message, remote }, 'agent WebSocket error'));
