@@ -31,7 +31,7 @@ async function raw(url: string): Promise<{ ws: WebSocket; request(type: string, 
   const frames: Record<string, unknown>[] = [];
   const waiters: ((f: Record<string, unknown>) => void)[] = [];
   ws.on('message', (d) => {
-    const f = JSON.parse(String(d)) as Record<string, unknown>;
+    const f = JSON.parse((d as Buffer).toString('utf8')) as Record<string, unknown>;
     const w = waiters.shift();
     if (w) {
       w(f);
