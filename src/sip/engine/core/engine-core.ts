@@ -335,7 +335,23 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (inc.reliable?.timer) {
       clearTimeout(inc.reliable.timer);
     }
+    // an UPDATE parked on this INVITE can no longer be answered by the app (its answer names the
+    // INVITE's transaction id): answer it now, or its transaction would never end
+    this.#failPendingUpdate(inc, 500, 'Server Internal Error');
     this.#incoming.delete(inc.id);
+  }
+
+  /** Answers the UPDATE parked on an INVITE (wire protocol §6.8) and forgets it. */
+  #failPendingUpdate(inc: IncomingRequest, status: number, reason: string): void {
+    const upd = inc.pendingUpdate;
+    if (!upd) {
+      return;
+    }
+    inc.pendingUpdate = undefined;
+    clearTimeout(upd.guard);
+    if (!upd.server.finalSent) {
+      this.#respondStateless(upd.server, status, reason);
+    }
   }
 
   #onAck(ack: SipMessage, flow: Flow): void {
@@ -391,14 +407,20 @@ export class EngineCore implements TransactionUser, ControlHandler {
     // Cases 1 and 2: 200 to the CANCEL, 487 to the INVITE, then tell the app.
     this.#respondStateless(txn, 200, 'OK');
     inc.canceled = true;
+    this.#failPendingUpdate(inc, 487, 'Request Terminated');
     const res487 = this.#uasResponseSkeleton(inc, 487, 'Request Terminated');
     this.#count(this.counters.responsesOut, '487');
     invite.respond(res487).catch((err: unknown) => this.#log.debug({ err }, 'cannot send 487'));
     const dialogId = inc.dialog?.id ?? '';
-    if (inc.dialog) {
+    // RFC 3261 §9.2: a CANCEL ends the INVITE it names; for a re-INVITE that is only the
+    // re-INVITE, never the established dialog.
+    const initial = !inc.req.to?.params.tag;
+    if (inc.dialog && initial) {
       this.dialogs.remove(inc.dialog);
     }
-    this.#cdr('cdr:stop', 'network', cancel, ['call-canceled']);
+    if (initial) {
+      this.#cdr('cdr:stop', 'network', cancel, ['call-canceled']);
+    }
     this.#sipToApp(inc.owner, 'network', cancel, flow.protocol, flow.remote, [inc.id, dialogId, '']);
     this.#forgetIncoming(inc);
   }
@@ -453,7 +475,11 @@ export class EngineCore implements TransactionUser, ControlHandler {
           return;
         }
         // wire protocol §6.8: delivered with the INVITE's transaction id while it is unanswered.
-        inc.pendingUpdate = { req, server: txn, flow };
+        const upd: NonNullable<IncomingRequest['pendingUpdate']> = { req, server: txn, flow };
+        // its own guard: nothing else ends a non-INVITE server transaction the app leaves unanswered
+        upd.guard = setTimeout(() => inc.pendingUpdate === upd && this.#failPendingUpdate(inc, 500, 'Server Internal Error'), this.timersFor(flow.protocol).F);
+        upd.guard.unref();
+        inc.pendingUpdate = upd;
         txnIdForApp = inc.id;
         deliveredOnInvite = true;
       }
@@ -697,7 +723,17 @@ export class EngineCore implements TransactionUser, ControlHandler {
           this.#afterFinalResponse(inc, res, data, dest);
         }
       },
-      (err: Error) => conn.reply(msgId, ['NOK', `transport for response has been shutdown or closed: ${err.message}`.replace(/[|\r\n]/g, ' ')]),
+      (err: Error) => {
+        // The caller is unreachable (e.g. its TCP connection is gone): a final response that cannot
+        // be sent ends the request here, and an initial INVITE's dialog with it.
+        if (status >= 200) {
+          if (dialog && initial && this.dialogs.get(dialog.id) === dialog) {
+            this.dialogs.remove(dialog);
+          }
+          this.#forgetIncoming(inc);
+        }
+        conn.reply(msgId, ['NOK', `transport for response has been shutdown or closed: ${err.message}`.replace(/[|\r\n]/g, ' ')]);
+      },
     );
     if (status >= 200 && inc.guard) {
       clearTimeout(inc.guard);
@@ -707,6 +743,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
   #appResponseToUpdate(conn: AppConnection, msgId: string, inc: IncomingRequest, app: SipMessage): void {
     const upd = inc.pendingUpdate!;
     inc.pendingUpdate = undefined;
+    clearTimeout(upd.guard);
     const tmp: IncomingRequest = { ...inc, req: upd.req, server: upd.server, flow: upd.flow, method: 'UPDATE', toTag: upd.req.to?.params.tag ?? undefined };
     const res = this.#uasResponseSkeleton(tmp, app.status, app.reason);
     copyAppHeaders(app, res, new Set([...RESPONSE_FROM_REQUEST, 'content-type']));

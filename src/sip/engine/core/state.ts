@@ -42,7 +42,7 @@ export interface IncomingRequest {
   reliable?: ReliableProvisional;
   reliableQueue: { res: SipMessage; resolve: (ok: boolean) => void }[];
   /** An UPDATE received while this INVITE is unanswered (wire protocol §6.8). */
-  pendingUpdate?: { req: SipMessage; server: ServerTransaction; flow: Flow };
+  pendingUpdate?: { req: SipMessage; server: ServerTransaction; flow: Flow; guard?: NodeJS.Timeout };
   guard?: NodeJS.Timeout;
   /** True once a 1xx other than 100 was sent. */
   provisionalSent: boolean;

@@ -1,0 +1,185 @@
+/**
+ * Regressions of the engine's review (tiers 2 and 3): transactions and dialogs that leaked or hung
+ * (an UPDATE parked on a canceled INVITE, a caller gone before the answer, a canceled re-INVITE,
+ * colliding dialog ids, unroutable Contacts, a ringing INVITE never answered...) and RFC 3261
+ * behaviour (CANCEL crossing the 200, responses over a closed connection, glare, forked 2xx, the
+ * BYE that must wait for the ACK). Raw SIP peers on real sockets, a real srf app.
+ */
+import net from 'node:net';
+import type Srf from 'drachtio-srf';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type EngineFixture, type EngineFixtureOptions, sdp, startEngine } from '../helpers/engine.js';
+import { ackFor2xx, branch, isFinal, isRequest, isResponse, type RawMessage, RawSipPeer, sipRequest, sipResponse, sleep, token } from '../helpers/raw-sip.js';
+
+let fx: EngineFixture | undefined;
+const peers: RawSipPeer[] = [];
+
+afterEach(async () => {
+  for (const p of peers.splice(0)) {
+    p.close();
+  }
+  await fx?.close();
+  fx = undefined;
+});
+
+async function engine(opts: EngineFixtureOptions = {}): Promise<EngineFixture> {
+  fx = await startEngine(opts);
+
+  return fx;
+}
+
+async function udpPeer(target?: number): Promise<RawSipPeer> {
+  const p = await RawSipPeer.udp(target === undefined ? undefined : { port: target });
+  peers.push(p);
+
+  return p;
+}
+
+/** A caller on a raw UDP socket: sends an INVITE and the requests of its dialog. */
+class Caller {
+  readonly callId = token('call-');
+  readonly fromTag = token('ft');
+  readonly inviteBranch = branch();
+  toTag: string | undefined;
+  cseq = 1;
+
+  constructor(
+    readonly peer: RawSipPeer,
+    readonly enginePort: number,
+  ) {}
+
+  get uri(): string {
+    return `sip:svc@127.0.0.1:${this.enginePort}`;
+  }
+
+  invite(extra: Partial<Parameters<typeof sipRequest>[0]> = {}): void {
+    this.peer.send(sipRequest({ method: 'INVITE', uri: this.uri, viaPort: this.peer.port, callId: this.callId, fromTag: this.fromTag, cseq: 1, branch: this.inviteBranch, body: sdp(5000), ...extra }));
+  }
+
+  /** A request in the dialog (To tag known), with the next CSeq unless given. */
+  request(method: string, o: { cseq?: number; branch?: string; headers?: string[]; body?: string } = {}): { cseq: number; branch: string } {
+    const cseq = o.cseq ?? ++this.cseq;
+    const b = o.branch ?? branch();
+    this.peer.send(sipRequest({ method, uri: this.uri, viaPort: this.peer.port, callId: this.callId, fromTag: this.fromTag, toTag: this.toTag, cseq, branch: b, headers: o.headers, body: o.body }));
+
+    return { cseq, branch: b };
+  }
+
+  /** CANCEL of the INVITE (same branch, RFC 3261 §9.1). */
+  cancel(): void {
+    this.peer.send(sipRequest({ method: 'CANCEL', uri: this.uri, viaPort: this.peer.port, callId: this.callId, fromTag: this.fromTag, cseq: 1, branch: this.inviteBranch, contact: null }));
+  }
+
+  ack(ok: RawMessage): void {
+    this.peer.send(ackFor2xx({ uri: this.uri, callId: this.callId, fromTag: this.fromTag, cseq: 1, viaPort: this.peer.port }, ok.msg));
+  }
+
+  /** Waits for a response of the INVITE (CSeq 1) with this status and learns the To tag. */
+  async response(status: number, method = 'INVITE'): Promise<RawMessage> {
+    const m = await this.peer.waitFor((x) => isResponse(status, method, this.callId)(x), 5000, `${status} ${method}`);
+    this.toTag ??= m.msg.to?.params.tag ?? undefined;
+
+    return m;
+  }
+
+  final(method: string, cseq?: number): Promise<RawMessage> {
+    return this.peer.waitFor((m) => isFinal(method, this.callId)(m) && (cseq === undefined || m.msg.cseq?.seq === cseq), 5000, `a final response to ${method}`);
+  }
+}
+
+async function caller(enginePort: number): Promise<Caller> {
+  return new Caller(await udpPeer(enginePort), enginePort);
+}
+
+/** Resolves with the Reason of the BYE that destroyed a dialog. */
+function destroyed(dlg: Srf.Dialog): Promise<string> {
+  return new Promise((resolve) => dlg.on('destroy', (bye: Srf.SrfRequest) => resolve(bye?.get?.('Reason') ?? '')));
+}
+
+describe('an UPDATE parked on an unanswered INVITE (finding 5)', () => {
+  it('is answered when the INVITE is canceled', async () => {
+    const f = await engine();
+    const updates: string[] = [];
+    f.srf.invite((req: Srf.SrfRequest, res: Srf.SrfResponse) => {
+      res.send(180);
+      (req as unknown as NodeJS.EventEmitter).on('update', () => updates.push('update')); // never answered
+      req.on('cancel', () => undefined);
+    });
+    const c = await caller(f.port());
+    c.invite();
+    await c.response(180);
+    c.request('UPDATE', { body: sdp(5002) });
+    await expect.poll(() => updates.length).toBe(1);
+    c.cancel();
+    expect((await c.final('CANCEL')).msg.status).toBe(200);
+    expect((await c.final('INVITE')).msg.status).toBe(487);
+    expect((await c.final('UPDATE')).msg.status).toBe(487);
+  });
+
+  it('is answered 500 by its own guard when the app never answers it', async () => {
+    const f = await engine({ timers: { t1Ms: 20 } });
+    f.srf.invite((req: Srf.SrfRequest, res: Srf.SrfResponse) => {
+      res.send(180);
+      (req as unknown as NodeJS.EventEmitter).on('update', () => undefined); // never answered
+    });
+    const c = await caller(f.port());
+    c.invite();
+    await c.response(180);
+    c.request('UPDATE', { body: sdp(5002) });
+    expect((await c.final('UPDATE')).msg.status).toBe(500);
+  });
+});
+
+describe('a caller that is gone before the answer (finding 6)', () => {
+  it('leaves no dialog behind when the 200 cannot be sent over its closed TCP connection', async () => {
+    const f = await engine();
+    const closedPort = await new Promise<number>((resolve) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port } = s.address() as net.AddressInfo;
+        s.close(() => resolve(port));
+      });
+    });
+    const failed: unknown[] = [];
+    let goAhead!: () => void;
+    const gone = new Promise<void>((r) => (goAhead = r));
+    f.srf.invite((req, res) => {
+      void gone.then(() => f.srf.createUAS(req, res, { localSdp: sdp() }).catch((err: unknown) => failed.push(err)));
+    });
+    const c = await RawSipPeer.tcpClient(f.port('tcp'));
+    peers.push(c);
+    c.send(sipRequest({ method: 'INVITE', uri: `sip:svc@127.0.0.1:${f.port('tcp')}`, transport: 'TCP', viaPort: closedPort, callId: token('gone-'), fromTag: 'g1', cseq: 1, body: sdp() }));
+    await c.waitFor(isResponse(100, 'INVITE'));
+    await expect.poll(() => f.engine.stats().sizes.incoming).toBe(1);
+    c.socket.destroy();
+    await expect.poll(() => f.engine.stats().transport.connections).toBe(0);
+    goAhead();
+    await expect.poll(() => failed.length).toBe(1);
+    expect(f.engine.stats().sizes.dialogs).toBe(0);
+    expect(f.engine.stats().sizes.incoming).toBe(0);
+  });
+});
+
+describe('a CANCEL of a re-INVITE (finding 7)', () => {
+  it('fails only the re-INVITE; the dialog lives on and a BYE ends it normally', async () => {
+    const f = await engine();
+    const ends: Promise<string>[] = [];
+    f.srf.invite((req, res) => {
+      void f.srf.createUAS(req, res, { localSdp: sdp() }).then((dlg) => {
+        dlg.on('modify', () => undefined); // the re-INVITE stays unanswered
+        ends.push(destroyed(dlg));
+      });
+    });
+    const c = await caller(f.port());
+    c.invite();
+    c.ack(await c.response(200));
+    const re = c.request('INVITE', { body: sdp(5004) });
+    await c.peer.waitFor((m) => isResponse(100, 'INVITE')(m) && m.msg.cseq?.seq === re.cseq);
+    c.peer.send(sipRequest({ method: 'CANCEL', uri: c.uri, viaPort: c.peer.port, callId: c.callId, fromTag: c.fromTag, toTag: c.toTag, cseq: re.cseq, branch: re.branch, contact: null }));
+    expect((await c.final('CANCEL')).msg.status).toBe(200);
+    expect((await c.final('INVITE', re.cseq)).msg.status).toBe(487);
+    expect(f.engine.stats().sizes.dialogs).toBe(1);
+    const bye = c.request('BYE');
+    expect((await c.final('BYE', bye.cseq)).msg.status).toBe(200);
+    await ends[0];
+  });
+});
