@@ -200,6 +200,8 @@ export class Gateway {
     components.redis = { state: redisStatus === 'ready' ? 'up' : 'down', status: redisStatus ?? 'none', local: this.#redis?.localServer !== undefined };
     components.media = this.#media ? this.#media.health() : { state: 'down' };
     components.sip = this.#sip ? this.#sip.health() : { state: 'down' };
+    components.signaling = this.#signaling ? { state: stopping ? 'stopping' : 'up', ...this.#signaling.counts() } : { state: 'down' };
+    components.calls = this.#calls ? { state: 'up', active: this.#calls.calls.length } : { state: 'down' };
     for (const [name, c] of Object.entries(components)) {
       if (c.state !== 'disabled') {
         this.metrics.componentUp.set({ component: name }, c.state === 'up' ? 1 : 0);
