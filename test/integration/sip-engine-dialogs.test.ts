@@ -9,7 +9,7 @@ import net from 'node:net';
 import type Srf from 'drachtio-srf';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type EngineFixture, type EngineFixtureOptions, sdp, startEngine } from '../helpers/engine.js';
-import { ackFor2xx, branch, isFinal, isRequest, isResponse, type RawMessage, RawSipPeer, sipRequest, sipResponse, sleep, token } from '../helpers/raw-sip.js';
+import { ackFor2xx, branch, isFinal, isResponse, type RawMessage, RawSipPeer, sipRequest, token } from '../helpers/raw-sip.js';
 
 let fx: EngineFixture | undefined;
 const peers: RawSipPeer[] = [];
@@ -181,5 +181,45 @@ describe('a CANCEL of a re-INVITE (finding 7)', () => {
     const bye = c.request('BYE');
     expect((await c.final('BYE', bye.cseq)).msg.status).toBe(200);
     await ends[0];
+  });
+});
+
+describe('dialog ids cannot collide (finding 8)', () => {
+  it('answers 491 to a new INVITE with the Call-ID and From tag of a live dialog, which stays intact', async () => {
+    const f = await engine();
+    const invites: string[] = [];
+    const ends: Promise<string>[] = [];
+    f.srf.invite((req, res) => {
+      invites.push(req.get('CSeq'));
+      void f.srf.createUAS(req, res, { localSdp: sdp() }).then((dlg) => ends.push(destroyed(dlg)));
+    });
+    const c = await caller(f.port());
+    c.invite();
+    c.ack(await c.response(200));
+    await expect.poll(() => ends.length).toBe(1);
+    // same Call-ID and From tag, no To tag: a new INVITE that would take over the dialog's id
+    c.peer.send(sipRequest({ method: 'INVITE', uri: c.uri, viaPort: c.peer.port, callId: c.callId, fromTag: c.fromTag, cseq: 5, body: sdp(5010) }));
+    expect((await c.final('INVITE', 5)).msg.status).toBe(491);
+    expect(invites).toEqual(['1 INVITE']);
+    const bye = c.request('BYE', { cseq: 6 });
+    expect((await c.final('BYE', bye.cseq)).msg.status).toBe(200);
+    await ends[0];
+  });
+
+  it('answers 482 to a merged request: same Call-ID, From tag and CSeq on another branch (RFC 3261 §8.2.2.2)', async () => {
+    const f = await engine();
+    const invites: string[] = [];
+    f.srf.invite((req, res) => {
+      invites.push(req.get('Via'));
+      setTimeout(() => res.send(486), 300);
+    });
+    const c = await caller(f.port());
+    c.invite();
+    await c.response(100);
+    c.peer.send(sipRequest({ method: 'INVITE', uri: c.uri, viaPort: c.peer.port, callId: c.callId, fromTag: c.fromTag, cseq: 1, branch: branch(), body: sdp() }));
+    const merged = await c.peer.waitFor((m) => isFinal('INVITE', c.callId)(m) && m.msg.topVia?.params.branch !== c.inviteBranch);
+    expect(merged.msg.status).toBe(482);
+    expect((await c.peer.waitFor((m) => isFinal('INVITE', c.callId)(m) && m.msg.topVia?.params.branch === c.inviteBranch)).msg.status).toBe(486);
+    expect(invites).toHaveLength(1);
   });
 });

@@ -33,7 +33,7 @@ import {
   wireTime,
 } from './build.js';
 import { ProxyCore } from './proxy.js';
-import { Dialog, DialogTable, type IncomingRequest, type OutgoingRequest } from './state.js';
+import { Dialog, dialogIdOf, DialogTable, type IncomingRequest, type OutgoingRequest } from './state.js';
 
 /** Options of the engine core. */
 export interface EngineCoreOptions {
@@ -78,6 +78,8 @@ export class EngineCore implements TransactionUser, ControlHandler {
   readonly #incoming = new Map<string, IncomingRequest>();
   readonly #incomingByServer = new WeakMap<ServerTransaction, IncomingRequest>();
   readonly #outgoing = new Map<string, OutgoingRequest>();
+  /** Live server transactions of requests outside dialogs by Call-ID, From tag and CSeq (merged requests). */
+  readonly #merged = new Map<string, ServerTransaction>();
   readonly proxy: ProxyCore;
   readonly counters: EngineCounters = { requestsIn: {}, responsesOut: {}, requestsOut: {}, responsesIn: {} };
   readonly #pruneTimer: NodeJS.Timeout;
@@ -229,6 +231,31 @@ export class EngineCore implements TransactionUser, ControlHandler {
 
   #onNewRequest(req: SipMessage, flow: Flow, txn: ServerTransaction): void {
     const method = req.method.toUpperCase();
+    const fromTag = req.from?.params.tag;
+    if (fromTag) {
+      // RFC 3261 §8.2.2.2: the same request (Call-ID, From tag, CSeq) reaching us again on another
+      // branch (a fork that looped back, or a replay) while the first one's transaction lives is a
+      // merged request.
+      const key = `${req.callId}\n${fromTag}\n${req.cseq?.seq ?? ''}\n${method}`;
+      const first = this.#merged.get(key);
+      if (first && first !== txn && first.state !== 'terminated') {
+        this.#respondStateless(txn, 482, 'Loop Detected');
+
+        return;
+      }
+      this.#merged.set(key, txn);
+      txn.onTerminate(() => this.#merged.get(key) === txn && this.#merged.delete(key));
+      if (method === 'INVITE' || method === 'SUBSCRIBE') {
+        // A new INVITE must not take over a live dialog with its id (wire protocol §6.8): our own
+        // request looping back has a UAC dialog's id (482), a second INVITE from the peer a UAS one.
+        const existing = this.dialogs.get(dialogIdOf(req.callId, fromTag));
+        if (existing) {
+          this.#respondStateless(txn, existing.role === 'uac' ? 482 : 491, existing.role === 'uac' ? 'Loop Detected' : 'Request Pending');
+
+          return;
+        }
+      }
+    }
     if (method === 'INVITE') {
       // wire protocol §6.1: 100 Trying at once, before choosing an app.
       this.#respondStateless(txn, 100, 'Trying');
@@ -688,8 +715,13 @@ export class EngineCore implements TransactionUser, ControlHandler {
     const initial = !inc.req.to?.params.tag;
     let dialog = inc.dialog;
     if (isDialogMethod && initial && status > 100 && status < 300 && inc.toTag) {
+      dialog ??= this.#createUasDialog(inc, res, contact ?? contactOf(point));
       if (!dialog) {
-        dialog = this.#createUasDialog(inc, res, contact ?? contactOf(point));
+        // Another request with this Call-ID and From tag got its dialog first (two INVITEs raced
+        // before either was answered): this one must not take it over.
+        this.#respondStateless(inc.server, 491, 'Request Pending');
+        this.#forgetIncoming(inc);
+        throw new AppMessageError('dialog id already in use by another dialog');
       }
       if (status >= 200) {
         dialog.state = 'confirmed';
@@ -758,7 +790,8 @@ export class EngineCore implements TransactionUser, ControlHandler {
     );
   }
 
-  #createUasDialog(inc: IncomingRequest, res: SipMessage, localContact: string): Dialog {
+  /** Creates the dialog of an answered INVITE/SUBSCRIBE; undefined when its id is taken. */
+  #createUasDialog(inc: IncomingRequest, res: SipMessage, localContact: string): Dialog | undefined {
     const req = inc.req;
     const contact = req.getHeader('contact');
     const target = contact ? (parseNameAddr(contact)?.uri ?? req.uri) : req.uri;
@@ -780,8 +813,10 @@ export class EngineCore implements TransactionUser, ControlHandler {
     });
     d.inviteTxnId = inc.id;
     d.secure = req.uri.toLowerCase().startsWith('sips:');
+    if (!this.dialogs.add(d)) {
+      return undefined;
+    }
     inc.dialog = d;
-    this.dialogs.add(d);
 
     return d;
   }
@@ -1141,8 +1176,10 @@ export class EngineCore implements TransactionUser, ControlHandler {
       });
       d.secure = ruri.scheme === 'sips';
       d.lastInvite = method === 'INVITE' ? { txnId: out.id, cseq: seq, status: 0, canceled: false, acked: false } : undefined;
+      if (!this.dialogs.add(d)) {
+        throw new AppMessageError(`a dialog with Call-ID ${callId} and From tag ${localTag} already exists`.replace(/[|\r\n]/g, ' '));
+      }
       out.dialog = d;
-      this.dialogs.add(d);
     }
     this.#sendOutgoing(conn, msgId, out, point);
     if (method === 'INVITE') {

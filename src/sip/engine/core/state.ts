@@ -152,15 +152,28 @@ export class DialogTable {
     return this.#byId.size;
   }
 
-  add(d: Dialog): void {
+  /**
+   * Adds a dialog unless its drachtio id or its (Call-ID, local tag) is already taken by another
+   * one: a second request must never take over a live dialog.
+   * @returns whether it was added
+   */
+  add(d: Dialog): boolean {
+    const local = `${d.callId}|${d.localTag}`;
+    const a = this.#byId.get(d.id);
+    const b = this.#byLocal.get(local);
+    if ((a && a !== d) || (b && b !== d)) {
+      return false;
+    }
     this.#byId.set(d.id, d);
-    this.#byLocal.set(`${d.callId}|${d.localTag}`, d);
+    this.#byLocal.set(local, d);
     let set = this.#byCallId.get(d.callId);
     if (!set) {
       set = new Set();
       this.#byCallId.set(d.callId, set);
     }
     set.add(d);
+
+    return true;
   }
 
   remove(d: Dialog): void {
