@@ -34,6 +34,11 @@ export interface CallManagerOptions {
   accepting?: () => boolean;
 }
 
+/** Whether a request carries an SDP body (else it is a late offer). */
+function hasSdp(req: Srf.SrfRequest): boolean {
+  return typeof req.body === 'string' && req.body.includes('m=');
+}
+
 /** SIP status → the agent's end reason for a failed outbound call (PROTOCOL.md). */
 export function endReasonForStatus(status: number): EndReason {
   if (status === 486 || status === 600) {
@@ -160,8 +165,11 @@ export class CallManager implements SignalingHandler {
     }
     const trunk = admission.trunk;
     // Codec and address check before anyone rings (RFC 3264 §6: no common codec → 488 + Warning).
+    // An INVITE without SDP is a late offer (RFC 3261 §13.2.1): we offer in the 200 OK.
     try {
-      negotiateAnswer(req.body ?? '', { allowedCodecs: trunk.codecs, localAddress: this.#localAddress(this.#mediaSettings.relayAnnouncedAddress || '0.0.0.0'), localPort: 9 });
+      if (hasSdp(req)) {
+        negotiateAnswer(req.body, { allowedCodecs: trunk.codecs, localAddress: this.#localAddress(this.#mediaSettings.relayAnnouncedAddress || '0.0.0.0'), localPort: 9 });
+      }
     } catch (err) {
       if (err instanceof SdpError) {
         log.info({ reason: err.reason, code: err.code }, 'rejecting INVITE: unusable SDP');
@@ -325,24 +333,40 @@ export class CallManager implements SignalingHandler {
         }
       });
       const local = media.localRtp;
-      const { answerSdp, plan } = negotiateAnswer(call.inviteReq?.body ?? '', { allowedCodecs: call.trunk.codecs, localAddress: this.#localAddress(local.address), localPort: local.port });
-      call.localSdp = answerSdp;
-      await media.applyPlan(plan);
+      const lateOffer = !hasSdp(call.inviteReq!);
+      if (lateOffer) {
+        // RFC 3264 §5: our offer goes in the 200 OK; the trunk's answer comes in the ACK.
+        call.localSdp = buildOffer({ codecs: call.trunk.codecs, localAddress: local.address, localPort: local.port, direction: 'sendrecv' }).offerSdp;
+      } else {
+        const { answerSdp, plan } = negotiateAnswer(call.inviteReq!.body, { allowedCodecs: call.trunk.codecs, localAddress: this.#localAddress(local.address), localPort: local.port });
+        call.localSdp = answerSdp;
+        await media.applyPlan(plan);
+      }
       this.#watchRelay(call);
       const offer = await media.agentTransports();
       if (!call.live) {
         throw new SignalingError('INVALID_STATE', 'the caller hung up');
       }
       // 200 OK to the trunk now; the agent's media joins within moments.
-      const dialog = await this.#srf.createUAS(call.inviteReq!, call.inviteRes!, { localSdp: answerSdp });
+      const dialog = await this.#srf.createUAS(call.inviteReq!, call.inviteRes!, { localSdp: call.localSdp });
       call.dialog = dialog;
       call.inviteReq = undefined;
       call.inviteRes = undefined;
       call.transition('active');
       this.#watchDialog(call, dialog);
+      if (lateOffer) {
+        const ourOffer = call.localSdp;
+        // srf emits 'ack' on a UAS dialog with the ACK request; its typings do not list the event.
+        (dialog as unknown as { once(event: 'ack', listener: (ack: Srf.SrfRequest) => void): void }).once('ack', (ack) => {
+          this.#lateAnswer(call, ourOffer, ack.body ?? '').catch((err: unknown) => {
+            log.warn({ err }, 'the trunk ACK carried no usable SDP answer; hanging up');
+            this.#hangupTrunk(call, 'failed', 'SIP;cause=488;text="no usable SDP answer in the ACK"');
+          });
+        });
+      }
       this.#emit(session.agentId, 'call.answered', { callId: call.id });
-      void this.#store.putCall(call.id, { state: 'active', agentId: session.agentId, answeredAt: call.times.answeredAt?.toISOString(), codec: plan.codec.name });
-      log.info({ codec: plan.codec.name }, 'call answered');
+      void this.#store.putCall(call.id, { state: 'active', agentId: session.agentId, answeredAt: call.times.answeredAt?.toISOString(), codec: media.plan?.codec.name });
+      log.info({ codec: media.plan?.codec.name ?? 'late offer' }, 'call answered');
 
       return { callId: call.id, media: offer };
     } catch (err) {
@@ -358,6 +382,19 @@ export class CallManager implements SignalingHandler {
       }
       throw new SignalingError('MEDIA_ERROR', `cannot answer: ${(err as Error).message}`);
     }
+  }
+
+  /** The trunk's answer to our late offer, from its ACK: apply it and tell the agent the codec. */
+  async #lateAnswer(call: Call, ourOffer: string, answer: string): Promise<void> {
+    if (!call.live || !call.media) {
+      return;
+    }
+    const plan = negotiateFromAnswer(ourOffer, answer);
+    await call.media.applyPlan(plan);
+    if (call.agentId) {
+      this.#emit(call.agentId, 'call.media', { callId: call.id, codec: call.media.codec! });
+    }
+    void this.#store.putCall(call.id, { codec: plan.codec.name });
   }
 
   #decline(session: AgentSession, callId: string, reason: 'busy' | 'decline' | undefined): void {

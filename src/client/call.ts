@@ -115,7 +115,7 @@ export class ClientCall {
     return this.#rec.trunkId;
   }
 
-  /** The audio codec (inbound: from the answer; outbound: from `call.media`), once known. */
+  /** The audio codec (inbound: from the answer; outbound and late-offer inbound: from `call.media`), once known. */
   get codec(): CallCodec | undefined {
     return this.#rec.codec;
   }

@@ -258,13 +258,28 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
       forget();
       throw err;
     }
-    try {
-      if (!offer.codec) {
-        throw new RingbridgeError('MEDIA_ERROR', 'the answer carries no codec', { callId });
+    if (!offer.codec && !rec.codec) {
+      // a late offer (the trunk's INVITE had no SDP): the codec comes with `call.media` once the
+      // trunk's ACK answers the gateway's offer; produce and consume then, as an outbound call does
+      rec.pendingTrack = track;
+      try {
+        await this.#createMedia(rec, offer);
+      } catch (err) {
+        if (rec.ending) {
+          return call;
+        }
+        this.#request('call.hangup', { callId }, callId).catch(() => undefined);
+        this.#endCall(rec, { reason: 'media_error', by: 'local' });
+        throw withCall(err, callId, 'LOCAL_MEDIA');
       }
-      rec.codec = offer.codec;
+      this.#startOutboundMedia(rec);
+
+      return call;
+    }
+    try {
+      rec.codec = offer.codec ?? rec.codec;
       const media = await this.#createMedia(rec, offer);
-      await media.produce(track, offer.codec, rec.muted || rec.heldLocally);
+      await media.produce(track, rec.codec!, rec.muted || rec.heldLocally);
       rec.mediaStarted = true;
       const remote = await media.consume();
       this.emit('track', { call, track: remote });
@@ -605,7 +620,7 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
     return media;
   }
 
-  /** Outbound: once both the transports and the codec (`call.media`) are there, produce and consume. */
+  /** Outbound or late-offer inbound: once both the transports and the codec (`call.media`) are there, produce and consume. */
   #startOutboundMedia(rec: CallRecord): void {
     const { media, codec, pendingTrack } = rec;
     if (rec.mediaStarted || rec.ending || !media || !codec || !pendingTrack) {

@@ -50,6 +50,30 @@ describe('inbound calls', () => {
     expect(record.answeredAt).toBeTruthy();
   }, 40_000);
 
+  it('takes a late offer: offers in the 200 OK, applies the answer from the ACK, and carries audio', async () => {
+    fx = await startCallGateway(routeAll('agent-1'));
+    const agent = await fx.agent('agent-1');
+    const mediaPort = await freePort();
+    const capture = captureUdp(mediaPort);
+    await capture.ready;
+    const trunk = startSipp({ scenario: 'trunk-call-late-offer', target: fx.sipTarget, keys: { hold_ms: '3000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    await agent.waitForEvent('track', undefined, 5000);
+    expect(call.codec?.mimeType).toBe('audio/PCMA');
+    await new Promise((r) => setTimeout(r, 2000));
+    const counts = await agent.packetCounts(call.id);
+    expect(counts.received, 'RTP from the trunk at the agent').toBeGreaterThan(50);
+    await agent.waitForEvent('ended', undefined, 15_000);
+    const r = await trunk.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    const ok = r.received(200, 'INVITE')[0]!;
+    expect(ok, 'our offer lists the trunk codecs and telephone-event').toMatch(/m=audio \d+ RTP\/AVP [\d ]*8[\d ]*/);
+    expect(ok).toMatch(/a=rtpmap:\d+ telephone-event\/8000/);
+    const atSipp = await capture.stop();
+    expect(atSipp.byPayloadType.get(8) ?? 0, 'PCMA RTP at the sipp trunk').toBeGreaterThan(50);
+  }, 40_000);
+
   it('answers 480 when no agent is available', async () => {
     fx = await startCallGateway(routeAll('nobody'));
     const r = await runSipp({ scenario: 'uac-expect-480', target: fx.sipTarget });
