@@ -9,7 +9,7 @@ import net from 'node:net';
 import type Srf from 'drachtio-srf';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type EngineFixture, type EngineFixtureOptions, sdp, startEngine } from '../helpers/engine.js';
-import { ackFor2xx, branch, isFinal, isResponse, type RawMessage, RawSipPeer, sipRequest, token } from '../helpers/raw-sip.js';
+import { ackFor2xx, branch, isFinal, isRequest, isResponse, type RawMessage, RawSipPeer, sipRequest, sipResponse, token } from '../helpers/raw-sip.js';
 
 let fx: EngineFixture | undefined;
 const peers: RawSipPeer[] = [];
@@ -221,5 +221,53 @@ describe('dialog ids cannot collide (finding 8)', () => {
     expect(merged.msg.status).toBe(482);
     expect((await c.peer.waitFor((m) => isFinal('INVITE', c.callId)(m) && m.msg.topVia?.params.branch === c.inviteBranch)).msg.status).toBe(486);
     expect(invites).toHaveLength(1);
+  });
+});
+
+describe('a dialog whose remote target cannot be routed (finding 9)', () => {
+  it('sends the app\'s BYE to where the peer is when its Contact is a tel: URI', async () => {
+    const f = await engine();
+    const dialogs: Srf.Dialog[] = [];
+    f.srf.invite((req, res) => void f.srf.createUAS(req, res, { localSdp: sdp() }).then((dlg) => dialogs.push(dlg)));
+    const c = await caller(f.port());
+    c.peer.onMessage((m) => m.msg.isRequest && m.msg.method === 'BYE' && c.peer.reply(m, sipResponse(m.msg, 200, 'OK')));
+    c.invite({ contact: '<tel:+15551234567>' });
+    c.ack(await c.response(200));
+    await expect.poll(() => dialogs.length).toBe(1);
+    await new Promise<void>((resolve, reject) => dialogs[0]!.destroy({ headers: {} }, (err: Error | undefined) => (err ? reject(err) : resolve())));
+    const bye = await c.peer.waitFor(isRequest('BYE', c.callId));
+    expect(bye.msg.uri).toBe('tel:+15551234567');
+    await expect.poll(() => f.engine.stats().sizes.dialogs).toBe(0);
+  });
+
+  it('ends the dialog on ACK timeout toward a tel: Contact, and tells the app', async () => {
+    const f = await engine({ timers: { t1Ms: 30 } });
+    const reasons: Promise<string>[] = [];
+    f.srf.invite((req, res) => void f.srf.createUAS(req, res, { localSdp: sdp() }).then((dlg) => reasons.push(destroyed(dlg))));
+    const c = await caller(f.port());
+    c.invite({ contact: '<tel:+15551234567>' });
+    await c.response(200); // and no ACK
+    await c.peer.waitFor(isRequest('BYE', c.callId));
+    await expect.poll(() => reasons.length).toBe(1);
+    expect(await reasons[0]).toContain('ACK timeout');
+    expect(f.engine.stats().sizes.dialogs).toBe(0);
+  });
+
+  it('ACKs and ends a call whose callee answered with a sips: Contact although the engine has no TLS', async () => {
+    const f = await engine();
+    const uas = await udpPeer();
+    uas.onMessage((m) => {
+      if (m.msg.isRequest && m.msg.method === 'INVITE') {
+        uas.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'callee1', contact: `<sips:callee@127.0.0.1:${uas.port}>`, body: sdp(6000) }));
+      } else if (m.msg.isRequest && m.msg.method === 'BYE') {
+        uas.reply(m, sipResponse(m.msg, 200, 'OK'));
+      }
+    });
+    const dlg = await f.srf.createUAC(`sip:callee@127.0.0.1:${uas.port}`, { localSdp: sdp() });
+    await uas.waitFor(isRequest('ACK'));
+    dlg.destroy();
+    const bye = await uas.waitFor(isRequest('BYE'));
+    expect(bye.msg.uri).toBe(`sips:callee@127.0.0.1:${uas.port}`);
+    await expect.poll(() => f.engine.stats().sizes.dialogs).toBe(0);
   });
 });

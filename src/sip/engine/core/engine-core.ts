@@ -1055,22 +1055,37 @@ export class EngineCore implements TransactionUser, ControlHandler {
    */
   #terminateDialog(d: Dialog, text: string): void {
     this.dialogs.remove(d);
-    let bye: SipMessage;
-    let dest: Destination;
+    let built: { msg: SipMessage; dest: Destination } | undefined;
     try {
-      ({ msg: bye, dest } = this.#buildInDialogRequest(d, SipMessage.request('BYE', d.remoteTarget)));
+      built = this.#buildInDialogRequest(d, SipMessage.request('BYE', d.remoteTarget));
     } catch (err) {
-      this.#log.warn({ err, callId: d.callId }, 'cannot build BYE to end a dialog');
-
-      return;
+      this.#log.warn({ err, callId: d.callId }, 'cannot send a BYE to end a dialog; telling the app only');
     }
+    // The app learns that its dialog ended even when no BYE could go out.
+    const bye = built?.msg ?? this.#dialogRequestForApp(d, 'BYE');
     bye.addHeader('Reason', `SIP ;cause=200 ;text="${text}"`);
     bye.addHeader('Content-Length', '0');
-    this.#count(this.counters.requestsOut, 'BYE');
-    this.txl.sendRequest(bye, dest, { onResponse: () => undefined, onTimeout: () => undefined, onTransportError: () => undefined });
-    const p = this.pointFor(dest.protocol, dest.host);
+    if (built) {
+      this.#count(this.counters.requestsOut, 'BYE');
+      this.txl.sendRequest(bye, built.dest, { onResponse: () => undefined, onTimeout: () => undefined, onTransportError: () => undefined });
+    }
+    const protocol = built?.dest.protocol ?? d.flow?.protocol ?? 'udp';
+    const p = this.#transport.listenPointFor(protocol) ?? this.#transport.listenPoints[0];
     this.#cdr('cdr:stop', 'application', bye, ['system-initiated-termination']);
-    this.#sipToApp(d.owner, 'application', bye, dest.protocol, { address: p.address, port: p.port }, ['unsolicited', d.id, '']);
+    this.#sipToApp(d.owner, 'application', bye, protocol, { address: p?.address ?? '', port: p?.port ?? 0 }, ['unsolicited', d.id, '']);
+  }
+
+  /** A request of the dialog as the app should see it, when it cannot be routed anywhere. */
+  #dialogRequestForApp(d: Dialog, method: string): SipMessage {
+    const msg = SipMessage.request(method, d.remoteTarget === '' ? 'sip:invalid' : d.remoteTarget.replace(/\s/g, ''));
+    msg.addHeader('Max-Forwards', '70');
+    msg.addHeader('From', d.localUri);
+    msg.addHeader('To', d.remoteUri);
+    msg.addHeader('Call-ID', d.callId);
+    d.localSeq += 1;
+    msg.addHeader('CSeq', `${d.localSeq} ${method}`);
+
+    return msg;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1385,8 +1400,22 @@ export class EngineCore implements TransactionUser, ControlHandler {
         nextHop = first;
       }
     }
-    let dest = this.destinationOf(nextHop);
     const f = d.flow;
+    let dest: Destination;
+    try {
+      dest = this.destinationOf(nextHop);
+      if (!this.#transport.listenPointFor(dest.protocol)) {
+        throw new AppMessageError(`requested protocol/transport not available: ${dest.protocol}`);
+      }
+    } catch (err) {
+      // No route to the remote target (a tel: or other-scheme Contact, sips: without TLS): the peer
+      // is still where its requests came from (source address, connection), and the dialog must
+      // stay possible to acknowledge and to end.
+      if (!f) {
+        throw err;
+      }
+      dest = { protocol: f.protocol, host: f.remote.address, port: f.remote.port, flow: f };
+    }
     if (routes.length === 0 && f) {
       if (f.protocol !== 'udp' && f.protocol === dest.protocol) {
         // TCP/TLS: reuse the dialog's connection (it may be the only way back through a NAT).
@@ -1438,7 +1467,17 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (method === 'BYE' && d.pendingReinvite) {
       this.#cancelOutgoing(d.pendingReinvite, undefined);
     }
-    const { msg, dest } = this.#buildInDialogRequest(d, app);
+    let built: { msg: SipMessage; dest: Destination };
+    try {
+      built = this.#buildInDialogRequest(d, app);
+    } catch (err) {
+      if (method === 'BYE') {
+        // the app wants out and nothing can reach the peer: the dialog ends here
+        this.dialogs.remove(d);
+      }
+      throw err;
+    }
+    const { msg, dest } = built;
     const point = this.pointFor(dest.protocol, dest.host);
     let contact = app.getHeader('contact');
     if (contact) {
@@ -1497,7 +1536,16 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (!inv) {
       return;
     }
-    const { msg, dest } = this.#buildInDialogRequest(d, SipMessage.request('ACK', d.remoteTarget), { cseq: inv.cseq });
+    let built: { msg: SipMessage; dest: Destination };
+    try {
+      built = this.#buildInDialogRequest(d, SipMessage.request('ACK', d.remoteTarget), { cseq: inv.cseq });
+    } catch (err) {
+      this.#log.warn({ err, callId: d.callId }, 'cannot ACK an unwanted 2xx');
+      this.#terminateDialog(d, reason);
+
+      return;
+    }
+    const { msg, dest } = built;
     msg.addHeader('Content-Length', '0');
     const data = msg.toBuffer();
     d.lastAck = { cseq: inv.cseq, data, dest };
