@@ -296,3 +296,29 @@ describe('a REGISTER cannot bind someone else\'s Contact to its connection (find
     await c.waitFor(isRequest('OPTIONS'));
   });
 });
+
+describe('tags that could break control-protocol leaders (finding 10)', () => {
+  it('answers 400 to a request whose From or To tag is not a token, without bothering the app', async () => {
+    fx = await startEngine();
+    const invites: string[] = [];
+    fx.srf.invite((req, res) => {
+      invites.push(req.get('From'));
+      res.send(486);
+    });
+    const c = await udpPeer(fx.port('udp'));
+    for (const [from, to, reason] of [
+      ['tag="x|y"', '', 'Bad From'],
+      ['tag=ok1', ';tag="a|b"', 'Bad To'],
+    ] as const) {
+      const callId = token('tag-');
+      const text = sipRequest({ method: 'INVITE', uri: `sip:svc@127.0.0.1:${fx.port('udp')}`, viaPort: c.port, callId, fromTag: 'PLACEHOLDER', cseq: 1 })
+        .replace(';tag=PLACEHOLDER', `;${from}`)
+        .replace(/^(To: [^\r]*)/m, `$1${to}`);
+      c.send(text);
+      const res = await c.waitFor(isFinal('INVITE', callId));
+      expect(res.msg.status).toBe(400);
+      expect(res.msg.reason).toBe(reason);
+    }
+    expect(invites).toHaveLength(0);
+  });
+});

@@ -504,6 +504,11 @@ const REJECTS: RejectCase[] = [
   { name: 'an unterminated quoted display name (RFC 4475 quotbal)', data: wire(replacing('To', 'To: "Mr. J. User <sip:j.user@example.com>')), reason: 'Bad To', partial: true },
   { name: 'an unquoted display name with a comma (RFC 4475 §3.1.2.15)', data: wire(replacing('From', 'From: Bell, Alexander <sip:a.g.bell@example.com>;tag=43')), reason: 'Bad From', partial: true },
   { name: 'whitespace inside <> (RFC 4475 §3.1.2.14)', data: wire(replacing('To', 'To: "Watson, Thomas" < sip:t.watson@example.org >')), reason: 'Bad To', partial: true },
+  // tags end up in drachtio dialog ids inside control-protocol leaders: tokens only (RFC 3261 §25.1 tag-param)
+  { name: 'a quoted From tag holding "|"', data: wire(replacing('From', 'From: <sip:alice@atlanta.example.com>;tag="x|y"')), reason: 'Bad From', partial: true },
+  { name: 'a quoted To tag holding a CR', data: wire(replacing('To', 'To: <sip:bob@biloxi.example.com>;tag="a\rb"')), reason: 'Bad To', partial: true },
+  { name: 'a To tag that is not a token', data: wire(replacing('To', 'To: <sip:bob@biloxi.example.com>;tag=a:b')), reason: 'Bad To', partial: true },
+  { name: 'a From tag without a value', data: wire(replacing('From', 'From: <sip:alice@atlanta.example.com>;tag')), reason: 'Bad From', partial: true },
   { name: 'a Max-Forwards of 300', data: wire(replacing('Max-Forwards', 'Max-Forwards: 300')), reason: 'Bad Max-Forwards', partial: true },
   { name: 'a Call-ID with a space', data: wire(replacing('Call-ID', 'Call-ID: a b')), reason: 'Bad Call-ID', partial: true },
   { name: 'an empty Call-ID', data: wire(replacing('Call-ID', 'Call-ID:')), reason: 'Bad Call-ID', partial: true },

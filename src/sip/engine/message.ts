@@ -543,6 +543,19 @@ function validCallId(v: string): boolean {
   return at > 0 && at < v.length - 1 && allIn(v, WORD, 0, at) && allIn(v, WORD, at + 1);
 }
 
+/**
+ * A tag parameter, when present, is a token (RFC 3261 §19.3, §25.1 `tag-param`): a quoted tag
+ * could hold "|", CR or LF, which end up in drachtio dialog ids inside control-protocol leaders.
+ */
+function validTag(n: NameAddr): boolean {
+  if (!('tag' in n.params)) {
+    return true;
+  }
+  const tag = n.params.tag;
+
+  return tag !== null && tag !== undefined && isToken(tag);
+}
+
 function hasParseableVias(msg: SipMessage): boolean {
   try {
     return msg.vias.length > 0;
@@ -570,10 +583,10 @@ function check(msg: SipMessage, start: StartLine, datagram: boolean, rest: numbe
   if (!hasParseableVias(msg)) {
     return 'Bad Via';
   }
-  if (!msg.from) {
+  if (!msg.from || !validTag(msg.from)) {
     return 'Bad From';
   }
-  if (!msg.to) {
+  if (!msg.to || !validTag(msg.to)) {
     return 'Bad To';
   }
   if (!validCallId(msg.callId)) {

@@ -22,11 +22,13 @@ export class AppConnection {
   authenticated = false;
   readonly routes = new Set<string>();
   #closed = false;
+  readonly #log: Logger | undefined;
 
   /** @private */
-  constructor(socket: net.Socket) {
+  constructor(socket: net.Socket, logger?: Logger) {
     this.socket = socket;
     this.remote = `${socket.remoteAddress ?? ''}:${socket.remotePort ?? 0}`;
+    this.#log = logger;
   }
 
   /** Whether the connection is gone. */
@@ -39,18 +41,32 @@ export class AppConnection {
     this.#closed = true;
   }
 
-  /** Sends one frame made of leader tokens (the fresh message id is added first) and optional SIP text. */
-  send(tokens: string[], sip?: string): void {
+  /**
+   * Sends one frame made of leader tokens (the fresh message id is added first) and optional SIP text.
+   * A token holding "|", CR or LF would shift every later token (srf reads them by position) or
+   * end the leader early, so such a frame is logged and dropped, never sent.
+   * @returns whether the frame was sent
+   */
+  send(tokens: string[], sip?: string): boolean {
     if (this.closed) {
-      return;
+      return false;
+    }
+    for (const t of tokens) {
+      if (t.includes('|') || t.includes('\r') || t.includes('\n')) {
+        this.#log?.warn({ remote: this.remote, type: tokens[0], token: t.slice(0, 120) }, 'refusing to send a control frame: a leader token holds "|", CR or LF');
+
+        return false;
+      }
     }
     const leader = [randomUUID(), ...tokens].join('|');
     this.socket.write(encodeFrame(sip === undefined ? leader : `${leader}\r\n${sip}`));
+
+    return true;
   }
 
   /** Sends a `response` frame answering the app message `msgId`. */
-  reply(msgId: string, tokens: string[], sip?: string): void {
-    this.send(['response', msgId, ...tokens], sip);
+  reply(msgId: string, tokens: string[], sip?: string): boolean {
+    return this.send(['response', msgId, ...tokens], sip);
   }
 
   /** Closes the connection. */
@@ -158,7 +174,7 @@ export class ControlServer {
   #adopt(socket: net.Socket): void {
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 30_000);
-    const conn = new AppConnection(socket);
+    const conn = new AppConnection(socket, this.#log);
     this.#conns.add(conn);
     const decoder = new FrameDecoder(this.#opts.maxFrameBytes ?? 1024 * 1024);
     socket.on('data', (chunk: Buffer) => {
