@@ -271,3 +271,45 @@ describe('a dialog whose remote target cannot be routed (finding 9)', () => {
     await expect.poll(() => f.engine.stats().sizes.dialogs).toBe(0);
   });
 });
+
+describe('an INVITE the app keeps ringing and never answers (finding 11)', () => {
+  it('gets 408 after Timer C from the last provisional, its early dialog is removed and the app is told', async () => {
+    const f = await engine({ timers: { t1Ms: 20, timerCMs: 800 } });
+    const canceled: string[] = [];
+    f.srf.invite((req, res) => {
+      res.send(180);
+      req.on('cancel', () => canceled.push(req.get('Call-ID')));
+    });
+    const c = await caller(f.port());
+    c.invite();
+    const ringing = await c.response(180);
+    expect(f.engine.stats().sizes.dialogs).toBe(1);
+    const timeout = await c.final('INVITE');
+    expect(timeout.msg.status).toBe(408);
+    expect(timeout.at - ringing.at).toBeGreaterThanOrEqual(700);
+    expect(timeout.at - ringing.at).toBeLessThan(3000);
+    expect(timeout.msg.to?.params.tag).toBe(ringing.msg.to?.params.tag);
+    expect(f.engine.stats().sizes.dialogs).toBe(0);
+    await expect.poll(() => canceled).toEqual([c.callId]);
+  });
+
+  it('answers 503 to INVITEs beyond the cap of unanswered INVITEs from one source, and frees a slot when one ends', async () => {
+    const f = await engine({ limits: { maxPendingInvitesPerSource: 2 } });
+    f.srf.invite((req) => req.on('cancel', () => undefined)); // never answers
+    const calls = await Promise.all([0, 1, 2].map(() => caller(f.port())));
+    // all three from one address (127.0.0.1), different ports
+    for (const c of calls) {
+      c.invite();
+      await c.response(100);
+    }
+    expect((await calls[2]!.final('INVITE')).msg.status).toBe(503);
+    await expect.poll(() => f.engine.stats().sizes.incoming).toBe(2);
+    calls[0]!.cancel();
+    expect((await calls[0]!.final('INVITE')).msg.status).toBe(487);
+    const again = await caller(f.port());
+    again.invite();
+    await again.response(100);
+    await expect.poll(() => f.engine.stats().sizes.incoming).toBe(2);
+    expect(again.peer.all(isFinal('INVITE'))).toHaveLength(0);
+  });
+});

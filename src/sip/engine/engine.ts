@@ -23,10 +23,18 @@ export interface SipEngineOptions {
   tcp: { enabled: boolean; port: number };
   tls: TransportOptions['tls'];
   control: { host: string; port: number; secret: string };
-  /** RFC 3261 timer bases, ms. */
-  timers: { t1Ms: number; t2Ms: number; t4Ms: number };
-  /** Transport limits (bytes, counts); defaults in TransportLayer. */
-  limits?: Pick<TransportOptions, 'maxMessageBytes' | 'maxHeaderBytes' | 'maxHeaders' | 'idleTimeoutMs' | 'maxConnections' | 'maxConnectionsPerSource' | 'messageTimeoutMs'>;
+  /**
+   * RFC 3261 timer bases, ms; `timerCMs`: how long an INVITE the app keeps ringing waits after its
+   * last provisional before the engine answers 408 (default 180000).
+   */
+  timers: { t1Ms: number; t2Ms: number; t4Ms: number; timerCMs?: number };
+  /**
+   * Transport limits (bytes, counts; defaults in TransportLayer), and the most unanswered INVITEs
+   * from one source address (default 1000; more get 503).
+   */
+  limits?: Pick<TransportOptions, 'maxMessageBytes' | 'maxHeaderBytes' | 'maxHeaders' | 'idleTimeoutMs' | 'maxConnections' | 'maxConnectionsPerSource' | 'messageTimeoutMs'> & {
+    maxPendingInvitesPerSource?: number;
+  };
   logger: Logger;
 }
 
@@ -53,13 +61,14 @@ export class SipEngine {
   static async start(opts: SipEngineOptions): Promise<SipEngine> {
     const log = opts.logger;
     const secret = opts.control.secret || randomBytes(24).toString('base64url');
+    const { maxPendingInvitesPerSource, ...transportLimits } = opts.limits ?? {};
     const transport = await TransportLayer.start({
       listenAddresses: opts.listenAddresses,
       publicAddress: opts.publicAddress,
       udp: opts.udp,
       tcp: opts.tcp,
       tls: opts.tls,
-      ...opts.limits,
+      ...transportLimits,
       logger: log.child({ layer: 'transport' }),
     });
     let control: ControlServer | undefined;
@@ -86,6 +95,8 @@ export class SipEngine {
         timers: { t1: opts.timers.t1Ms, t2: opts.timers.t2Ms, t4: opts.timers.t4Ms },
         logger: log.child({ layer: 'core' }),
         pickRoute: (verb) => ctl.pickRoute(verb),
+        timerCMs: opts.timers.timerCMs,
+        maxPendingInvitesPerSource,
       });
       holder.core = core;
       const engine = new SipEngine(transport, core, control, secret);

@@ -42,6 +42,10 @@ export interface EngineCoreOptions {
   logger: Logger;
   /** Picks the app for a new request (round-robin over registrations); undefined when none. */
   pickRoute(verb: string): AppConnection | undefined;
+  /** How long an INVITE the app keeps ringing may wait after its last provisional, ms (default 180000). */
+  timerCMs?: number;
+  /** Most unanswered incoming INVITEs from one source address; more get 503 (default 1000). */
+  maxPendingInvitesPerSource?: number;
 }
 
 /** Counters for metrics and tests. */
@@ -80,6 +84,10 @@ export class EngineCore implements TransactionUser, ControlHandler {
   readonly #outgoing = new Map<string, OutgoingRequest>();
   /** Live server transactions of requests outside dialogs by Call-ID, From tag and CSeq (merged requests). */
   readonly #merged = new Map<string, ServerTransaction>();
+  /** Unanswered initial INVITEs per source address. */
+  readonly #pendingInvites = new Map<string, number>();
+  readonly #maxPendingInvitesPerSource: number;
+  readonly #timerC: number;
   readonly proxy: ProxyCore;
   readonly counters: EngineCounters = { requestsIn: {}, responsesOut: {}, requestsOut: {}, responsesIn: {} };
   readonly #pruneTimer: NodeJS.Timeout;
@@ -90,6 +98,8 @@ export class EngineCore implements TransactionUser, ControlHandler {
     this.#log = opts.logger;
     this.#timers = opts.timers;
     this.#pickRoute = (verb) => opts.pickRoute(verb);
+    this.#timerC = opts.timerCMs ?? 180_000;
+    this.#maxPendingInvitesPerSource = opts.maxPendingInvitesPerSource ?? 1000;
     this.txl = new TransactionLayer({ transport: opts.transport, timers: opts.timers, tu: this, logger: opts.logger });
     this.proxy = new ProxyCore(this, opts.logger);
     this.#pruneTimer = setInterval(() => this.#pruneRegisteredFlows(), 60_000);
@@ -287,6 +297,12 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (req.hasHeader('route')) {
       stripOwnRoutes(req, this.#transport);
     }
+    if (method === 'INVITE' && (this.#pendingInvites.get(flow.remote.address) ?? 0) >= this.#maxPendingInvitesPerSource) {
+      this.#log.warn({ source: flow.remote.address, max: this.#maxPendingInvitesPerSource }, 'too many unanswered INVITEs from one source; refusing one');
+      this.#respondStateless(txn, 503, 'Service Unavailable', [['Retry-After', '5']]);
+
+      return;
+    }
     const owner = this.#pickRoute(method);
     if (!owner) {
       this.#respondStateless(txn, 503, 'Service Unavailable');
@@ -319,37 +335,39 @@ export class EngineCore implements TransactionUser, ControlHandler {
     const inc = this.#incoming.get(txnId);
     if (inc) {
       clearTimeout(inc.guard);
+      this.#uncountPending(inc);
       this.#incoming.delete(txnId);
     }
 
     return inc;
   }
 
+  #uncountPending(inc: IncomingRequest): void {
+    const source = inc.countedSource;
+    if (source === undefined) {
+      return;
+    }
+    inc.countedSource = undefined;
+    const n = (this.#pendingInvites.get(source) ?? 1) - 1;
+    if (n <= 0) {
+      this.#pendingInvites.delete(source);
+    } else {
+      this.#pendingInvites.set(source, n);
+    }
+  }
+
   #trackIncoming(inc: IncomingRequest): void {
     this.#incoming.set(inc.id, inc);
     this.#incomingByServer.set(inc.server, inc);
-    // wire protocol §6.10: a request the app never answers is not kept forever. An INVITE the app
-    // is ringing may wait long; anything else is useless after 64·T1 (the client has given up).
-    const t = this.timersFor(inc.flow.protocol);
-    const guardMs = inc.method === 'INVITE' ? 64 * this.#timers.t1 : t.F;
-    const arm = (ms: number) => {
-      inc.guard = setTimeout(() => {
-        if (!this.#incoming.has(inc.id)) {
-          return;
-        }
-        if (inc.method === 'INVITE' && inc.provisionalSent && ms < 3_600_000) {
-          arm(3_600_000); // a ringing INVITE may wait up to an hour for the app
-          return;
-        }
-        this.#log.warn({ method: inc.method, callId: inc.req.callId }, 'app never answered a request; giving up');
-        if (!inc.server.finalSent) {
-          this.#respondStateless(inc.server, inc.method === 'INVITE' ? 408 : 500, inc.method === 'INVITE' ? 'Request Timeout' : 'Server Internal Error');
-        }
-        this.#forgetIncoming(inc);
-      }, ms);
-      inc.guard.unref();
-    };
-    arm(guardMs);
+    if (inc.method === 'INVITE' && !inc.req.to?.params.tag) {
+      const source = inc.flow.remote.address;
+      inc.countedSource = source;
+      this.#pendingInvites.set(source, (this.#pendingInvites.get(source) ?? 0) + 1);
+    }
+    // wire protocol §6.10: a request the app never answers is not kept forever. Anything is useless
+    // after 64·T1 (the client has given up) unless the app keeps an INVITE ringing: each of its
+    // provisionals then re-arms the guard for Timer C (RFC 3261 §16.6 step 11, in spirit).
+    this.#armGuard(inc, inc.method === 'INVITE' ? 64 * this.#timers.t1 : this.timersFor(inc.flow.protocol).F);
     inc.server.onTerminate(() => {
       if (inc.server.finalSent || inc.canceled) {
         this.#forgetIncoming(inc);
@@ -357,8 +375,47 @@ export class EngineCore implements TransactionUser, ControlHandler {
     });
   }
 
+  #armGuard(inc: IncomingRequest, ms: number): void {
+    clearTimeout(inc.guard);
+    inc.guard = setTimeout(() => this.#guardExpired(inc), ms);
+    inc.guard.unref();
+  }
+
+  /**
+   * The app never answered: 408 (INVITE) or 500 to the peer, the early dialog of an initial INVITE
+   * removed, and the app told as if the caller had canceled (srf then emits `cancel`, and a B2BUA
+   * cancels its other leg); its late answer gets NOK.
+   */
+  #guardExpired(inc: IncomingRequest): void {
+    if (!this.#incoming.has(inc.id)) {
+      return;
+    }
+    this.#log.warn({ method: inc.method, callId: inc.req.callId }, 'app never answered a request; giving up');
+    const invite = inc.method === 'INVITE';
+    if (!inc.server.finalSent) {
+      if (invite) {
+        const res = this.#uasResponseSkeleton(inc, 408, 'Request Timeout');
+        this.#count(this.counters.responsesOut, '408');
+        inc.server.respond(res).catch((err: unknown) => this.#log.debug({ err }, 'cannot send 408'));
+      } else {
+        this.#respondStateless(inc.server, 500, 'Server Internal Error');
+      }
+    }
+    const d = inc.dialog;
+    const dialogId = d && this.dialogs.get(d.id) === d ? d.id : '';
+    if (d && !inc.req.to?.params.tag && (invite || inc.method === 'SUBSCRIBE') && dialogId !== '') {
+      this.dialogs.remove(d);
+    }
+    if (invite) {
+      inc.canceled = true;
+      this.#sipToApp(inc.owner, 'network', cancelFor(inc.req, 'SIP ;cause=408 ;text="no final response from the application"'), inc.flow.protocol, inc.flow.remote, [inc.id, dialogId, '']);
+    }
+    this.#forgetIncoming(inc);
+  }
+
   #forgetIncoming(inc: IncomingRequest): void {
     clearTimeout(inc.guard);
+    this.#uncountPending(inc);
     if (inc.reliable?.timer) {
       clearTimeout(inc.reliable.timer);
     }
@@ -734,6 +791,9 @@ export class EngineCore implements TransactionUser, ControlHandler {
     }
     if (status > 100 && status < 200) {
       inc.provisionalSent = true;
+      if (inc.method === 'INVITE') {
+        this.#armGuard(inc, this.#timerC);
+      }
     }
 
     const dialogIdForEcho = isDialogMethod && status < 300 && dialog ? dialog.id : inc.dialog && status < 300 && inc.method !== 'BYE' ? inc.dialog.id : '';
@@ -1718,3 +1778,23 @@ function rackMatches(prack: SipMessage, r: { rseq: number; cseq: number }): bool
   return Number(rack[0]) === r.rseq && Number(rack[1]) === r.cseq && (rack[2] ?? '').toUpperCase() === 'INVITE';
 }
 
+/** A CANCEL for a received INVITE (RFC 3261 §9.1), as the app is told about a request given up on. */
+function cancelFor(invite: SipMessage, reason: string): SipMessage {
+  const cancel = SipMessage.request('CANCEL', invite.uri);
+  const via = invite.getHeaderValues('via')[0];
+  if (via) {
+    cancel.addHeader('Via', via);
+  }
+  for (const n of ['from', 'to', 'call-id']) {
+    const v = invite.getHeader(n);
+    if (v !== undefined) {
+      cancel.addHeader(outgoingHeaderName(n), v);
+    }
+  }
+  cancel.addHeader('CSeq', `${invite.cseq?.seq ?? 1} CANCEL`);
+  cancel.addHeader('Max-Forwards', '70');
+  cancel.addHeader('Reason', reason);
+  cancel.addHeader('Content-Length', '0');
+
+  return cancel;
+}

@@ -46,6 +46,8 @@ export interface IncomingRequest {
   guard?: NodeJS.Timeout;
   /** True once a 1xx other than 100 was sent. */
   provisionalSent: boolean;
+  /** The source address this unanswered initial INVITE counts against (per-source cap). */
+  countedSource?: string;
 }
 
 /** A request sent by the engine for an app. */
