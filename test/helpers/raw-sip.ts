@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { encodeFrame, FrameDecoder, splitPayload } from '../../src/sip/engine/control/framing.js';
 import { parseMessage, SipMessage } from '../../src/sip/engine/message.js';
 import { StreamFramer } from '../../src/sip/engine/transport/framer.js';
 
@@ -397,4 +398,71 @@ export function ackFor2xx(invite: { uri: string; callId: string; fromTag: string
     contact: null,
     headers: routes.map((r) => `Route: ${r}`),
   });
+}
+
+/** A raw drachtio control-protocol client (an "app" that sends hand-written frames). */
+export interface RawControlClient {
+  socket: net.Socket;
+  /** Sends one payload (leader plus optional CRLF and SIP text) as a frame. */
+  send(payload: string): void;
+  /** The next frame received (payload), in order. */
+  next(timeoutMs?: number): Promise<string>;
+  /** Resolves when the server closes the connection. */
+  closed: Promise<void>;
+}
+
+/** Connects a raw control client; with `secret`, authenticates and registers `routes` first. */
+export async function rawControlClient(port: number, auth?: { secret: string; routes?: string[] }): Promise<RawControlClient> {
+  const socket = net.connect(port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => resolve());
+    socket.once('error', reject);
+  });
+  const frames: string[] = [];
+  const waiters: ((f: string) => void)[] = [];
+  const decoder = new FrameDecoder(1 << 20);
+  socket.on('data', (d: Buffer) => {
+    for (const f of decoder.push(d)) {
+      const w = waiters.shift();
+      if (w) {
+        w(f);
+      } else {
+        frames.push(f);
+      }
+    }
+  });
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  const c: RawControlClient = {
+    socket,
+    closed,
+    send: (payload) => socket.write(encodeFrame(payload)),
+    next: (timeoutMs = 5000) => {
+      const f = frames.shift();
+      if (f !== undefined) {
+        return Promise.resolve(f);
+      }
+
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('timed out waiting for a control frame')), timeoutMs);
+        waiters.push((x) => {
+          clearTimeout(t);
+          resolve(x);
+        });
+      });
+    },
+  };
+  if (auth) {
+    c.send(`a1|authenticate|${auth.secret}|`);
+    const reply = splitPayload(await c.next()).tokens;
+    if (reply[3] !== 'OK') {
+      throw new Error(`authentication refused: ${reply.join('|')}`);
+    }
+    for (const [i, r] of (auth.routes ?? []).entries()) {
+      c.send(`r${i}|route|${r}`);
+      await c.next();
+    }
+  }
+
+  return c;
 }

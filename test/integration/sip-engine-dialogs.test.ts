@@ -9,7 +9,8 @@ import net from 'node:net';
 import type Srf from 'drachtio-srf';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type EngineFixture, type EngineFixtureOptions, sdp, startEngine } from '../helpers/engine.js';
-import { ackFor2xx, branch, isFinal, isRequest, isResponse, type RawMessage, RawSipPeer, sipRequest, sipResponse, token } from '../helpers/raw-sip.js';
+import { splitPayload } from '../../src/sip/engine/control/framing.js';
+import { ackFor2xx, branch, isFinal, isRequest, isResponse, type RawMessage, rawControlClient, RawSipPeer, sipRequest, sipResponse, token } from '../helpers/raw-sip.js';
 
 let fx: EngineFixture | undefined;
 const peers: RawSipPeer[] = [];
@@ -311,5 +312,43 @@ describe('an INVITE the app keeps ringing and never answers (finding 11)', () =>
     await again.response(100);
     await expect.poll(() => f.engine.stats().sizes.incoming).toBe(2);
     expect(again.peer.all(isFinal('INVITE'))).toHaveLength(0);
+  });
+});
+
+describe('proxying that cannot start (findings 12 and 13)', () => {
+  it('answers 500 upstream and NOK to the app when no target can be tried', async () => {
+    const f = await engine();
+    const results: unknown[] = [];
+    f.srf.invite((req) => f.srf.proxyRequest(req, ['tel:+15550001111'], {}, (err: unknown) => results.push(err)));
+    const c = await caller(f.port());
+    c.invite();
+    expect((await c.final('INVITE')).msg.status).toBe(500);
+    await expect.poll(() => results.length).toBe(1);
+    expect(String(results[0])).toMatch(/^error proxying request to/);
+  });
+
+  it('leaves the request with the app when it refuses a proxy message, so the app can still answer it', async () => {
+    const f = await engine();
+    const app = await rawControlClient(f.engine.control.port, { secret: f.engine.control.secret, routes: ['invite'] });
+    // srf must not get this INVITE: it registered no handler, but route round-robin would pick it
+    f.srf.disconnect();
+    const c = await caller(f.port());
+    c.invite();
+    let delivered = splitPayload(await app.next()).tokens;
+    while (delivered[1] !== 'sip' || delivered[2] !== 'network') {
+      delivered = splitPayload(await app.next()).tokens;
+    }
+    const txnId = delivered[8]!;
+    // no destination at all, then a skeleton that is not SIP
+    app.send(`p1|proxy|${txnId}|remainInDialog|fullResponse||serial|||\r\nINVITE sip:x SIP/2.0\r\n\r\n`);
+    app.send(`p2|proxy|${txnId}|remainInDialog|fullResponse||serial|||sip:127.0.0.1:9\r\nthis is not a SIP message\r\n\r\n`);
+    for (const id of ['p1', 'p2']) {
+      const { tokens } = splitPayload(await app.next());
+      expect(tokens.slice(1, 4)).toEqual(['response', id, 'NOK']);
+    }
+    app.send(`s1|sip|${txnId}|\r\nSIP/2.0 486 Busy Here\r\nContent-Length: 0\r\n\r\n`);
+    expect(splitPayload(await app.next()).tokens.slice(1, 4)).toEqual(['response', 's1', 'OK']);
+    expect((await c.final('INVITE')).msg.status).toBe(486);
+    app.socket.destroy();
   });
 });

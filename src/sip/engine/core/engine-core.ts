@@ -327,6 +327,11 @@ export class EngineCore implements TransactionUser, ControlHandler {
     this.#sipToApp(owner, 'network', req, flow.protocol, flow.remote, [inc.id, '', formatHost(local.address), String(local.port), '']);
   }
 
+  /** A delivered request the app has not answered yet, left where it is. */
+  peekIncoming(txnId: string): IncomingRequest | undefined {
+    return this.#incoming.get(txnId);
+  }
+
   /**
    * Hands a delivered, unanswered request over to the proxy: the app will not answer it itself.
    * @returns the request, or undefined when the id is unknown

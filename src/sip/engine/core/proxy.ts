@@ -116,20 +116,44 @@ export class ProxyCore {
   /** `proxy|<txnId>|...` from an app. */
   onProxyMessage(conn: AppConnection, tokens: string[], sip: string | undefined): void {
     const [msgId = '', , txnId = '', remain = '', full = '', follow = '', mode = '', provTmo = '', finalTmo = '', ...dests] = tokens;
-    const inc = this.#core.takeIncoming(txnId);
-    if (!inc || inc.server.finalSent) {
+    // Everything that can refuse the message is checked before the request is taken from the app:
+    // a refused proxy message leaves the request with the app, which can still answer it.
+    const pending = this.#core.peekIncoming(txnId);
+    if (!pending || pending.server.finalSent || pending.canceled) {
       throw new AppMessageError(`Unknown transaction id: ${txnId}`);
     }
     const targets = dests.filter((d) => d !== '').map((d) => (/^[a-z]+:/i.test(d) ? d : `sip:${d}`));
     if (targets.length === 0) {
       throw new AppMessageError('no destination to proxy to');
     }
+    const skeleton = sip ? parseAppMessage(sip) : SipMessage.request(pending.req.method, targets[0]!);
+    const inc = this.#core.takeIncoming(txnId)!;
     const mf = inc.req.getHeader('max-forwards');
     if (mf !== undefined && Number(mf) <= 0) {
-      this.#respondUpstream(inc, SipMessage.response(483, 'Too Many Hops'));
+      this.#respondUpstream(inc, synth(inc.req, 483, 'Too Many Hops'));
       throw new AppMessageError('Too Many Hops');
     }
-    const skeleton = sip ? parseAppMessage(sip) : SipMessage.request(inc.req.method, targets[0]!);
+    try {
+      this.#start(conn, inc, msgId, { remain, full, follow, mode, provTmo, finalTmo }, targets, skeleton);
+    } catch (err) {
+      // taken from the app and not proxied: the caller must still get an answer
+      this.#log.error({ err, callId: inc.req.callId }, 'proxying failed');
+      if (!inc.server.finalSent) {
+        this.#respondUpstream(inc, synth(inc.req, 500, 'Server Internal Error'));
+      }
+      throw new AppMessageError(`error proxying request to ${targets.join(', ')}`);
+    }
+  }
+
+  #start(
+    conn: AppConnection,
+    inc: IncomingRequest,
+    msgId: string,
+    o: { remain: string; full: string; follow: string; mode: string; provTmo: string; finalTmo: string },
+    targets: string[],
+    skeleton: SipMessage,
+  ): void {
+    const { remain, full, follow, mode, provTmo, finalTmo } = o;
     const extraHeaders = skeleton.headers.filter((h) => !['via', 'route', 'record-route', 'content-length', 'from', 'to', 'call-id', 'cseq', 'max-forwards'].includes(headerKey(h.name)));
     const ctx: ProxyContext = {
       inc,
@@ -158,6 +182,10 @@ export class ProxyCore {
       while (ctx.next < ctx.targets.length) {
         this.#tryNext(ctx);
       }
+    }
+    if (ctx.branches.length === 0) {
+      // no target could be tried (wire protocol §8.2): 500 upstream and NOK
+      this.#forwardBest(ctx);
     }
   }
 
@@ -325,7 +353,7 @@ export class ProxyCore {
     // A branch's response carries our Via on top; a response made from the upstream request does not.
     this.#respondUpstream(ctx.inc, ctx.best ? stripTopVia(ctx.best) : synth(ctx.inc.req, 500, 'Server Internal Error'));
     if (!ctx.best) {
-      ctx.conn.reply(ctx.msgId, ['NOK', 'error proxying request to targets']);
+      ctx.conn.reply(ctx.msgId, ['NOK', `error proxying request to ${ctx.targets.join(', ')}`]);
     }
     this.#finish(ctx);
   }
