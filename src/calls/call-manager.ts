@@ -541,6 +541,8 @@ export class CallManager implements SignalingHandler {
           }
           call.timers.clear();
           call.transition('active');
+          // the RTP timeout counts from the answer: silent early media is not a dead call
+          call.media?.relay.restartInactivity();
           this.#watchDialog(call, dialog);
           this.#emit(session.agentId, 'call.answered', { callId: call.id });
           void this.#store.putCall(call.id, { state: 'active', answeredAt: call.times.answeredAt?.toISOString(), codec: call.media?.plan?.codec.name });

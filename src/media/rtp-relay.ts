@@ -464,6 +464,16 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
     this.#expectMedia = on;
   }
 
+  /**
+   * Starts the inactivity timeout afresh (and re-arms 'inactivity' if it already fired): the call
+   * manager calls it when a call is answered, so silent early media does not count against the
+   * answered call, and an answered call whose timeout already ran out still gets its 'inactivity'.
+   */
+  restartInactivity(): void {
+    this.#activitySince = performance.now();
+    this.#inactive = false;
+  }
+
   /** A snapshot of the counters. */
   get stats(): RtpRelayStats {
     return {

@@ -360,7 +360,7 @@ describe('media edge cases', () => {
   // lives until someone hangs up. Suggested fix: re-arm the relay's timeout when the call becomes
   // active (e.g. an RtpRelay.restartInactivity() called from the answer path), or let the manager
   // act on an inactivity that happened before the answer. Remove `.fails` once fixed.
-  it.fails('ends an answered call with rtp_timeout also when the timeout ran out during silent early media', async () => {
+  it('ends an answered call with rtp_timeout also when the timeout ran out during silent early media', async () => {
     const trunk = await startTrunk('trunk-uas-early-silent', await freePort(), { early_ms: '2500' });
     fx = await startCallGateway(outboundTrunk(trunk.port, { rtpTimeoutMs: 1500 }));
     const agent = await fx.agent(AGENT);
