@@ -30,6 +30,8 @@ export interface EngineFixtureOptions {
   listenAddresses?: string[];
   tls?: SipEngineOptions['tls'];
   limits?: SipEngineOptions['limits'];
+  /** Control-port limits (authentication deadline, connections per source, wrong secrets). */
+  control?: Pick<SipEngineOptions['control'], 'authTimeoutMs' | 'maxConnectionsPerSource' | 'maxAuthFailures'>;
   logger?: Logger;
 }
 
@@ -54,7 +56,7 @@ export async function startEngine(opts: EngineFixtureOptions = {}): Promise<Engi
     udp: { enabled: true, port: 0 },
     tcp: { enabled: true, port: 0 },
     tls: opts.tls ?? { enabled: false, port: 0, certFile: '', keyFile: '' },
-    control: { host: '127.0.0.1', port: 0, secret: 'test-secret' },
+    control: { host: '127.0.0.1', port: 0, secret: 'test-secret', ...opts.control },
     timers: { t1Ms: 500, t2Ms: 4000, t4Ms: 5000, ...opts.timers },
     limits: opts.limits,
     logger: opts.logger ?? quietLogger(),

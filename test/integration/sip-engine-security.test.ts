@@ -7,8 +7,9 @@
 import net from 'node:net';
 import type Srf from 'drachtio-srf';
 import { afterEach, describe, expect, it } from 'vitest';
+import { splitPayload } from '../../src/sip/engine/control/framing.js';
 import { type EngineFixture, startEngine } from '../helpers/engine.js';
-import { isFinal, isRequest, isResponse, RawSipPeer, sipRequest, sipResponse, sleep, token } from '../helpers/raw-sip.js';
+import { isFinal, isRequest, isResponse, rawControlClient, RawSipPeer, sipRequest, sipResponse, sleep, token } from '../helpers/raw-sip.js';
 
 let fx: EngineFixture | undefined;
 const peers: RawSipPeer[] = [];
@@ -320,5 +321,54 @@ describe('tags that could break control-protocol leaders (finding 10)', () => {
       expect(res.msg.reason).toBe(reason);
     }
     expect(invites).toHaveLength(0);
+  });
+});
+
+describe('the control port does not keep unauthenticated connections (finding 14)', () => {
+  it('closes a connection that does not authenticate within the deadline', async () => {
+    fx = await startEngine({ control: { authTimeoutMs: 300 } });
+    const c = await rawControlClient(fx.engine.control.port);
+    const t0 = Date.now();
+    await c.closed;
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  it('closes a connection that announces a large frame before authenticating', async () => {
+    fx = await startEngine();
+    const c = await rawControlClient(fx.engine.control.port);
+    c.socket.write(`1000000#${'x'.repeat(100)}`);
+    const t0 = Date.now();
+    await c.closed;
+    expect(Date.now() - t0).toBeLessThan(1000);
+  });
+
+  it('limits connections per source address (srf\'s own connection included)', async () => {
+    fx = await startEngine({ control: { maxConnectionsPerSource: 4 } });
+    const clients = await Promise.all([0, 1, 2, 3].map(() => rawControlClient(fx!.engine.control.port)));
+    let closedCount = 0;
+    for (const c of clients) {
+      void c.closed.then(() => closedCount++);
+    }
+    await expect.poll(() => closedCount).toBe(1);
+    await sleep(100);
+    expect(closedCount).toBe(1);
+    for (const c of clients) {
+      c.socket.destroy();
+    }
+  });
+
+  it('refuses even the right secret from an address after too many wrong ones', async () => {
+    fx = await startEngine({ control: { maxAuthFailures: 3 } });
+    for (let i = 0; i < 3; i++) {
+      const bad = await rawControlClient(fx.engine.control.port);
+      bad.send(`m${i}|authenticate|wrong-${i}|`);
+      expect(splitPayload(await bad.next()).tokens.slice(1, 5)).toEqual(['response', `m${i}`, 'NO', 'incorrect secret']);
+      await bad.closed;
+    }
+    const good = await rawControlClient(fx.engine.control.port);
+    good.send(`m9|authenticate|${fx.engine.control.secret}|`);
+    const reply = await Promise.race([good.next(1500).then((f) => splitPayload(f).tokens[3]), good.closed.then(() => 'closed')]);
+    expect(reply).not.toBe('OK');
+    await good.closed;
   });
 });

@@ -22,7 +22,11 @@ export interface SipEngineOptions {
   udp: { enabled: boolean; port: number };
   tcp: { enabled: boolean; port: number };
   tls: TransportOptions['tls'];
-  control: { host: string; port: number; secret: string };
+  /**
+   * The control port; optional limits: authentication deadline (default 5000 ms), connections per
+   * source address (64), wrong secrets per address per minute (10).
+   */
+  control: { host: string; port: number; secret: string; authTimeoutMs?: number; maxConnectionsPerSource?: number; maxAuthFailures?: number };
   /**
    * RFC 3261 timer bases, ms; `timerCMs`: how long an INVITE the app keeps ringing waits after its
    * last provisional before the engine answers 408 (default 180000).
@@ -78,6 +82,9 @@ export class SipEngine {
         host: opts.control.host,
         port: opts.control.port,
         secret,
+        authTimeoutMs: opts.control.authTimeoutMs,
+        maxConnectionsPerSource: opts.control.maxConnectionsPerSource,
+        maxAuthFailures: opts.control.maxAuthFailures,
         versionSuffix: `ringbridge-${ringbridgeVersion()}`,
         hostports: () => ({
           public: transport.listenPoints.map((p) => hostportOf(p, false)).join(','),

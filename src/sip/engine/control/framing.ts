@@ -29,11 +29,15 @@ export class FrameError extends Error {
 /** Incremental decoder of one control connection's byte stream. */
 export class FrameDecoder {
   #buf: Buffer = Buffer.alloc(0);
+  /** The largest payload accepted (bytes); may change between pushes (e.g. once authenticated). */
+  maxFrameBytes: number;
 
   /**
    * @param maxFrameBytes the largest payload accepted (bytes)
    */
-  constructor(private readonly maxFrameBytes: number) {}
+  constructor(maxFrameBytes: number) {
+    this.maxFrameBytes = maxFrameBytes;
+  }
 
   /**
    * Feeds bytes and returns the complete payloads (UTF-8 decoded).

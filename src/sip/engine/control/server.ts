@@ -95,6 +95,18 @@ export interface ControlServerOptions {
   tls?: tls.TlsOptions;
   /** Largest frame accepted, bytes (default 1 MiB). */
   maxFrameBytes?: number;
+  /** Largest frame accepted before authentication, bytes (default 4096; srf's authenticate is far smaller). */
+  maxPreAuthFrameBytes?: number;
+  /** A connection must authenticate within this many ms or is closed (default 5000). */
+  authTimeoutMs?: number;
+  /** Most concurrent control connections from one source address (default 64). */
+  maxConnectionsPerSource?: number;
+  /**
+   * After this many wrong secrets from one source address within authFailureWindowMs, that
+   * address is refused until the window has passed (default 10, window 60000 ms).
+   */
+  maxAuthFailures?: number;
+  authFailureWindowMs?: number;
   /** Transports for the authenticate reply: public and local "proto/host:port" lists. */
   hostports(): { public: string; local: string };
   /** Version string after PROTOCOL_VERSION, e.g. "ringbridge-0.1.0". */
@@ -110,6 +122,9 @@ export class ControlServer {
   readonly #conns = new Set<AppConnection>();
   readonly #rr = new Map<string, number>();
   readonly #log: Logger;
+  readonly #perSource = new Map<string, number>();
+  readonly #authFailures = new Map<string, { count: number; since: number }>();
+  #lastRefusalLog = 0;
 
   private constructor(opts: ControlServerOptions, server: net.Server) {
     this.#opts = opts;
@@ -171,12 +186,87 @@ export class ControlServer {
     return candidates[i];
   }
 
+  /** Whether a source address has used up its wrong secrets for now. */
+  #locked(source: string): boolean {
+    const f = this.#authFailures.get(source);
+    if (!f) {
+      return false;
+    }
+    if (Date.now() - f.since > (this.#opts.authFailureWindowMs ?? 60_000)) {
+      this.#authFailures.delete(source);
+
+      return false;
+    }
+
+    return f.count >= (this.#opts.maxAuthFailures ?? 10);
+  }
+
+  #authFailed(source: string): void {
+    const now = Date.now();
+    const window = this.#opts.authFailureWindowMs ?? 60_000;
+    const f = this.#authFailures.get(source);
+    if (!f || now - f.since > window) {
+      this.#authFailures.set(source, { count: 1, since: now });
+    } else {
+      f.count++;
+    }
+    if (this.#authFailures.size > 10_000) {
+      for (const [k, v] of this.#authFailures) {
+        if (now - v.since > window) {
+          this.#authFailures.delete(k);
+        }
+      }
+    }
+  }
+
+  #refuse(socket: net.Socket, source: string, why: string): void {
+    const now = Date.now();
+    if (now - this.#lastRefusalLog > 10_000) {
+      this.#lastRefusalLog = now;
+      this.#log.warn({ source }, `control connection refused: ${why}`);
+    }
+    socket.destroy();
+  }
+
   #adopt(socket: net.Socket): void {
+    const source = socket.remoteAddress ?? '';
+    if (this.#locked(source)) {
+      this.#refuse(socket, source, 'too many wrong secrets from this address');
+
+      return;
+    }
+    const n = this.#perSource.get(source) ?? 0;
+    if (n >= (this.#opts.maxConnectionsPerSource ?? 64)) {
+      this.#refuse(socket, source, 'too many connections from this address');
+
+      return;
+    }
+    this.#perSource.set(source, n + 1);
+    socket.once('close', () => {
+      const left = (this.#perSource.get(source) ?? 1) - 1;
+      if (left <= 0) {
+        this.#perSource.delete(source);
+      } else {
+        this.#perSource.set(source, left);
+      }
+    });
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 30_000);
     const conn = new AppConnection(socket, this.#log);
     this.#conns.add(conn);
-    const decoder = new FrameDecoder(this.#opts.maxFrameBytes ?? 1024 * 1024);
+    // Until it authenticates a connection gets small frames only, and little time.
+    const decoder = new FrameDecoder(this.#opts.maxPreAuthFrameBytes ?? 4096);
+    const authTimer = setTimeout(() => {
+      if (!conn.authenticated) {
+        this.#log.debug({ remote: conn.remote }, 'closing control connection: no authentication in time');
+        socket.destroy();
+      }
+    }, this.#opts.authTimeoutMs ?? 5000);
+    authTimer.unref();
+    const onAuthenticated = () => {
+      clearTimeout(authTimer);
+      decoder.maxFrameBytes = this.#opts.maxFrameBytes ?? 1024 * 1024;
+    };
     socket.on('data', (chunk: Buffer) => {
       let payloads: string[];
       let malformed: Error | undefined;
@@ -192,7 +282,7 @@ export class ControlServer {
           break;
         }
         try {
-          this.#onPayload(conn, p);
+          this.#onPayload(conn, p, onAuthenticated);
         } catch (err) {
           if (err instanceof FrameError) {
             socket.destroy();
@@ -209,6 +299,7 @@ export class ControlServer {
     });
     socket.on('error', (err) => this.#log.debug({ err: err.message, remote: conn.remote }, 'control connection error'));
     socket.on('close', () => {
+      clearTimeout(authTimer);
       this.#conns.delete(conn);
       conn.markClosed();
       if (conn.authenticated) {
@@ -218,7 +309,7 @@ export class ControlServer {
     });
   }
 
-  #onPayload(conn: AppConnection, payload: string): void {
+  #onPayload(conn: AppConnection, payload: string, onAuthenticated: () => void): void {
     const { tokens, sip } = splitPayload(payload);
     const [msgId = '', type = ''] = tokens;
     if (msgId === '') {
@@ -232,6 +323,9 @@ export class ControlServer {
         return;
       }
       this.#authenticate(conn, msgId, tokens[2] ?? '', tokens[3] ?? '');
+      if (conn.authenticated) {
+        onAuthenticated();
+      }
 
       return;
     }
@@ -267,10 +361,18 @@ export class ControlServer {
   }
 
   #authenticate(conn: AppConnection, msgId: string, secret: string, tags: string): void {
+    const source = conn.socket.remoteAddress ?? '';
+    if (this.#locked(source)) {
+      conn.reply(msgId, ['NO', 'too many failed attempts']);
+      conn.close();
+
+      return;
+    }
     const want = Buffer.from(this.#opts.secret);
     const got = Buffer.from(secret);
     if (want.length !== got.length || !timingSafeEqual(want, got)) {
       this.#log.warn({ remote: conn.remote }, 'control connection refused: incorrect secret');
+      this.#authFailed(source);
       conn.reply(msgId, ['NO', 'incorrect secret']);
       conn.close();
 
