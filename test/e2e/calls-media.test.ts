@@ -468,7 +468,7 @@ describe('media edge cases', () => {
   // 64·T1 (32 s) the engine ends the call with BYE `Reason: SIP ;cause=200 ;text="ACK timeout"`;
   // the agent gets `hangup_remote`. Remove `.fails` once the engine matches the ACK by dialog and
   // CSeq whatever the dialog's role.
-  it.fails('stops resending its 200 to a trunk re-INVITE on an outbound call once the trunk ACKs it', async () => {
+  it('stops resending its 200 to a trunk re-INVITE on an outbound call once the trunk ACKs it', async () => {
     const mediaPort = await freePort();
     const trunk = await startTrunk('trunk-uas-hold', mediaPort, { hold_ms: '500', held_ms: '1500' });
     fx = await startCallGateway(outboundTrunk(trunk.port));
