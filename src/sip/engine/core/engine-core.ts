@@ -448,8 +448,10 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (!toTag) {
       return;
     }
+    // The To tag is our tag in either role: the dialog's UAS (the INVITE's 2xx) or its UAC (the
+    // 2xx to a re-INVITE from the far end, RFC 3261 §13.3.1.4 / §14.2).
     const d = this.dialogs.byLocalTag(ack.callId, toTag);
-    if (!d || d.role !== 'uas') {
+    if (!d) {
       return;
     }
     const seq = ack.cseq?.seq;
@@ -475,21 +477,30 @@ export class EngineCore implements TransactionUser, ControlHandler {
 
       return;
     }
+    // The INVITE's server transaction outlives the app's interest in it (the request is forgotten
+    // once its 2xx went out), so the request is found through the transaction.
     const inc = invite ? this.#incomingByServer.get(invite) : undefined;
-    if (!invite || !inc || !this.#incoming.has(inc.id)) {
+    if (!invite || !inc) {
       this.#respondStateless(txn, 481, 'Call/Transaction Does Not Exist');
 
       return;
     }
     if (invite.finalSent) {
       const d = inc.dialog;
-      if (invite.lastStatus < 300 && d?.pending2xx) {
-        // wire protocol §6.6 case 3: the 2xx crossed the CANCEL; the caller wanted out.
+      if (invite.lastStatus < 300 && !inc.req.to?.params.tag && d && d.pending2xx?.txnId === inc.id && this.dialogs.get(d.id) === d) {
+        // wire protocol §6.6 case 3: the 2xx crossed the CANCEL (no ACK yet); the caller wanted out.
         this.#respondStateless(txn, 481, 'Call/Transaction Does Not Exist');
+        this.#cdr('cdr:stop', 'network', cancel, ['call-canceled']);
         this.#terminateDialog(d, 'CANCEL after 200 OK');
       } else {
+        // RFC 3261 §9.2: after the final response a CANCEL changes nothing
         this.#respondStateless(txn, 200, 'OK');
       }
+
+      return;
+    }
+    if (!this.#incoming.has(inc.id)) {
+      this.#respondStateless(txn, 481, 'Call/Transaction Does Not Exist');
 
       return;
     }
