@@ -352,3 +352,22 @@ describe('proxying that cannot start (findings 12 and 13)', () => {
     app.socket.destroy();
   });
 });
+
+describe('a CANCEL crossing the 200 (finding 15, wire protocol §6.6 case 3)', () => {
+  it('gets 481, the caller gets a BYE with Reason "CANCEL after 200 OK", and the app an unsolicited BYE', async () => {
+    const f = await engine();
+    const reasons: Promise<string>[] = [];
+    f.srf.invite((req, res) => void f.srf.createUAS(req, res, { localSdp: sdp() }).then((dlg) => reasons.push(destroyed(dlg))));
+    const c = await caller(f.port());
+    c.peer.onMessage((m) => m.msg.isRequest && m.msg.method === 'BYE' && c.peer.reply(m, sipResponse(m.msg, 200, 'OK')));
+    c.invite();
+    await c.response(200); // no ACK: the CANCEL was already on its way
+    c.cancel();
+    expect((await c.final('CANCEL')).msg.status).toBe(481);
+    const bye = await c.peer.waitFor(isRequest('BYE', c.callId));
+    expect(bye.msg.getHeader('reason')).toBe('SIP ;cause=200 ;text="CANCEL after 200 OK"');
+    await expect.poll(() => reasons.length).toBe(1);
+    expect(await reasons[0]).toContain('CANCEL after 200 OK');
+    expect(f.engine.stats().sizes.dialogs).toBe(0);
+  });
+});
