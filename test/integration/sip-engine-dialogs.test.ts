@@ -371,3 +371,24 @@ describe('a CANCEL crossing the 200 (finding 15, wire protocol §6.6 case 3)', (
     expect(f.engine.stats().sizes.dialogs).toBe(0);
   });
 });
+
+describe('responses for a TCP request whose connection closed (finding 16, RFC 3261 §18.2.2)', () => {
+  it('go to the received address and the sent-by port over a new connection', async () => {
+    const f = await engine();
+    const listener = await RawSipPeer.tcpServer();
+    peers.push(listener);
+    let answer!: () => void;
+    const later = new Promise<void>((r) => (answer = r));
+    f.srf.use('options', (_req, res) => void later.then(() => res.send(200)));
+    const c = await RawSipPeer.tcpClient(f.port('tcp'));
+    peers.push(c);
+    const callId = token('sentby-');
+    c.send(sipRequest({ method: 'OPTIONS', uri: `sip:svc@127.0.0.1:${f.port('tcp')}`, transport: 'TCP', viaPort: listener.port, callId, fromTag: 's1', cseq: 1 }));
+    await expect.poll(() => f.engine.stats().sizes.incoming).toBe(1);
+    c.socket.destroy();
+    await expect.poll(() => f.engine.stats().transport.connections).toBe(0);
+    answer();
+    const res = await listener.waitFor(isResponse(200, 'OPTIONS', callId));
+    expect(res.msg.topVia?.port).toBe(listener.port);
+  });
+});

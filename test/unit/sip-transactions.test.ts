@@ -815,6 +815,15 @@ describe('INVITE server transaction (RFC 3261 §17.2.1, RFC 6026 §8.5–8.7)', 
       expect(transport.sent[0]!.dest.flow).toEqual(TCP_FLOW);
       expect(transport.sent[0]!.dest.protocol).toBe('tcp');
     });
+
+    it('RFC 3261 §18.2.2: over TCP the fallback when the connection is gone is received + the sent-by port (default 5060), never rport', async () => {
+      const { transport, txn, invite } = receiveInvite(DEFAULT_TIMER_BASE, { transport: 'TCP', sentBy: 'pc33.atlanta.example.com:5072' }, TCP_FLOW);
+      await txn.respond(tuResponse(invite, 180));
+      expect(transport.sent[0]!.dest).toEqual({ protocol: 'tcp', host: '198.51.100.7', port: 5072, flow: TCP_FLOW });
+      const portless = receiveInvite(DEFAULT_TIMER_BASE, { transport: 'TCP', sentBy: 'pc33.atlanta.example.com' }, TCP_FLOW);
+      await portless.txn.respond(tuResponse(portless.invite, 180));
+      expect(portless.transport.sent[0]!.dest).toEqual({ protocol: 'tcp', host: '198.51.100.7', port: 5060, flow: TCP_FLOW });
+    });
   });
 
   describe.each(BASES)('Accepted (RFC 6026 §8.7), with $label', ({ base }) => {

@@ -444,13 +444,17 @@ export class ServerTransaction extends TransactionBase {
   }
 
   /**
-   * Where responses go (RFC 3261 §18.2.2 with RFC 3581): back over the request's connection for
-   * TCP/TLS; for UDP to the source address and rport of the top Via, from the socket the request
-   * arrived on.
+   * Where responses go (RFC 3261 §18.2.2 with RFC 3581): for TCP/TLS back over the request's
+   * connection while it is open, else a new connection to the `received` address and the sent-by
+   * port (default 5060, 5061 for TLS), never rport (the client's ephemeral port); for UDP to the
+   * source address and rport of the top Via, from the socket the request arrived on.
    */
   responseDestination(): Destination {
     const via = this.request.topVia;
     const received = via?.params.received ?? via?.host ?? this.flow.remote.address;
+    if (isReliable(this.flow.protocol)) {
+      return { protocol: this.flow.protocol, host: received, port: via?.port ?? (this.flow.protocol === 'tls' ? 5061 : 5060), flow: this.flow };
+    }
     const rport = via?.params.rport;
     const port = rport ? Number(rport) : (via?.port ?? this.flow.remote.port);
 
