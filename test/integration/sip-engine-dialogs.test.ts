@@ -392,3 +392,38 @@ describe('responses for a TCP request whose connection closed (finding 16, RFC 3
     expect(res.msg.topVia?.port).toBe(listener.port);
   });
 });
+
+describe('overlapping INVITEs in a dialog (finding 17, RFC 3261 §14.2)', () => {
+  it('answers 491 to the peer\'s re-INVITE while the app\'s own re-INVITE is pending (glare)', async () => {
+    const f = await engine();
+    const dialogs: Srf.Dialog[] = [];
+    f.srf.invite((req, res) => void f.srf.createUAS(req, res, { localSdp: sdp() }).then((dlg) => dialogs.push(dlg)));
+    const c = await caller(f.port());
+    c.invite();
+    c.ack(await c.response(200));
+    await expect.poll(() => dialogs.length).toBe(1);
+    void dialogs[0]!.modify(sdp(41010)).catch(() => undefined);
+    await c.peer.waitFor((m) => isRequest('INVITE', c.callId)(m) && !!m.msg.to?.params.tag); // ours stays unanswered
+    const re = c.request('INVITE', { body: sdp(5006) });
+    expect((await c.final('INVITE', re.cseq)).msg.status).toBe(491);
+  });
+
+  it('answers 500 with Retry-After to a second re-INVITE while the first is unanswered', async () => {
+    const f = await engine();
+    const modifies: string[] = [];
+    f.srf.invite((req, res) => {
+      void f.srf.createUAS(req, res, { localSdp: sdp() }).then((dlg) => dlg.on('modify', (r: Srf.SrfRequest) => modifies.push(r.get('CSeq'))));
+    });
+    const c = await caller(f.port());
+    c.invite();
+    c.ack(await c.response(200));
+    const first = c.request('INVITE', { body: sdp(5006) });
+    await c.peer.waitFor((m) => isResponse(100, 'INVITE')(m) && m.msg.cseq?.seq === first.cseq);
+    const second = c.request('INVITE', { body: sdp(5008) });
+    const res = await c.final('INVITE', second.cseq);
+    expect(res.msg.status).toBe(500);
+    expect(Number(res.msg.getHeader('retry-after'))).toBeGreaterThanOrEqual(0);
+    expect(Number(res.msg.getHeader('retry-after'))).toBeLessThanOrEqual(10);
+    expect(modifies).toEqual([`${first.cseq} INVITE`]);
+  });
+});

@@ -584,6 +584,19 @@ export class EngineCore implements TransactionUser, ControlHandler {
         deliveredOnInvite = true;
       }
     } else if (method === 'INVITE') {
+      // RFC 3261 §14.2: an INVITE of ours in progress in this dialog → 491 (glare); one of the
+      // peer's still unanswered → 500 with a Retry-After of 0–10 s.
+      if ((d.pendingReinvite && d.pendingReinvite.finalStatus === 0) || d.lastInvite?.status === 0) {
+        this.#respondStateless(txn, 491, 'Request Pending');
+
+        return;
+      }
+      const previous = this.#findIncomingInviteOf(d);
+      if (previous && !previous.server.finalSent) {
+        this.#respondStateless(txn, 500, 'Server Internal Error', [['Retry-After', String(Math.floor(Math.random() * 11))]]);
+
+        return;
+      }
       this.#respondStateless(txn, 100, 'Trying');
     } else if (method === 'BYE') {
       // wire protocol §6.8: the dialog is gone on receipt.
