@@ -427,3 +427,28 @@ describe('overlapping INVITEs in a dialog (finding 17, RFC 3261 §14.2)', () => 
     expect(modifies).toEqual([`${first.cseq} INVITE`]);
   });
 });
+
+describe('a 2xx from a second fork of the app\'s INVITE (finding 18, RFC 3261 §13.2.2.4)', () => {
+  it('is ACKed and then ended with BYE, while the app keeps its call with the first fork', async () => {
+    const f = await engine();
+    const uas = await udpPeer();
+    uas.onMessage((m) => {
+      if (m.msg.isRequest && m.msg.method === 'INVITE') {
+        uas.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'forkA', contact: `<sip:a@127.0.0.1:${uas.port}>`, body: sdp(6000) }));
+        setTimeout(() => uas.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'forkB', contact: `<sip:b@127.0.0.1:${uas.port}>`, body: sdp(6002) })), 200);
+      } else if (m.msg.isRequest && m.msg.method === 'BYE') {
+        uas.reply(m, sipResponse(m.msg, 200, 'OK'));
+      }
+    });
+    const dlg = await f.srf.createUAC(`sip:callee@127.0.0.1:${uas.port}`, { localSdp: sdp() });
+    const ackB = await uas.waitFor((m) => isRequest('ACK')(m) && m.msg.to?.params.tag === 'forkB');
+    expect(ackB.msg.uri).toBe(`sip:b@127.0.0.1:${uas.port}`);
+    const byeB = await uas.waitFor((m) => isRequest('BYE')(m) && m.msg.to?.params.tag === 'forkB');
+    expect(byeB.at).toBeGreaterThanOrEqual(ackB.at);
+    expect(uas.all((m) => isRequest('ACK')(m) && m.msg.to?.params.tag === 'forkA')).toHaveLength(1);
+    expect(uas.all((m) => isRequest('BYE')(m) && m.msg.to?.params.tag === 'forkA')).toHaveLength(0);
+    expect(dlg.sip.remoteTag).toBe('forkA');
+    dlg.destroy();
+    await uas.waitFor((m) => isRequest('BYE')(m) && m.msg.to?.params.tag === 'forkA');
+  });
+});

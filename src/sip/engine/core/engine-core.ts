@@ -650,14 +650,17 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (this.proxy.forwardStatelessResponse(res)) {
       return;
     }
-    // A 2xx to INVITE retransmitted after the client transaction ended: re-send our ACK.
+    // A 2xx to INVITE retransmitted after the client transaction ended: re-send our ACK; a 2xx
+    // from another fork is ACKed and ended.
     if (res.status >= 200 && res.status < 300 && res.cseq?.method.toUpperCase() === 'INVITE') {
       const d = this.dialogs.byLocalTag(res.callId, res.from?.params.tag ?? '');
-      if (d?.lastAck && d.lastAck.cseq === res.cseq.seq) {
+      const tag = res.to?.params.tag;
+      if (d?.role === 'uac' && tag && d.remoteTag !== undefined && tag !== d.remoteTag && res.cseq.seq === d.initialSeq) {
+        this.#ackAndByeFork(d, res, flow, res.cseq.seq);
+      } else if (d?.lastAck && d.lastAck.cseq === res.cseq.seq) {
         void this.#transport.send(d.lastAck.data, d.lastAck.dest).catch(() => undefined);
       }
     }
-    void flow;
   }
 
   /** @private TransactionUser (RFC 6026 §8.7): an ACK matched an IST in Accepted. */
@@ -1318,8 +1321,14 @@ export class EngineCore implements TransactionUser, ControlHandler {
     this.#count(this.counters.responsesIn, String(status));
     // 2xx retransmissions (RFC 6026 Accepted state) are not delivered twice.
     if (out.finalStatus >= 200) {
-      if (status >= 200 && status < 300 && out.method === 'INVITE' && d?.lastAck && d.lastAck.cseq === res.cseq?.seq) {
-        void this.#transport.send(d.lastAck.data, d.lastAck.dest).catch(() => undefined);
+      if (status >= 200 && status < 300 && out.method === 'INVITE' && d) {
+        const tag = res.to?.params.tag;
+        if (out.createsDialog && tag && d.remoteTag !== undefined && tag !== d.remoteTag) {
+          // RFC 3261 §13.2.2.4: another fork answered too; that call is not wanted
+          this.#ackAndByeFork(d, res, flow, out.req.cseq?.seq ?? 0);
+        } else if (d.lastAck && d.lastAck.cseq === res.cseq?.seq) {
+          void this.#transport.send(d.lastAck.data, d.lastAck.dest).catch(() => undefined);
+        }
       }
 
       return;
@@ -1616,6 +1625,58 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (inv.canceled) {
       // wire protocol §7.2: the 2xx raced our CANCEL; the call is not wanted.
       this.#terminateDialog(d, 'ACK-BYE due to cancel race condition');
+    }
+  }
+
+  /**
+   * RFC 3261 §13.2.2.4: a 2xx to our INVITE from a fork other than the one the dialog follows is
+   * ACKed (again for each retransmission) and that fork's call ended with a BYE. The app is not
+   * involved: it has its dialog with the first fork.
+   */
+  #ackAndByeFork(d: Dialog, res: SipMessage, flow: Flow, inviteCseq: number): void {
+    const tag = res.to?.params.tag;
+    if (!tag) {
+      return;
+    }
+    d.forks ??= new Map();
+    const known = d.forks.get(tag);
+    if (known) {
+      void this.#transport.send(known.data, known.dest).catch(() => undefined);
+
+      return;
+    }
+    if (d.forks.size >= 16) {
+      return; // a peer inventing tags gets no more of our requests
+    }
+    const contact = res.getHeader('contact');
+    const fork = new Dialog({
+      role: 'uac',
+      kind: 'invite',
+      callId: d.callId,
+      localTag: d.localTag,
+      remoteTag: tag,
+      localUri: d.localUri,
+      remoteUri: res.getHeader('to') ?? d.remoteUri,
+      localContact: d.localContact,
+      remoteTarget: (contact ? parseNameAddr(contact)?.uri : undefined) ?? d.initialRemoteTarget,
+      routeSet: res.getHeaderValues('record-route').reverse(),
+      localSeq: inviteCseq,
+      owner: undefined,
+      flow,
+    });
+    try {
+      const { msg: ack, dest } = this.#buildInDialogRequest(fork, SipMessage.request('ACK', fork.remoteTarget), { cseq: inviteCseq });
+      ack.addHeader('Content-Length', '0');
+      const data = ack.toBuffer();
+      d.forks.set(tag, { data, dest });
+      this.#count(this.counters.requestsOut, 'ACK');
+      void this.txl.sendStateless(data, dest).catch(() => undefined);
+      const { msg: bye, dest: byeDest } = this.#buildInDialogRequest(fork, SipMessage.request('BYE', fork.remoteTarget));
+      bye.addHeader('Content-Length', '0');
+      this.#count(this.counters.requestsOut, 'BYE');
+      this.txl.sendRequest(bye, byeDest, { onResponse: () => undefined, onTimeout: () => undefined, onTransportError: () => undefined });
+    } catch (err) {
+      this.#log.warn({ err, callId: d.callId }, 'cannot ACK and end a 2xx from another fork');
     }
   }
 

@@ -106,6 +106,12 @@ export class Dialog {
   lastInvite?: { txnId: string; cseq: number; status: number; canceled: boolean; acked: boolean };
   /** A re-INVITE the app sent that has no final response yet. */
   pendingReinvite?: OutgoingRequest;
+  /** The remote target the dialog started with (UAC: the INVITE's Request-URI). */
+  readonly initialRemoteTarget: string;
+  /** The local CSeq the dialog started with (UAC: the dialog-creating INVITE's). */
+  readonly initialSeq: number;
+  /** UAC: ACKs sent to 2xx from other forks of our INVITE (RFC 3261 §13.2.2.4), by their To tag. */
+  forks?: Map<string, { data: Buffer; dest: Destination }>;
   /** Whether a subscription dialog was terminated by a NOTIFY. */
   ended = false;
 
@@ -134,6 +140,8 @@ export class Dialog {
     this.remoteUri = init.remoteUri;
     this.localContact = init.localContact;
     this.remoteTarget = init.remoteTarget;
+    this.initialRemoteTarget = init.remoteTarget;
+    this.initialSeq = init.localSeq;
     this.routeSet = init.routeSet;
     this.localSeq = init.localSeq;
     this.remoteSeq = init.remoteSeq;
