@@ -10,7 +10,7 @@ import type Srf from 'drachtio-srf';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type EngineFixture, type EngineFixtureOptions, sdp, startEngine } from '../helpers/engine.js';
 import { splitPayload } from '../../src/sip/engine/control/framing.js';
-import { ackFor2xx, branch, isFinal, isRequest, isResponse, type RawMessage, rawControlClient, RawSipPeer, sipRequest, sipResponse, token } from '../helpers/raw-sip.js';
+import { ackFor2xx, branch, isFinal, isRequest, isResponse, type RawMessage, rawControlClient, RawSipPeer, sipRequest, sipResponse, sleep, token } from '../helpers/raw-sip.js';
 
 let fx: EngineFixture | undefined;
 const peers: RawSipPeer[] = [];
@@ -450,5 +450,55 @@ describe('a 2xx from a second fork of the app\'s INVITE (finding 18, RFC 3261 §
     expect(dlg.sip.remoteTag).toBe('forkA');
     dlg.destroy();
     await uas.waitFor((m) => isRequest('BYE')(m) && m.msg.to?.params.tag === 'forkA');
+  });
+});
+
+describe('the proxy\'s CANCEL of a branch without a provisional (finding 19, RFC 3261 §9.1, §16.10)', () => {
+  it('waits for the branch\'s first provisional', async () => {
+    const f = await engine();
+    const uas = await udpPeer();
+    f.srf.invite((req) => f.srf.proxyRequest(req, [`sip:callee@127.0.0.1:${uas.port}`], {}, () => undefined));
+    const c = await caller(f.port());
+    c.invite();
+    const invite = await uas.waitFor(isRequest('INVITE')); // and stays silent
+    c.cancel();
+    expect((await c.final('CANCEL')).msg.status).toBe(200);
+    await sleep(700);
+    expect(uas.all(isRequest('CANCEL'))).toHaveLength(0);
+    uas.reply(invite, sipResponse(invite.msg, 100, 'Trying'));
+    const cancel = await uas.waitFor(isRequest('CANCEL'));
+    expect(cancel.msg.topVia?.params.branch).toBe(invite.msg.topVia?.params.branch);
+    uas.reply(cancel, sipResponse(cancel.msg, 200, 'OK'));
+    uas.reply(invite, sipResponse(invite.msg, 487, 'Request Terminated', { toTag: 'callee1' }));
+    expect((await c.final('INVITE')).msg.status).toBe(487);
+  });
+});
+
+describe('the app\'s CANCEL of an INVITE that got only 100 Trying (RFC 3261 §9.1)', () => {
+  it('goes out at once: a 100 is a provisional response', async () => {
+    const f = await engine();
+    const uas = await udpPeer();
+    uas.onMessage((m) => {
+      if (m.msg.isRequest && m.msg.method === 'INVITE') {
+        uas.reply(m, sipResponse(m.msg, 100, 'Trying'));
+      } else if (m.msg.isRequest && m.msg.method === 'CANCEL') {
+        uas.reply(m, sipResponse(m.msg, 200, 'OK'));
+        const invite = uas.received.find(isRequest('INVITE'))!;
+        uas.reply(invite, sipResponse(invite.msg, 487, 'Request Terminated', { toTag: 'callee1' }));
+      }
+    });
+    let sent!: (req: { cancel(opts: object, cb: () => void): void }) => void;
+    const request = new Promise<{ cancel(opts: object, cb: () => void): void }>((r) => (sent = r));
+    const result = f.srf
+      .createUAC(`sip:callee@127.0.0.1:${uas.port}`, { localSdp: sdp() }, {
+        cbRequest: ((_err: unknown, req: { cancel(opts: object, cb: () => void): void }) => sent(req)) as unknown as (req: Srf.SrfRequest) => void,
+      })
+      .then(() => 0, (err: { status?: number }) => err.status ?? -1);
+    const req = await request;
+    await uas.waitFor(isRequest('INVITE'));
+    await sleep(200); // the 100 has arrived
+    req.cancel({}, () => undefined);
+    await uas.waitFor(isRequest('CANCEL'), 2000);
+    expect(await result).toBe(487);
   });
 });

@@ -1335,8 +1335,8 @@ export class EngineCore implements TransactionUser, ControlHandler {
     }
     if (status >= 200) {
       out.finalStatus = status;
-    } else if (status > 100) {
-      out.gotProvisional = true;
+    } else {
+      out.gotProvisional = true; // any 1xx, 100 included, lets a CANCEL go (RFC 3261 §9.1)
     }
     if (status >= 100 && status < 200 && out.cancelWaiting) {
       const c = out.cancelWaiting;

@@ -18,7 +18,12 @@ interface Branch {
   target: string;
   client?: ClientTransaction;
   req?: SipMessage;
+  /** A 1xx other than 100 arrived (the provisional timeout then gives way to the final one). */
   gotProvisional: boolean;
+  /** Any 1xx arrived, 100 included: only then may a CANCEL go out (RFC 3261 §9.1, §16.10). */
+  gotAnyProvisional: boolean;
+  /** A CANCEL is wanted but waits for the first provisional. */
+  cancelPending: boolean;
   final: number;
   timer?: NodeJS.Timeout;
 }
@@ -233,7 +238,7 @@ export class ProxyCore {
       req.setHeader(outgoingHeaderName(h.name), h.value);
     }
     req.addHeader('Via', this.#core.viaFor(dest, newBranch()), 'first');
-    const branch: Branch = { target, req, gotProvisional: false, final: 0 };
+    const branch: Branch = { target, req, gotProvisional: false, gotAnyProvisional: false, cancelPending: false, final: 0 };
     ctx.branches.push(branch);
     const isInvite = req.method.toUpperCase() === 'INVITE';
     if (isInvite) {
@@ -254,8 +259,26 @@ export class ProxyCore {
     this.#onBranchFinal(ctx, b, synth(b.req!, 408, 'Request Timeout'), undefined);
   }
 
+  /**
+   * CANCELs a branch's INVITE, or — when it has had no provisional response yet — marks it to be
+   * CANCELed on the first one (RFC 3261 §9.1, §16.10): a CANCEL must not overtake the INVITE. A
+   * branch that never answers ends with Timer B.
+   */
   #cancelBranch(b: Branch): void {
     if (!b.client || b.final || !b.req || b.req.method.toUpperCase() !== 'INVITE') {
+      return;
+    }
+    if (!b.gotAnyProvisional) {
+      b.cancelPending = true;
+
+      return;
+    }
+    this.#sendBranchCancel(b);
+  }
+
+  #sendBranchCancel(b: Branch): void {
+    const state = b.client?.state;
+    if (!b.client || !b.req || (state !== 'calling' && state !== 'proceeding')) {
       return;
     }
     const inv = b.req;
@@ -275,6 +298,13 @@ export class ProxyCore {
   #onBranchResponse(ctx: ProxyContext, b: Branch, res: SipMessage, flow: Flow): void {
     const status = res.status;
     if (status < 200) {
+      b.gotAnyProvisional = true;
+      if (b.cancelPending) {
+        b.cancelPending = false;
+        this.#sendBranchCancel(b);
+
+        return;
+      }
       if (status > 100) {
         b.gotProvisional = true;
         clearTimeout(b.timer);
