@@ -206,6 +206,9 @@ export function rttSamples(dir: string, rtd: string): number[] {
 /**
  * Post-dial delays and answer times (ms) from sipp `-trace_shortmsg` files (`*-short.log` in a
  * directory): per Call-ID, the first INVITE sent to the first 180 and to the first 200 received.
+ * A call whose 180 never arrived (a provisional over UDP is sent once and may be lost) counts its
+ * post-dial delay to the 200, as RFC 6076 §4.1 (Session Request Delay) measures it: to the first
+ * non-100 provisional or the 2xx, whichever comes first.
  * Lines: date, time, epoch seconds, S|R, Call-ID, CSeq, first line; tab-separated.
  */
 export function shortmsgDelays(dir: string): { pdd: number[]; answer: number[] } {
@@ -241,6 +244,12 @@ export function shortmsgDelays(dir: string): { pdd: number[]; answer: number[] }
 
       return t0 === undefined ? [] : [(t - t0) / 1000];
     });
+
+  for (const [id, t] of answered) {
+    if (!ringing.has(id)) {
+      ringing.set(id, t);
+    }
+  }
 
   return { pdd: delays(ringing), answer: delays(answered) };
 }
