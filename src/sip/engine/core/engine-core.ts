@@ -60,7 +60,7 @@ export interface EngineCounters {
 const DELIVERABLE = new Set(['INVITE', 'REGISTER', 'MESSAGE', 'OPTIONS', 'INFO', 'NOTIFY', 'SUBSCRIBE', 'PUBLISH', 'REFER']);
 
 /** Headers of a response the engine takes from the request, not from the app. */
-const RESPONSE_FROM_REQUEST = new Set(['via', 'from', 'to', 'call-id', 'cseq']);
+const RESPONSE_FROM_REQUEST = new Set(['via', 'from', 'to', 'call-id', 'cseq', 'record-route']);
 
 /** Request headers an in-dialog request gets from the dialog, never from the app. */
 const DIALOG_OWNED = new Set(['from', 'to', 'call-id', 'cseq']);
@@ -734,13 +734,18 @@ export class EngineCore implements TransactionUser, ControlHandler {
   // App answers a delivered request (wire protocol §6.3)
   // ---------------------------------------------------------------------------------------------
 
-  /** A response skeleton for an incoming request: Via, From, To (+ our tag), Call-ID, CSeq. */
+  /**
+   * A response skeleton for an incoming request: Via, From, To (+ our tag), Call-ID, CSeq, and on
+   * a 101–299 response to a dialog-creating request the request's Record-Route, in order
+   * (RFC 3261 §12.1.1), so that a proxy that record-routed (a dispatcher) stays in the dialog.
+   */
   #uasResponseSkeleton(inc: IncomingRequest, status: number, reason: string, appToTag?: string): SipMessage {
     const req = inc.req;
     const res = SipMessage.response(status, reason);
+    const createsDialog = (inc.method === 'INVITE' || inc.method === 'SUBSCRIBE') && !req.to?.params.tag && status > 100 && status < 300;
     for (const h of req.headers) {
       const k = headerKey(h.name);
-      if (k === 'via' || k === 'from' || k === 'call-id' || k === 'cseq') {
+      if (k === 'via' || k === 'from' || k === 'call-id' || k === 'cseq' || (k === 'record-route' && createsDialog)) {
         res.headers.push({ name: outgoingHeaderName(h.name), value: h.value });
       } else if (k === 'to') {
         let value = h.value;
