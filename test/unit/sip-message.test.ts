@@ -569,6 +569,9 @@ describe('parseMessage() rejects malformed messages (RFC 3261 §8.2.2, RFC 4475 
 });
 
 describe('parseMessage() stays linear on pathological input', () => {
+  // Catastrophe guards, not speed targets (those live in load/): a quadratic or backtracking
+  // parser takes minutes on these inputs, a linear one milliseconds; the bounds sit far above
+  // what a loaded 2-core CI machine needs, so only the catastrophe fails them.
   /** Runs fn and returns the elapsed milliseconds. */
   function timed(fn: () => void): number {
     const t0 = performance.now();
@@ -584,7 +587,7 @@ describe('parseMessage() stays linear on pathological input', () => {
       err = parseError(data);
     });
     expect(err!.reason).toBe('Header section too large');
-    expect(ms).toBeLessThan(50);
+    expect(ms).toBeLessThan(2000);
   });
 
   it('parseMessage() rejects 100 000 commas in a Via quickly, and getHeaderValues() splits them in linear time', () => {
@@ -596,7 +599,7 @@ describe('parseMessage() stays linear on pathological input', () => {
       values = m.getHeaderValues('supported');
     });
     expect(values).toEqual(['a', 'b']);
-    expect(ms).toBeLessThan(100);
+    expect(ms).toBeLessThan(2000);
   });
 
   it('parseNameAddr(), parseVia() and parseUri() handle deep quoting, long runs and many entries quickly', () => {
@@ -609,7 +612,7 @@ describe('parseMessage() stays linear on pathological input', () => {
       expect(parseUri('sip:a@' + '[' + ':'.repeat(500_000) + ']')).toBeUndefined();
       expect(parseVia(Array.from({ length: 20_000 }, (_, i) => `SIP/2.0/UDP h${i};branch=z9hG4bK${i}`).join(','))).toHaveLength(20_000);
     });
-    expect(ms).toBeLessThan(1000);
+    expect(ms).toBeLessThan(15_000);
   });
 
   it('parseMessage() unfolds thousands of continuation lines of one header quickly', () => {
@@ -619,7 +622,7 @@ describe('parseMessage() stays linear on pathological input', () => {
       m = parseMessage(wire(lines));
     });
     expect(m!.getHeader('x-folded')).toBe('start' + ' x'.repeat(3000));
-    expect(ms).toBeLessThan(100);
+    expect(ms).toBeLessThan(2000);
   });
 });
 
