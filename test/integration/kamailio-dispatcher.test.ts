@@ -720,6 +720,7 @@ describe.skipIf(!runnable)('Kamailio dispatcher in front of our SIP engine answe
       void node.srf.createUAS(req, res, { localSdp: sdp(40004, '127.0.0.7') }).then((dlg) => dlg.on('destroy', () => byes.push(req.get('Call-ID'))));
     });
     kam = await startKamailio({ nodes: [{ host: '127.0.0.7', port: node.port('udp') }] });
+    await kam.waitForState({ host: '127.0.0.7', port: node.port('udp') }, 'active', 5000);
     const r = await call(1);
     expect(sipHeaders(r.received(200, 'INVITE')[0] ?? '', 'Record-Route'), r.describe()).toEqual([`<sip:${kam.sipTarget};lr>`]);
     expect(r.exitCode, describeAll(r)).toBe(0);
