@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { type z } from 'zod';
+import { maskUrlPassword } from '../log/redact.js';
 import { projectRoot } from '../util/paths.js';
 import { type Config, configSchema } from './schema.js';
 
@@ -70,11 +71,14 @@ function describeProblem(p: ConfigProblem): string {
     return `${p.key} is missing${where}: expected ${p.expected}`;
   }
 
-  return `${p.key} = ${showValue(p.value)}${where}: expected ${p.expected}`;
+  return `${p.key} = ${showValue(p.value, p.key)}${where}: expected ${p.expected}`;
 }
 
-function showValue(v: unknown): string {
-  const text = JSON.stringify(v) ?? String(v);
+function showValue(v: unknown, key = ''): string {
+  if (/secret|password|token/i.test(key) && typeof v === 'string' && v !== '') {
+    return '[set]';
+  }
+  const text = maskUrlPassword(JSON.stringify(v) ?? String(v), '[set]');
 
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }

@@ -35,6 +35,15 @@ const DISPLAY_NAME_HEADER_RE =
 // Query/field style credentials inside free text: password=..., token=..., pn-prid=...
 const INLINE_SECRET_RE = /\b(password|passwd|secret|token|access_token|refresh_token|pn-prid|pn-param|nonce-count|response)=("?)([^"\s;,&]+)\2/gi;
 
+// Password in the userinfo of a URL with an authority: redis://user:PASSWORD@host, rediss://:PASSWORD@h.
+// The password runs to the last "@" before the path (WHATWG URL does the same).
+const URL_PASSWORD_RE = /\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:]*:)([^\s/?#]*)@/gi;
+
+/** Replaces the password of any scheme://user:password@ URL in `s` by `mask`. */
+export function maskUrlPassword(s: string, mask = '[redacted]'): string {
+  return s.replace(URL_PASSWORD_RE, (_m, head: string) => `${head}${mask}@`);
+}
+
 /**
  * Redacts personal data inside a free-text string (a SIP message, a log message, a URL).
  * Pure; safe on any string.
@@ -52,6 +61,7 @@ export function redactText(input: string): string {
   s = s.replace(URI_NUMBER_RE, (_m, scheme: string, num: string) => `${scheme}${pseudonym('num', num.replace(/[^0-9+*#]/g, ''))}`);
   s = s.replace(BARE_E164_RE, (_m, pre: string, num: string) => `${pre}${pseudonym('num', num)}`);
   s = s.replace(INLINE_SECRET_RE, (_m, key: string, q: string) => `${key}=${q}[redacted]${q}`);
+  s = maskUrlPassword(s);
 
   return s;
 }
@@ -139,8 +149,15 @@ export function redactValue(value: unknown, depth = 0, seen = new WeakSet<object
     return e;
   }
   const out: Record<string, unknown> = {};
+  const obj = value as Record<string, unknown>;
+  // A Redis command as ioredis attaches it to its errors: AUTH's and HELLO's arguments hold the password.
+  if (typeof obj.name === 'string' && /^(auth|hello)$/i.test(obj.name) && Array.isArray(obj.args)) {
+    const { args: _args, ...rest } = obj;
+
+    return { ...(redactValue(rest, depth + 1, seen) as Record<string, unknown>), args: '[redacted]' };
+  }
   let n = 0;
-  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+  for (const [k, v] of Object.entries(obj)) {
     if (++n > 200) {
       out['[truncated]'] = true;
       break;

@@ -3,10 +3,11 @@ import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
-import { type Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { loadConfig, type ConfigTree } from '../../src/config/load.js';
 import { type Config } from '../../src/config/schema.js';
 import { createLogger, type Logger } from '../../src/log/logger.js';
+import { type RedisClient } from '../../src/state/redis.js';
 
 /** The test profile with a Redis key prefix unique to this call, plus overrides. */
 export function testConfig(overrides: ConfigTree = {}): Config {
@@ -43,19 +44,40 @@ export function quietLogger(): Logger {
   return createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'warn' });
 }
 
-/** Deletes every key under a prefix (SCAN, never KEYS). */
-export async function deletePrefix(redis: Redis, prefix: string): Promise<number> {
-  let cursor = '0';
+/**
+ * Deletes every key under a prefix (SCAN, never KEYS); on a Cluster, on each primary (a SCAN
+ * only sees its own node's keys), deleting key by key (the keys sit in different slots).
+ */
+export async function deletePrefix(redis: RedisClient, prefix: string): Promise<number> {
+  if (redis instanceof Cluster) {
+    let n = 0;
+    for (const node of redis.nodes('master')) {
+      for (const key of await scanAll(node, prefix)) {
+        n += await redis.del(key);
+      }
+    }
+
+    return n;
+  }
+  const keys = await scanAll(redis, prefix);
   let n = 0;
+  for (let i = 0; i < keys.length; i += 500) {
+    n += await redis.del(...keys.slice(i, i + 500));
+  }
+
+  return n;
+}
+
+async function scanAll(redis: Redis, prefix: string): Promise<string[]> {
+  const all: string[] = [];
+  let cursor = '0';
   do {
     const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
     cursor = next;
-    if (keys.length > 0) {
-      n += await redis.del(...keys);
-    }
+    all.push(...keys);
   } while (cursor !== '0');
 
-  return n;
+  return all;
 }
 
 /** A TCP port that was free a moment ago. */

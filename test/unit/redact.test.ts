@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { redactText, redactValue } from '../../src/log/redact.js';
+import { maskUrlPassword, redactText, redactValue } from '../../src/log/redact.js';
 import { captureLogger } from '../helpers/env.js';
 
 const INVITE = [
@@ -57,7 +57,25 @@ describe('redactText()', () => {
   });
 });
 
+describe('redactText() on URLs with credentials', () => {
+  it('hides the password of scheme://user:password@ URLs and keeps the rest', () => {
+    expect(redactText('connecting to rediss://app:s3cr%40t@redis-ha:6380/2 now')).toBe('connecting to rediss://app:[redacted]@redis-ha:6380/2 now');
+    expect(redactText('redis://:hunter2@10.0.0.5')).toBe('redis://:[redacted]@10.0.0.5');
+    expect(maskUrlPassword('redis://:p@ss@host/0', '[set]')).toBe('redis://:[set]@host/0');
+    // no password, nothing to hide
+    expect(redactText('redis://app@host:6379 and https://example.com/a@b')).toBe('redis://app@host:6379 and https://example.com/a@b');
+  });
+});
+
 describe('redactValue()', () => {
+  it('hides the arguments of AUTH and HELLO commands attached to Redis errors', () => {
+    const err = Object.assign(new Error('WRONGPASS invalid username-password pair'), { command: { name: 'auth', args: ['app', 'hunter2'] } });
+    const hello = { command: { name: 'hello', args: ['3', 'AUTH', 'app', 'hunter2'] }, other: { name: 'hset', args: ['k', 'v'] } };
+    expect(JSON.stringify(redactValue(err))).not.toContain('hunter2');
+    expect(JSON.stringify(redactValue({ err: { cause: err } }))).not.toContain('hunter2');
+    expect(redactValue(hello)).toEqual({ command: { name: 'hello', args: '[redacted]' }, other: { name: 'hset', args: ['k', 'v'] } });
+  });
+
   it('redacts secret fields whatever their nesting', () => {
     const v = redactValue({ device: { pushToken: 'tok-123', platform: 'ios' }, headers: { Authorization: 'Bearer x' }, list: [{ token: 'a' }] }) as Record<string, never>;
     expect(v).toEqual({ device: { pushToken: '[redacted]', platform: 'ios' }, headers: { Authorization: '[redacted]' }, list: [{ token: '[redacted]' }] });
