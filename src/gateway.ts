@@ -2,20 +2,25 @@
  * The gateway: starts the components that make up a ringbridge node in dependency order, reports
  * their health, and stops them in reverse order.
  *
- * Components so far: metrics registry, Redis, mediasoup worker pool, SIP (embedded engine and
- * drachtio-srf), HTTP listener.
+ * Components: metrics registry, Redis, mediasoup worker pool, SIP (embedded engine and
+ * drachtio-srf), HTTP listener (health, metrics, admin API), state store and node registry, call
+ * layer, agents' signaling. A node drains (drain()): it refuses new calls, lets its calls end
+ * within a deadline, then stops.
  */
 import os from 'node:os';
 import { type Config } from './config/schema.js';
+import { adminHandler } from './http/admin.js';
 import { startHttpServer, type HttpReply, type HttpServerHandle } from './http/server.js';
 import { type Logger } from './log/logger.js';
 import { MediaWorkerPool } from './media/worker-pool.js';
 import { createMetrics, type Metrics } from './metrics/registry.js';
 import { CallManager } from './calls/call-manager.js';
+import { Handoff } from './calls/handoff.js';
 import { JwtVerifier } from './signaling/auth.js';
 import { SignalingServer } from './signaling/server.js';
 import { SipService } from './sip/sip-service.js';
-import { StateStore } from './state/store.js';
+import { NodeRegistry } from './state/node-registry.js';
+import { presenceOf, StateStore } from './state/store.js';
 import { connectRedis, type RedisHandle } from './state/redis.js';
 import { ringbridgeVersion } from './util/version.js';
 
@@ -41,7 +46,9 @@ export type ComponentState = 'starting' | 'up' | 'degraded' | 'down' | 'stopping
 
 /** The /health body. */
 export interface HealthReport {
-  status: 'ok' | 'degraded' | 'down' | 'stopping';
+  status: 'ok' | 'degraded' | 'down' | 'draining' | 'stopping';
+  /** Set while the node drains: when it started and the deadline (ISO times). */
+  draining?: { since: string; deadline: string; calls: number };
   node: string;
   version: string;
   /** Seconds since the gateway started. */
@@ -62,14 +69,24 @@ export class Gateway {
   #calls?: CallManager;
   #signaling?: SignalingServer;
   #store?: StateStore;
+  #registry?: NodeRegistry;
   #startedAt = Date.now();
   #stopping?: Promise<void>;
+  #drain?: { since: number; deadline: number; done: Promise<void> };
+  #stopped: Promise<void>;
+  #resolveStopped: () => void = () => undefined;
 
   private constructor(config: Config, logger: Logger) {
     this.config = config;
     this.logger = logger;
     this.metrics = createMetrics({ prefix: config.metrics.prefix, defaultMetrics: config.metrics.defaultMetrics, version: ringbridgeVersion() });
     this.#nodeId = config.node.id;
+    this.#stopped = new Promise((resolve) => (this.#resolveStopped = resolve));
+  }
+
+  /** Resolves once the gateway has stopped (after stop(), or a drain through the admin API). */
+  get stopped(): Promise<void> {
+    return this.#stopped;
   }
 
   /**
@@ -106,17 +123,46 @@ export class Gateway {
       routes: {
         health: () => this.#healthReply(),
         metrics: () => this.#metricsReply(),
+        admin: (req) => this.#admin(req),
       },
     });
     if (this.#nodeId === '') {
       this.#nodeId = `${os.hostname()}-${this.#http.address().port}`;
     }
-    this.#store = new StateStore({ redis: this.#redis.client, keyPrefix: config.redis.keyPrefix, nodeId: this.#nodeId, logger: logger.child({ component: 'state' }), recordTtlS: config.calls.recordTtlS });
+    this.#store = new StateStore({
+      redis: this.#redis.client,
+      keyPrefix: config.redis.keyPrefix,
+      nodeId: this.#nodeId,
+      logger: logger.child({ component: 'state' }),
+      recordTtlS: config.calls.recordTtlS,
+      maskNumbers: config.calls.maskNumbers,
+      nodeTtlMs: config.cluster.nodeTtlMs,
+    });
     const publicMedia = config.media.announcedAddress || config.sip.publicAddress || firstExternalAddress();
+    const sip = this.#sip;
+    const httpUrl = `http://${config.http.host === '0.0.0.0' || config.http.host === '::' ? publicMedia : config.http.host}:${this.#http.address().port}`;
+    const startedAt = new Date(this.#startedAt).toISOString();
+    this.#registry = new NodeRegistry({
+      store: this.#store,
+      logger: logger.child({ component: 'cluster' }),
+      heartbeatIntervalMs: config.cluster.heartbeatIntervalMs,
+      info: () => ({
+        sipUri: config.cluster.sipUri || sip.sipUri() || '',
+        httpUrl,
+        mediaAddress: publicMedia,
+        version: ringbridgeVersion(),
+        startedAt,
+        draining: this.#drain !== undefined || this.#stopping !== undefined,
+        calls: this.#calls?.calls.length ?? 0,
+        sessions: this.#signaling?.counts().connected ?? 0,
+      }),
+    });
     this.#calls = new CallManager({
       config,
       srf: this.#sip.srf,
       store: this.#store,
+      accepting: () => this.#drain === undefined && this.#stopping === undefined,
+      ...(config.cluster.secret ? { cluster: { registry: this.#registry, handoff: new Handoff(config.cluster.secret) } } : {}),
       logger: logger.child({ component: 'calls' }),
       media: {
         pool: this.#media,
@@ -143,6 +189,20 @@ export class Gateway {
       logger: logger.child({ component: 'signaling' }),
     });
     this.#calls.attachSignaling(this.#signaling);
+    await this.#registry.start();
+    // Redis back after an outage (maybe restarted empty): write what this node holds again.
+    let redisLost = false;
+    const client = this.#redis.client;
+    client.on('end', () => (redisLost = true));
+    client.on('reconnecting', () => (redisLost = true));
+    client.on('ready', () => {
+      if (redisLost && !this.#stopping) {
+        redisLost = false;
+        logger.info('Redis is back: writing this node\'s calls, sessions and presence again');
+        void this.#registry?.tick();
+        this.#calls?.resync();
+      }
+    });
     logger.info({ node: this.nodeId, http: this.#http.address(), version: ringbridgeVersion() }, 'ringbridge gateway started');
   }
 
@@ -195,6 +255,7 @@ export class Gateway {
   health(): HealthReport {
     const components: HealthReport['components'] = {};
     const stopping = this.#stopping !== undefined;
+    const draining = this.#drain !== undefined && !stopping;
     components.http = { state: this.#http ? (stopping ? 'stopping' : 'up') : 'down' };
     const redisStatus = this.#redis?.client.status;
     components.redis = { state: redisStatus === 'ready' ? 'up' : 'down', status: redisStatus ?? 'none', local: this.#redis?.localServer !== undefined };
@@ -210,13 +271,22 @@ export class Gateway {
     const states = Object.values(components).map((c) => c.state).filter((s) => s !== 'disabled');
     const status: HealthReport['status'] = stopping
       ? 'stopping'
-      : states.every((s) => s === 'up')
+      : draining
+        ? 'draining'
+        : states.every((s) => s === 'up')
         ? 'ok'
         : states.some((s) => s === 'down')
           ? 'down'
           : 'degraded';
 
-    return { status, node: this.nodeId, version: ringbridgeVersion(), uptimeS: Math.round((Date.now() - this.#startedAt) / 1000), components };
+    return {
+      status,
+      node: this.nodeId,
+      version: ringbridgeVersion(),
+      uptimeS: Math.round((Date.now() - this.#startedAt) / 1000),
+      ...(this.#drain ? { draining: { since: new Date(this.#drain.since).toISOString(), deadline: new Date(this.#drain.deadline).toISOString(), calls: this.#calls?.calls.length ?? 0 } } : {}),
+      components,
+    };
   }
 
   #healthReply(): HttpReply {
@@ -232,6 +302,78 @@ export class Gateway {
     return { status: 200, contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() };
   }
 
+  /**
+   * Drains the node: new calls are refused (503 to INVITE and OPTIONS, /health 503 "draining",
+   * the registry entry flagged), the node's calls go on until they end or `deadlineMs` passes
+   * (default shutdown.drainTimeoutMs); the rest are then hung up and the gateway stops. Resolves
+   * when it has stopped. Idempotent: a second call returns the first drain.
+   */
+  drain(deadlineMs = this.config.shutdown.drainTimeoutMs): Promise<void> {
+    if (this.#drain) {
+      return this.#drain.done;
+    }
+    const since = Date.now();
+    const deadline = since + deadlineMs;
+    const done = (async () => {
+      if (this.#sip) {
+        this.#sip.draining = true;
+      }
+      await this.#registry?.tick().catch(() => undefined);
+      this.logger.info({ calls: this.#calls?.calls.length ?? 0, deadlineMs }, 'draining: new calls are refused; waiting for the calls here to end');
+      // Agents without a call here reconnect elsewhere (1001), so that other nodes can ring them.
+      const busy = (agentId: string) => this.#calls?.calls.some((c) => c.agentId === agentId || c.ringing.has(agentId)) ?? false;
+      const moved = this.#signaling?.closeIdleSessions(busy) ?? 0;
+      if (moved > 0) {
+        this.logger.info({ sessions: moved }, 'draining: asked idle agent sessions to reconnect to another node');
+      }
+      while ((this.#calls?.calls.length ?? 0) > 0 && Date.now() < deadline && !this.#stopping) {
+        this.#signaling?.closeIdleSessions(busy);
+        await new Promise((r) => setTimeout(r, Math.min(250, Math.max(1, deadline - Date.now()))));
+      }
+      const left = this.#calls?.calls.length ?? 0;
+      if (left > 0) {
+        this.logger.warn({ calls: left }, 'drain deadline passed: hanging up the remaining calls');
+      } else {
+        this.logger.info('drained: no call left');
+      }
+      await this.stop();
+    })();
+    this.#drain = { since, deadline, done };
+
+    return done;
+  }
+
+  async #admin(req: Parameters<ReturnType<typeof adminHandler>>[0]): Promise<HttpReply> {
+    const store = this.#store;
+    const registry = this.#registry;
+    if (!store || !registry) {
+      return { status: 503, contentType: 'application/json', body: JSON.stringify({ error: 'starting' }) };
+    }
+    const handler = adminHandler({
+      token: this.config.admin.token,
+      store,
+      logger: this.logger.child({ component: 'admin' }),
+      nodes: () => store.liveNodes(),
+      drain: (deadlineMs) => {
+        const ms = deadlineMs ?? this.config.shutdown.drainTimeoutMs;
+        void this.drain(ms);
+
+        return { deadline: new Date((this.#drain?.deadline ?? Date.now() + ms)).toISOString() };
+      },
+      agentOnline: async (agentId) => {
+        if ((this.#signaling?.sessionsOf(agentId).length ?? 0) > 0 || this.#calls?.calls.some((c) => c.agentId === agentId)) {
+          return true;
+        }
+        const live = new Set((await store.liveNodes()).map((n) => n.id));
+        const p = presenceOf(agentId, await store.agentHash(agentId), live);
+
+        return p.effective !== 'offline';
+      },
+    });
+
+    return handler(req);
+  }
+
   /** Stops listeners, media workers and Redis, in that order. Idempotent. */
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
@@ -245,12 +387,14 @@ export class Gateway {
         }
       };
       this.#calls?.shutdown();
+      await step('cluster', () => this.#registry?.stop(true));
       await step('signaling', () => this.#signaling?.close());
       await step('http', () => this.#http?.close());
       await step('sip', () => this.#sip?.close());
       await step('media', () => this.#media?.close());
       await step('redis', () => this.#redis?.close());
       this.logger.info({ node: this.nodeId }, errors.length ? 'ringbridge gateway stopped with errors' : 'ringbridge gateway stopped');
+      this.#resolveStopped();
     })();
 
     return this.#stopping;

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
- * ringbridge process entry: loads the configuration, starts the gateway, and stops it cleanly on
- * SIGTERM or SIGINT (exit 0). A second signal, or a stop that outlasts shutdown.timeoutMs, exits
- * at once with status 1.
+ * ringbridge process entry: loads the configuration, starts the gateway, and stops it cleanly:
+ * SIGTERM drains (new calls refused, calls in progress go on for up to shutdown.drainTimeoutMs),
+ * SIGINT stops at once (calls hung up); both exit 0, as does a drain requested through the admin
+ * API. A second signal, or a stop that outlasts its limit, exits at once with status 1.
  *
  * Usage: ringbridge [--config FILE] [--profile NAME] [--check-config] [--help] [--version]
  */
@@ -10,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.js';
 import { Gateway } from './gateway.js';
 import { createLogger } from './log/logger.js';
+import { maskUrlPassword } from './log/redact.js';
 import { ringbridgeVersion } from './util/version.js';
 
 const HELP = `ringbridge ${ringbridgeVersion()}: SIP/WebRTC media gateway with a push bridge
@@ -28,7 +30,10 @@ Any key can be set by environment: RINGBRIDGE_<SECTION>__<KEY>=value, e.g. RINGB
 
 /** JSON replacer for --check-config: secrets and passwords are not printed. */
 function redactSecrets(key: string, value: unknown): unknown {
-  return /secret|password/i.test(key) && typeof value === 'string' && value !== '' ? '[set]' : value;
+  if (typeof value === 'string' && value.includes('@')) {
+    value = maskUrlPassword(value, '[set]'); // redis.url's password
+  }
+  return /secret|password|token/i.test(key) && typeof value === 'string' && value !== '' ? '[set]' : value;
 }
 
 async function main(): Promise<number> {
@@ -95,14 +100,18 @@ async function main(): Promise<number> {
       return;
     }
     signalled = true;
-    logger.info({ signal }, 'stopping');
+    // SIGTERM (an orchestrator, systemd, kill) drains: calls in progress may end by themselves.
+    // SIGINT (Ctrl-C) stops now: its calls are hung up.
+    const drain = signal === 'SIGTERM';
+    logger.info({ signal }, drain ? 'draining, then stopping' : 'stopping');
+    const limitMs = config.shutdown.timeoutMs + (drain ? config.shutdown.drainTimeoutMs : 0);
     const timer = setTimeout(() => {
-      logger.error({ timeoutMs: config.shutdown.timeoutMs }, 'shutdown took too long: exiting now');
+      logger.error({ timeoutMs: limitMs }, 'shutdown took too long: exiting now');
       finish(1);
-    }, config.shutdown.timeoutMs);
+    }, limitMs);
     timer.unref();
     if (gateway) {
-      gateway.stop().then(
+      (drain ? gateway.drain() : gateway.stop()).then(
         () => {
           clearTimeout(timer);
           finish(0);
@@ -131,8 +140,14 @@ async function main(): Promise<number> {
   if (signalled) {
     // a signal arrived while starting: stop now
     signalled = false;
-    onSignal('SIGTERM');
+    onSignal('SIGINT');
   }
+  // a drain requested through the admin API ends with the gateway stopped: exit 0 then
+  void gateway.stopped.then(() => {
+    if (!signalled) {
+      finish(0);
+    }
+  });
 
   return done;
 }

@@ -16,9 +16,11 @@ import { formatUri, parseNameAddr, parseUri } from '../sip/engine/message.js';
 import { buildOffer, negotiateAnswer, negotiateFromAnswer, reanswer, reofferFormats, SdpError } from '../sip/sdp.js';
 import { TrunkDirectory, type TrunkConfig } from '../sip/trunks.js';
 import { type AgentSession, SignalingError, type SignalingHandler, type SignalingServer } from '../signaling/server.js';
-import { type AgentStatus, type EffectivePresence, type EndReason, type RequestData, type RequestType, type ResponseData } from '../signaling/protocol.js';
-import { maskNumber, type StateStore } from '../state/store.js';
-import { Call, CallStateError } from './call.js';
+import { type AgentStatus, type CancelReason, type DeviceInfo, type EffectivePresence, type EndReason, type RequestData, type RequestType, type ResponseData } from '../signaling/protocol.js';
+import { type NodeRegistry } from '../state/node-registry.js';
+import { type ClusterPresence, type Device, type StateStore } from '../state/store.js';
+import { Call, CallStateError, type RemoteLeg } from './call.js';
+import { type Handoff, type HandoffInfo } from './handoff.js';
 import { CallMedia, CallMediaError, type CallMediaSettings } from './call-media.js';
 import { PresenceService } from './presence.js';
 import { Router, type RouteTarget } from './routing.js';
@@ -32,6 +34,26 @@ export interface CallManagerOptions {
   logger: Logger;
   /** Whether new calls are accepted (false while draining). */
   accepting?: () => boolean;
+  /** Several nodes (cluster.secret set): the node registry and the hand-off signer. */
+  cluster?: { registry: NodeRegistry; handoff: Handoff };
+}
+
+/** One agent to ring: here (a local session) and/or on other nodes (hand-off legs). */
+interface RingTarget {
+  agentId: string;
+  local: boolean;
+  nodes: string[];
+}
+
+/** What srf's createUAC gives for an INVITE without SDP (noAck): the far end's offer and the ACK to send. */
+interface LateOfferLeg {
+  sdp: string;
+  ack(sdp: string): Promise<Srf.Dialog>;
+  destroy?: () => Promise<void>;
+}
+
+function isLateOfferLeg(r: Srf.Dialog | LateOfferLeg): r is LateOfferLeg {
+  return typeof (r as LateOfferLeg).ack === 'function' && typeof (r as Srf.Dialog).modify !== 'function';
 }
 
 /** Whether a request carries an SDP body (else it is a late offer). */
@@ -74,6 +96,7 @@ export class CallManager implements SignalingHandler {
   readonly #router: Router;
   readonly #calls = new Map<string, Call>();
   readonly #accepting: () => boolean;
+  readonly #cluster: { registry: NodeRegistry; handoff: Handoff } | undefined;
   readonly presence: PresenceService;
   #signaling: SignalingServer | undefined;
 
@@ -86,11 +109,13 @@ export class CallManager implements SignalingHandler {
     this.#trunks = new TrunkDirectory(opts.config.trunks);
     this.#router = new Router(opts.config.routing);
     this.#accepting = opts.accepting ?? (() => true);
+    this.#cluster = opts.cluster;
+    this.#cluster?.registry.on('refresh', () => this.#checkPeers());
     this.presence = new PresenceService({
       store: opts.store,
       logger: opts.logger,
       inputs: {
-        hasSession: (a) => (this.#signaling?.sessionsOf(a).length ?? 0) > 0,
+        sessions: (a) => this.#signaling?.sessionsOf(a).length ?? 0,
         activity: (a) => this.#activity(a),
         notify: (a, status, effective) => this.#signaling?.sendToAgent(a, 'presence.changed', { status, effective }),
       },
@@ -152,18 +177,51 @@ export class CallManager implements SignalingHandler {
 
       return;
     }
-    const admission = this.#trunks.admit(req.source_address, 'INVITE', req.get('Authorization') || undefined);
-    if (!admission.ok) {
-      if (admission.status === 401) {
-        res.send(401, { headers: { 'WWW-Authenticate': admission.challenge } });
-      } else {
-        log.info({ reason: admission.reason }, 'rejecting INVITE: not from a known trunk');
+    // A hand-off from another node of the cluster (handoff.ts), or a trunk's call.
+    let handoff: HandoffInfo | undefined;
+    let trunk: TrunkConfig;
+    if (req.has('X-RB-Auth')) {
+      if (!this.#cluster) {
+        log.warn('rejecting a hand-off INVITE: cluster.secret is not set on this node');
         res.send(403);
-      }
 
-      return;
+        return;
+      }
+      try {
+        handoff = this.#cluster.handoff.verify((n) => req.get(n));
+      } catch (err) {
+        log.warn({ reason: (err as Error).message, source: req.source_address }, 'rejecting a hand-off INVITE');
+        res.send(403);
+
+        return;
+      }
+      const t = this.#trunks.byId(handoff.trunkId);
+      if (!t) {
+        log.error({ trunk: handoff.trunkId, origin: handoff.origin }, 'hand-off for a trunk this node does not know: the nodes run different trunk configurations');
+        res.send(503, { headers: { Warning: '399 ringbridge "unknown trunk on this node"' } });
+
+        return;
+      }
+      if (this.#calls.has(handoff.callId)) {
+        res.send(482); // the same call handed to us twice (a loop)
+
+        return;
+      }
+      trunk = t;
+    } else {
+      const admission = this.#trunks.admit(req.source_address, 'INVITE', req.get('Authorization') || undefined);
+      if (!admission.ok) {
+        if (admission.status === 401) {
+          res.send(401, { headers: { 'WWW-Authenticate': admission.challenge } });
+        } else {
+          log.info({ reason: admission.reason }, 'rejecting INVITE: not from a known trunk');
+          res.send(403);
+        }
+
+        return;
+      }
+      trunk = admission.trunk;
     }
-    const trunk = admission.trunk;
     // Codec and address check before anyone rings (RFC 3264 §6: no common codec → 488 + Warning).
     // An INVITE without SDP is a late offer (RFC 3261 §13.2.1): we offer in the 200 OK.
     try {
@@ -180,7 +238,7 @@ export class CallManager implements SignalingHandler {
       throw err;
     }
     const called = parseUri(req.uri)?.user ?? '';
-    const route = this.#router.resolve(called);
+    const route: RouteTarget | undefined = handoff ? { kind: 'group', groupId: `handoff:${handoff.origin}`, members: handoff.agents, strategy: 'ring-all' } : this.#router.resolve(called);
     if (!route) {
       log.info({ called }, 'rejecting INVITE: no route for the called number');
       res.send(404);
@@ -189,68 +247,138 @@ export class CallManager implements SignalingHandler {
     }
     const fromNa = parseNameAddr(req.get('From') ?? '');
     const callerNumber = (fromNa && parseUri(fromNa.uri)?.user) ?? 'anonymous';
-    const call = new Call({ direction: 'inbound', trunk, from: { number: callerNumber, ...(fromNa?.displayName ? { name: fromNa.displayName } : {}) }, to: { number: called } });
+    const call = new Call({ ...(handoff ? { id: handoff.callId } : {}), direction: 'inbound', trunk, from: { number: callerNumber, ...(fromNa?.displayName ? { name: fromNa.displayName } : {}) }, to: { number: called } });
     call.sipCallId = sipCallId;
     call.inviteReq = req;
     call.inviteRes = res;
-    const targets = await this.#targets(route);
-    if (targets.length === 0) {
-      log.info({ route: route.kind }, 'rejecting INVITE: no agent available');
+    call.origin = handoff?.origin;
+    const plan = await this.#ringPlan(route, handoff !== undefined);
+    if (plan.length === 0) {
+      log.info({ route: route.kind, handoff: handoff !== undefined }, 'rejecting INVITE: no agent available');
       res.send(480);
-      this.#record(call, 'unavailable', 'system', 480);
+      if (!handoff) {
+        this.#record(call, 'unavailable', 'system', 480);
+      }
 
       return;
     }
     this.#calls.set(call.id, call);
-    req.on('cancel', () => this.#callerCancelled(call));
+    req.on('cancel', (cancel?: { get?: (h: string) => string | undefined }) => {
+      // RFC 3326 Reason cause=200: the origin node's call was answered on another node
+      const reason = cancel?.get?.('Reason') ?? '';
+      this.#callerCancelled(call, /cause=200\b/.test(reason) ? 'answered_elsewhere' : 'caller_cancelled');
+    });
     res.send(180);
     call.times.ringingAt = new Date();
-    void this.#store.putCall(call.id, { direction: 'inbound', state: 'ringing', trunkId: trunk.id, from: maskNumber(call.from.number), to: maskNumber(called), offeredAt: call.times.offeredAt.toISOString() });
-    log.info({ callId: call.id, trunk: trunk.id, targets: targets.length, strategy: route.kind === 'group' ? route.strategy : 'agent' }, 'ringing agents');
-    call.timer(this.#cfg.calls.ringTimeoutMs, () => this.#ringTimeout(call));
+    const ringMs = handoff ? handoff.ringMs : this.#cfg.calls.ringTimeoutMs;
+    call.ringDeadline = Date.now() + ringMs;
+    void this.#store.putCall(
+      call.id,
+      handoff
+        ? { agentNode: this.#store.nodeId }
+        : { direction: 'inbound', state: 'ringing', trunkId: trunk.id, from: this.#store.storedNumber(call.from.number), to: this.#store.storedNumber(called), node: this.#store.nodeId, offeredAt: call.times.offeredAt.toISOString(), ringingAt: call.times.ringingAt.toISOString() },
+    );
+    log.info({ callId: call.id, trunk: trunk.id, targets: plan.length, remote: plan.filter((t) => t.nodes.length > 0).length, strategy: route.kind === 'group' ? route.strategy : 'agent', origin: handoff?.origin }, 'ringing agents');
+    call.timer(ringMs, () => this.#ringTimeout(call));
     if (route.kind === 'group' && route.strategy === 'longest-idle') {
-      this.#ringNext(call, targets);
+      this.#ringNext(call, plan);
     } else {
-      for (const a of targets) {
-        this.#ring(call, a);
-      }
+      this.#ringTargets(call, plan);
     }
   }
 
-  /** Available agents of a route, longest idle first for that strategy. */
-  async #targets(route: RouteTarget): Promise<string[]> {
-    if (route.kind === 'agent') {
-      return this.presence.isAvailable(route.agentId) ? [route.agentId] : [];
+  /**
+   * Who to ring for a route: agents available here (a local session, not ringing or on a call) and,
+   * with the cluster on, agents available on other live, non-draining nodes; longest idle first for
+   * that strategy. For a hand-off, only this node's sessions of the named agents count.
+   */
+  async #ringPlan(route: RouteTarget, handoff: boolean): Promise<RingTarget[]> {
+    const candidates = route.kind === 'agent' ? [route.agentId] : route.members;
+    if (handoff) {
+      // the origin node checked the cluster view; re-read the agents' own status, set maybe on another node
+      await Promise.all(candidates.map((a) => this.presence.reload(a)));
     }
-    const avail = route.members.filter((m) => this.presence.isAvailable(m));
+    const plan: RingTarget[] = [];
+    let cluster: Map<string, ClusterPresence> | undefined;
+    const registry = this.#cluster?.registry;
+    if (registry && !handoff) {
+      try {
+        const live = new Set([...(await registry.refreshLive()).values()].filter((n) => !n.draining).map((n) => n.id));
+        live.add(this.#store.nodeId);
+        cluster = new Map((await this.#store.clusterPresence(candidates, live)).map((p) => [p.agentId, p]));
+      } catch (err) {
+        this.#log.warn({ err }, 'cannot read presence across the cluster; ringing this node only');
+      }
+    }
+    for (const agentId of candidates) {
+      const p = cluster?.get(agentId);
+      if (p && p.effective !== 'available' && p.effective !== 'offline') {
+        continue; // on a call, ringing or busy somewhere in the cluster
+      }
+      const local = this.presence.isAvailable(agentId);
+      const nodes = p ? p.nodes.filter((n) => n !== this.#store.nodeId && registry?.isLive(n)) : [];
+      if (local || nodes.length > 0) {
+        plan.push({ agentId, local, nodes });
+      }
+    }
+    if (route.kind === 'group' && route.strategy === 'longest-idle') {
+      const order = await this.#store.longestIdleFirst(plan.map((t) => t.agentId));
+      const byId = new Map(plan.map((t) => [t.agentId, t]));
 
-    return route.strategy === 'longest-idle' ? this.#store.longestIdleFirst(avail) : avail;
+      return order.map((a) => byId.get(a)!);
+    }
+
+    return plan;
+  }
+
+  /** Rings targets at once: local sessions here, one hand-off leg per other node. */
+  #ringTargets(call: Call, targets: RingTarget[]): void {
+    const byNode = new Map<string, string[]>();
+    for (const t of targets) {
+      if (t.local) {
+        this.#ring(call, t.agentId);
+      }
+      for (const n of t.nodes) {
+        byNode.set(n, [...(byNode.get(n) ?? []), t.agentId]);
+      }
+    }
+    for (const [node, agents] of byNode) {
+      this.#openLeg(call, node, agents);
+    }
   }
 
   #ring(call: Call, agentId: string): void {
     call.ringing.add(agentId);
-    this.#emit(agentId, 'call.incoming', { ...call.info(), ringTimeoutMs: this.#cfg.calls.ringTimeoutMs });
+    const ringTimeoutMs = Math.max(0, (call.ringDeadline ?? Date.now() + this.#cfg.calls.ringTimeoutMs) - Date.now());
+    this.#emit(agentId, 'call.incoming', { ...call.info(), ringTimeoutMs });
     this.presence.refresh(agentId);
   }
 
-  #unring(call: Call, agentId: string, reason: 'answered_elsewhere' | 'caller_cancelled' | 'ring_timeout' | 'declined' | 'session_lost'): void {
+  #unring(call: Call, agentId: string, reason: CancelReason): void {
     if (call.ringing.delete(agentId)) {
       this.#emit(agentId, 'call.cancelled', { callId: call.id, reason });
       this.presence.refresh(agentId);
     }
   }
 
-  /** longest-idle: ring the next agent still available, for ringStepMs. */
-  #ringNext(call: Call, queue: string[]): void {
+  /** longest-idle: ring the next agent still available (here or on its nodes), for ringStepMs. */
+  #ringNext(call: Call, queue: RingTarget[]): void {
     if (call.state !== 'ringing') {
       return;
     }
     for (const a of [...call.ringing]) {
       this.#unring(call, a, 'ring_timeout');
     }
-    let next: string | undefined;
-    while ((next = queue.shift()) !== undefined) {
-      if (!call.declined.has(next) && this.presence.isAvailable(next)) {
+    this.#cancelLegs(call, 'ring_timeout');
+    let next: RingTarget | undefined;
+    for (let t = queue.shift(); t !== undefined; t = queue.shift()) {
+      if (call.declined.has(t.agentId)) {
+        continue;
+      }
+      const local = t.local && this.presence.isAvailable(t.agentId);
+      const nodes = t.nodes.filter((n) => this.#cluster?.registry.isLive(n));
+      if (local || nodes.length > 0) {
+        next = { agentId: t.agentId, local, nodes };
         break;
       }
     }
@@ -259,9 +387,21 @@ export class CallManager implements SignalingHandler {
 
       return;
     }
-    this.#ring(call, next);
+    this.#ringTargets(call, [next]);
     call.timer(this.#cfg.calls.ringStepMs, () => this.#ringNext(call, queue));
     call.ringQueue = queue;
+  }
+
+  /** Nobody rings any more (declines, lost sessions, failed legs): the next step, or the end. */
+  #ringingDone(call: Call): void {
+    if (call.state !== 'ringing' || call.ringing.size > 0 || call.legsRinging) {
+      return;
+    }
+    if (call.ringQueue && call.ringQueue.length > 0) {
+      this.#ringNext(call, call.ringQueue);
+    } else {
+      this.#allDeclinedOrGone(call);
+    }
   }
 
   #allDeclinedOrGone(call: Call): void {
@@ -277,6 +417,7 @@ export class CallManager implements SignalingHandler {
     for (const a of [...call.ringing]) {
       this.#unring(call, a, status === 480 ? 'ring_timeout' : 'declined');
     }
+    this.#cancelLegs(call, 'ring_timeout');
     if (call.inviteRes && !call.inviteRes.finalResponseSent) {
       call.inviteRes.send(status);
     }
@@ -290,17 +431,233 @@ export class CallManager implements SignalingHandler {
     }
   }
 
-  #callerCancelled(call: Call): void {
+  #callerCancelled(call: Call, reason: 'caller_cancelled' | 'answered_elsewhere' = 'caller_cancelled'): void {
     if (call.state !== 'ringing' && call.state !== 'answering') {
       return;
     }
     for (const a of [...call.ringing]) {
-      this.#unring(call, a, 'caller_cancelled');
+      this.#unring(call, a, reason);
     }
+    this.#cancelLegs(call, 'caller_cancelled');
     if (call.agentId) {
-      this.#emit(call.agentId, 'call.ended', { callId: call.id, reason: 'cancelled', by: 'remote', sipStatus: 487 });
+      this.#emit(call.agentId, 'call.ended', { callId: call.id, reason: reason === 'answered_elsewhere' ? 'answered_elsewhere' : 'cancelled', by: 'remote', sipStatus: 487 });
     }
     this.#finish(call, 'cancelled', 'remote', 487);
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Hand-off legs (handoff.ts): ringing agents connected to other nodes
+  // ----------------------------------------------------------------------------------------------
+
+  /** Opens a hand-off leg: an INVITE to another node to ring its sessions of these agents. */
+  #openLeg(call: Call, nodeId: string, agents: string[]): void {
+    const node = this.#cluster?.registry.live.get(nodeId);
+    const invite = call.inviteReq;
+    if (!this.#cluster || !node || !invite || !node.sipUri) {
+      return;
+    }
+    const leg: RemoteLeg = { node: nodeId, agents, req: undefined, cancelled: false, done: false };
+    call.legs.set(nodeId, leg);
+    call.peerSince = Date.now();
+    const ringMs = Math.max(1000, (call.ringDeadline ?? Date.now()) - Date.now());
+    const user = parseUri(invite.uri)?.user ?? 'ringbridge';
+    const uri = node.sipUri.replace(/^sip:/, `sip:${user}@`);
+    const from = (invite.get('From') ?? '').replace(/;\s*tag=[^;>\s]*/i, '');
+    const headers: Record<string, string> = { ...this.#cluster.handoff.headers({ callId: call.id, agents, trunkId: call.trunk.id, origin: this.#store.nodeId, ringMs }), ...(from ? { From: from } : {}) };
+    const late = !hasSdp(invite);
+    const log = this.#log.child({ callId: call.id, node: nodeId });
+    log.debug({ agents: agents.length }, 'hand-off leg: ringing agents on another node');
+    this.#srf
+      .createUAC(uri, { headers, ...(late ? { noAck: true } : { localSdp: invite.body }) }, {
+        cbRequest: ((_err: unknown, sent: Srf.SrfRequest) => {
+          leg.req = sent;
+          if (leg.cancelled && sent) {
+            sent.cancel(() => undefined);
+          }
+        }) as unknown as (req: Srf.SrfRequest) => void,
+      })
+      .then(
+        (r: unknown) => {
+          this.#legAnswered(call, leg, r as Srf.Dialog | LateOfferLeg).catch((err: unknown) => {
+            log.warn({ err }, 'hand-off leg answered but the call could not be connected');
+            this.#hangupTrunk(call, 'failed', 'SIP;cause=500;text="hand-off failed"');
+          });
+        },
+        (err: { status?: number }) => this.#legFailed(call, leg, err.status ?? 500),
+      );
+  }
+
+  /** CANCELs the hand-off legs still ringing; `answered_elsewhere` says so (RFC 3326 Reason cause=200). */
+  #cancelLegs(call: Call, why: CancelReason): void {
+    for (const leg of call.legs.values()) {
+      if (leg.done || leg.cancelled) {
+        continue;
+      }
+      leg.cancelled = true;
+      leg.done = true;
+      const opts = why === 'answered_elsewhere' ? { headers: { Reason: 'SIP;cause=200;text="Call completed elsewhere"' } } : {};
+      try {
+        (leg.req as unknown as { cancel(opts: object, cb: () => void): void } | undefined)?.cancel(opts, () => undefined);
+      } catch (err) {
+        this.#log.debug({ err, node: leg.node }, 'cannot cancel a hand-off leg');
+      }
+    }
+  }
+
+  #legFailed(call: Call, leg: RemoteLeg, status: number): void {
+    const wasCancelled = leg.cancelled;
+    leg.done = true;
+    if (wasCancelled || call.state !== 'ringing') {
+      return;
+    }
+    this.#log.debug({ callId: call.id, node: leg.node, status }, 'hand-off leg ended without an answer');
+    if (status === 486 || status === 600 || status === 603) {
+      for (const a of leg.agents) {
+        if (!call.declined.has(a)) {
+          call.declined.add(a);
+          if (status !== 603) {
+            call.busyDeclines++;
+          }
+        }
+      }
+    }
+    this.#ringingDone(call);
+  }
+
+  /** An agent on another node answered: the trunk gets that node's SDP; this node keeps only signaling. */
+  async #legAnswered(call: Call, leg: RemoteLeg, r: Srf.Dialog | LateOfferLeg): Promise<void> {
+    const late = isLateOfferLeg(r);
+    leg.done = true;
+    if (call.state !== 'ringing' || leg.cancelled || !call.inviteReq || !call.inviteRes) {
+      // another answer won, or the caller left: release this one (BYE)
+      if (late) {
+        void r.destroy?.();
+      } else {
+        r.destroy();
+      }
+
+      return;
+    }
+    call.transition('answering');
+    const agentId = late ? '' : ((r as unknown as { res?: { get(h: string): string | undefined } }).res?.get('X-RB-Agent') ?? '');
+    call.remote = { node: leg.node, agentId, dialog: late ? undefined : r, release: late ? () => void r.destroy?.() : undefined };
+    for (const a of [...call.ringing]) {
+      this.#unring(call, a, 'answered_elsewhere');
+    }
+    this.#cancelLegs(call, 'answered_elsewhere');
+    for (const t of call.timers) {
+      clearTimeout(t);
+    }
+    call.timers.clear();
+    const sdp = late ? r.sdp : r.remote.sdp;
+    const trunkDialog = await this.#srf.createUAS(call.inviteReq, call.inviteRes, { localSdp: sdp });
+    call.dialog = trunkDialog;
+    call.inviteReq = undefined;
+    call.inviteRes = undefined;
+    if (!call.live) {
+      trunkDialog.destroy();
+
+      return;
+    }
+    call.transition('active');
+    if (late) {
+      // the trunk's ACK carries its answer to the other node's offer (RFC 3264 §5)
+      (trunkDialog as unknown as { once(event: 'ack', listener: (ack: Srf.SrfRequest) => void): void }).once('ack', (ack) => {
+        r.ack(ack.body ?? '').then(
+          (legDialog) => {
+            if (!call.live || !call.remote) {
+              legDialog.destroy();
+
+              return;
+            }
+            call.remote.dialog = legDialog;
+            call.remote.release = undefined;
+            this.#watchRemote(call, trunkDialog, legDialog);
+          },
+          (err: unknown) => {
+            this.#log.warn({ err, callId: call.id }, 'cannot complete the hand-off leg of a late-offer call');
+            this.#hangupTrunk(call, 'failed', 'SIP;cause=500;text="hand-off failed"');
+          },
+        );
+      });
+    } else {
+      this.#watchRemote(call, trunkDialog, r);
+    }
+    this.#watchTrunkOnly(call, trunkDialog);
+    void this.#store.putCall(call.id, { state: 'active', agentNode: leg.node, answeredAt: call.times.answeredAt?.toISOString() });
+    this.#log.info({ callId: call.id, node: leg.node }, 'call answered on another node');
+  }
+
+  /** A call answered on another node: BYE and re-INVITEs pass between the trunk and that node. */
+  #watchRemote(call: Call, trunkDialog: Srf.Dialog, legDialog: Srf.Dialog): void {
+    legDialog.on('destroy', () => {
+      if (call.remote) {
+        call.remote.dialog = undefined; // it is gone: no BYE back
+      }
+      if (call.live) {
+        trunkDialog.destroy();
+        this.#finish(call, 'hangup_local', 'local');
+      }
+    });
+    trunkDialog.on('modify', (req: Srf.SrfRequest, res: Srf.SrfResponse) => {
+      legDialog.modify(req.body ?? '').then(
+        (sdp: string) => res.send(200, { body: sdp }),
+        (err: { status?: number }) => res.send(err.status && err.status >= 400 ? err.status : 500),
+      );
+    });
+    legDialog.on('modify', (req: Srf.SrfRequest, res: Srf.SrfResponse) => {
+      trunkDialog.modify(req.body ?? '').then(
+        (sdp: string) => res.send(200, { body: sdp }),
+        (err: { status?: number }) => res.send(err.status && err.status >= 400 ? err.status : 500),
+      );
+    });
+  }
+
+  /** The trunk's BYE on a call answered on another node. */
+  #watchTrunkOnly(call: Call, trunkDialog: Srf.Dialog): void {
+    trunkDialog.on('destroy', () => {
+      if (call.live) {
+        this.#finish(call, 'hangup_remote', 'remote');
+      }
+    });
+  }
+
+  /**
+   * After each registry refresh: calls that depend on a node that stopped beating end. A call that
+   * rings there loses that leg; one answered there is hung up toward the trunk; one handed here by
+   * a dead node ends for its agent.
+   */
+  #checkPeers(): void {
+    const registry = this.#cluster?.registry;
+    if (!registry) {
+      return;
+    }
+    const graceMs = this.#cfg.cluster.nodeTtlMs;
+    for (const call of this.calls) {
+      for (const leg of call.legs.values()) {
+        if (!leg.done && !registry.isLive(leg.node) && Date.now() - (call.peerSince ?? 0) > graceMs) {
+          this.#log.warn({ callId: call.id, node: leg.node }, 'the node a hand-off leg rings is down');
+          leg.cancelled = true;
+          leg.done = true;
+          this.#ringingDone(call);
+        }
+      }
+      const peer = call.peerNode;
+      if (!peer || registry.isLive(peer) || Date.now() - (call.peerSince ?? 0) <= graceMs || !call.live) {
+        continue;
+      }
+      if (call.remote) {
+        this.#log.warn({ callId: call.id, node: peer }, 'the node holding the agent of this call is down; hanging up');
+        call.remote.dialog = undefined;
+        this.#hangupTrunk(call, 'node_failure', 'SIP;cause=503;text="agent node lost"');
+      } else if (call.origin) {
+        this.#log.warn({ callId: call.id, node: peer }, 'the node holding the trunk side of this call is down; ending it');
+        for (const a of [...call.ringing]) {
+          this.#unring(call, a, 'node_failure');
+        }
+        this.#hangupTrunk(call, 'node_failure', 'SIP;cause=503;text="trunk node lost"');
+      }
+    }
   }
 
   async #answer(session: AgentSession, callId: string): Promise<ResponseData['call.answer']> {
@@ -348,7 +705,7 @@ export class CallManager implements SignalingHandler {
         throw new SignalingError('INVALID_STATE', 'the caller hung up');
       }
       // 200 OK to the trunk now; the agent's media joins within moments.
-      const dialog = await this.#srf.createUAS(call.inviteReq!, call.inviteRes!, { localSdp: call.localSdp });
+      const dialog = await this.#srf.createUAS(call.inviteReq!, call.inviteRes!, { localSdp: call.localSdp, ...(call.origin ? { headers: { 'X-RB-Agent': session.agentId } } : {}) });
       call.dialog = dialog;
       call.inviteReq = undefined;
       call.inviteRes = undefined;
@@ -408,13 +765,7 @@ export class CallManager implements SignalingHandler {
       call.busyDeclines++;
     }
     this.presence.refresh(session.agentId);
-    if (call.ringing.size === 0) {
-      if (call.ringQueue && call.ringQueue.length > 0) {
-        this.#ringNext(call, call.ringQueue);
-      } else {
-        this.#allDeclinedOrGone(call);
-      }
-    }
+    this.#ringingDone(call);
   }
 
   // ----------------------------------------------------------------------------------------------
@@ -466,7 +817,7 @@ export class CallManager implements SignalingHandler {
       this.#finish(call, 'media_error', 'system');
       throw new SignalingError('MEDIA_ERROR', `cannot set up media: ${(err as Error).message}`);
     }
-    void this.#store.putCall(call.id, { direction: 'outbound', state: 'dialing', trunkId: trunk.id, agentId: session.agentId, from: maskNumber(call.from.number), to: maskNumber(data.to), offeredAt: call.times.offeredAt.toISOString() });
+    void this.#store.putCall(call.id, { direction: 'outbound', state: 'dialing', trunkId: trunk.id, agentId: session.agentId, node: this.#store.nodeId, from: this.#store.storedNumber(call.from.number), to: this.#store.storedNumber(data.to), offeredAt: call.times.offeredAt.toISOString() });
     call.timer(this.#cfg.calls.dialTimeoutMs, () => {
       if (call.state === 'dialing' || call.state === 'early') {
         log.info('dial timeout; cancelling');
@@ -715,7 +1066,10 @@ export class CallManager implements SignalingHandler {
     this.#finish(call, reason, 'system');
   }
 
-  /** Ends a call: state, presence, record. */
+  /**
+   * Ends a call: state, presence, hand-off legs, record. Across nodes one record is written: by the
+   * node of the agent who answered, else by the node that holds the trunk's SIP leg.
+   */
   #finish(call: Call, reason: EndReason, by: 'local' | 'remote' | 'system', sipStatus?: number): void {
     if (!call.finish(reason, by, sipStatus)) {
       return;
@@ -724,13 +1078,28 @@ export class CallManager implements SignalingHandler {
     for (const a of [...call.ringing]) {
       this.#unring(call, a, reason === 'cancelled' ? 'caller_cancelled' : 'ring_timeout');
     }
+    this.#cancelLegs(call, reason === 'cancelled' ? 'caller_cancelled' : 'ring_timeout');
+    if (call.remote) {
+      const { dialog, release } = call.remote;
+      call.remote.dialog = undefined;
+      try {
+        dialog?.destroy();
+        release?.();
+      } catch (err) {
+        this.#log.debug({ err, callId: call.id }, 'cannot release the hand-off leg');
+      }
+    }
     if (call.agentId) {
       if (call.times.answeredAt) {
         void this.#store.agentBecameIdle(call.agentId);
       }
       this.presence.refresh(call.agentId);
     }
-    this.#record(call, reason, by, sipStatus);
+    if (call.remote || (call.origin && !call.agentId)) {
+      void this.#store.dropCall(call.id); // the agent's node records it (or, unanswered, the origin)
+    } else {
+      this.#record(call, reason, by, sipStatus);
+    }
   }
 
   #record(call: Call, reason: EndReason, _by: string, sipStatus?: number): void {
@@ -740,10 +1109,11 @@ export class CallManager implements SignalingHandler {
       callId: call.id,
       direction: call.direction,
       trunkId: call.trunk.id,
-      from: maskNumber(call.from.number),
-      to: maskNumber(call.to.number),
-      agentId: call.agentId ?? '',
-      node: '',
+      from: this.#store.storedNumber(call.from.number),
+      to: this.#store.storedNumber(call.to.number),
+      agentId: call.agentId ?? call.remote?.agentId ?? '',
+      node: call.origin ?? this.#store.nodeId,
+      ...(call.origin ? { agentNode: this.#store.nodeId } : call.remote ? { agentNode: call.remote.node } : {}),
       offeredAt: call.times.offeredAt.toISOString(),
       ...(call.times.ringingAt ? { ringingAt: call.times.ringingAt.toISOString() } : {}),
       ...(answeredAt ? { answeredAt: answeredAt.toISOString() } : {}),
@@ -762,6 +1132,10 @@ export class CallManager implements SignalingHandler {
   /** @private SignalingHandler */
   async onSessionReady(session: AgentSession, resumed: boolean): Promise<{ presence: { status: AgentStatus; effective: EffectivePresence }; calls: ReturnType<Call['info']>[] }> {
     await this.presence.load(session.agentId);
+    void this.#store.putSession(session.agentId, session.id, 'connected', session.startedAt, session.deviceId);
+    if (session.deviceId) {
+      void this.#store.touchDevice(session.agentId, session.deviceId);
+    }
     this.presence.refresh(session.agentId);
     const calls = this.calls
       .filter((c) => c.agentId === session.agentId || (c.state === 'ringing' && c.ringing.has(session.agentId)))
@@ -772,12 +1146,14 @@ export class CallManager implements SignalingHandler {
   }
 
   /** @private SignalingHandler: calls go on during the grace period. */
-  onSessionSuspended(_session: AgentSession): void {
+  onSessionSuspended(session: AgentSession): void {
     // media keeps flowing; the agent resumes or the grace period ends the session
+    void this.#store.putSession(session.agentId, session.id, 'suspended', session.startedAt, session.deviceId);
   }
 
   /** @private SignalingHandler */
   onSessionEnded(session: AgentSession, reason: 'grace_expired' | 'closed' | 'shutdown'): void {
+    void this.#store.removeSession(session.agentId, session.id);
     const remaining = this.#signaling?.sessionsOf(session.agentId).length ?? 0;
     if (remaining > 0) {
       return;
@@ -785,13 +1161,7 @@ export class CallManager implements SignalingHandler {
     for (const call of this.calls) {
       if (call.ringing.has(session.agentId)) {
         this.#unring(call, session.agentId, 'session_lost');
-        if (call.ringing.size === 0 && call.state === 'ringing') {
-          if (call.ringQueue && call.ringQueue.length > 0) {
-            this.#ringNext(call, call.ringQueue);
-          } else {
-            this.#allDeclinedOrGone(call);
-          }
-        }
+        this.#ringingDone(call);
       } else if (call.agentId === session.agentId && call.live && reason !== 'shutdown') {
         this.#log.info({ callId: call.id, agent: session.agentId }, 'agent session lost; ending its call');
         this.#hangupTrunk(call, 'session_lost', 'SIP;cause=480;text="agent connection lost"');
@@ -818,12 +1188,45 @@ export class CallManager implements SignalingHandler {
     }
   }
 
+  /** Runs a Redis read or write for a request; a Redis failure becomes UNAVAILABLE. */
+  async #storeCall<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      this.#log.warn({ err }, 'Redis unavailable for a device request');
+      throw new SignalingError('UNAVAILABLE', 'state store unavailable; try again');
+    }
+  }
+
   async #dispatch(session: AgentSession, type: Exclude<RequestType, 'auth' | 'ping'>, data: Record<string, unknown>): Promise<unknown> {
     switch (type) {
       case 'presence.set':
         return this.presence.set(session.agentId, (data as RequestData<'presence.set'>).status);
       case 'calls.list':
         return { calls: this.calls.filter((c) => c.agentId === session.agentId || c.ringing.has(session.agentId)).map((c) => c.info()) };
+      case 'device.register': {
+        const d = data as RequestData<'device.register'>;
+        const stored = await this.#storeCall(() =>
+          this.#store.putDevice(session.agentId, {
+            deviceId: d.deviceId,
+            platform: d.platform,
+            channel: d.channel,
+            ...(d.token !== undefined ? { token: d.token } : {}),
+            ...(d.topic !== undefined ? { topic: d.topic } : {}),
+            ...(d.appVersion !== undefined ? { appVersion: d.appVersion } : {}),
+          }),
+        );
+        this.#log.info({ agent: session.agentId, device: d.deviceId, platform: d.platform, channel: d.channel }, 'device registered');
+
+        return { device: deviceInfo(stored) };
+      }
+      case 'device.unregister': {
+        const removed = await this.#storeCall(() => this.#store.removeDevice(session.agentId, (data as RequestData<'device.unregister'>).deviceId));
+
+        return { removed };
+      }
+      case 'device.list':
+        return { devices: (await this.#storeCall(() => this.#store.devices(session.agentId))).map(deviceInfo) };
       case 'call.answer':
         return this.#answer(session, (data as RequestData<'call.answer'>).callId);
       case 'call.decline': {
@@ -906,14 +1309,61 @@ export class CallManager implements SignalingHandler {
     return call.media;
   }
 
+  /**
+   * Writes what this node holds to Redis again: its live calls, its agents' sessions and presence.
+   * Called when Redis comes back after an outage (a restarted Redis may have lost everything).
+   */
+  resync(): void {
+    for (const call of this.calls) {
+      const answeredAt = call.times.answeredAt?.toISOString();
+      void this.#store.putCall(
+        call.id,
+        call.origin
+          ? { agentNode: this.#store.nodeId, agentId: call.agentId, state: call.state, answeredAt, codec: call.media?.plan?.codec.name }
+          : {
+              direction: call.direction,
+              state: call.state,
+              trunkId: call.trunk.id,
+              from: this.#store.storedNumber(call.from.number),
+              to: this.#store.storedNumber(call.to.number),
+              node: this.#store.nodeId,
+              agentId: call.agentId ?? call.remote?.agentId,
+              agentNode: call.remote?.node,
+              offeredAt: call.times.offeredAt.toISOString(),
+              ringingAt: call.times.ringingAt?.toISOString(),
+              answeredAt,
+              codec: call.media?.plan?.codec.name,
+            },
+      );
+    }
+    for (const s of this.#signaling?.allSessions() ?? []) {
+      void this.#store.putSession(s.agentId, s.id, s.state === 'suspended' ? 'suspended' : 'connected', s.startedAt, s.deviceId);
+    }
+    this.presence.rewriteAll();
+  }
+
   /** Ends every call (shutdown): BYE/CANCEL/480 to trunks, call.ended to agents. */
   shutdown(): void {
     for (const call of this.calls) {
       if (call.state === 'ringing') {
         this.#rejectInbound(call, 480, 'unavailable');
       } else {
-        this.#hangupTrunk(call, 'failed', 'SIP;cause=503;text="gateway shutting down"');
+        this.#hangupTrunk(call, 'shutdown', 'SIP;cause=503;text="gateway shutting down"');
       }
     }
   }
+}
+
+/** A stored device as the protocol reports it: the push token itself never leaves the gateway. */
+function deviceInfo(d: Device): DeviceInfo {
+  return {
+    deviceId: d.deviceId,
+    platform: d.platform,
+    channel: d.channel,
+    hasToken: d.token !== undefined && d.token !== '',
+    ...(d.topic ? { topic: d.topic } : {}),
+    ...(d.appVersion ? { appVersion: d.appVersion } : {}),
+    addedAt: d.addedAt,
+    lastSeen: d.lastSeen,
+  };
 }

@@ -30,9 +30,21 @@ export class CallStateError extends Error {
   override readonly name = 'CallStateError';
 }
 
+/** A hand-off leg: the INVITE this node sent to another node to ring agents connected there. */
+export interface RemoteLeg {
+  node: string;
+  agents: string[];
+  /** The INVITE sent (for CANCEL), once srf reports it. */
+  req: Srf.SrfRequest | undefined;
+  /** CANCEL wanted (sent as soon as the request is known). */
+  cancelled: boolean;
+  /** A final response came (or the leg was given up). */
+  done: boolean;
+}
+
 /** One call between a trunk and an agent. */
 export class Call {
-  readonly id = randomUUID();
+  readonly id: string;
   readonly direction: 'inbound' | 'outbound';
   readonly trunk: TrunkConfig;
   readonly from: { number: string; name?: string };
@@ -46,7 +58,7 @@ export class Call {
   /** Declines that gave "busy" (all busy → 486, else 603). */
   busyDeclines = 0;
   /** longest-idle: agents still to ring, in order. */
-  ringQueue: string[] | undefined;
+  ringQueue: { agentId: string; local: boolean; nodes: string[] }[] | undefined;
   /** The agent on the call (answered inbound, or dialling outbound). */
   agentId: string | undefined;
   media: CallMedia | undefined;
@@ -63,8 +75,22 @@ export class Call {
   readonly timers = new Set<NodeJS.Timeout>();
   readonly times: { offeredAt: Date; ringingAt?: Date; answeredAt?: Date; endedAt?: Date };
   end?: { reason: EndReason; by: 'local' | 'remote' | 'system'; sipStatus?: number };
+  /** A call handed to this node by another (its trunk-side SIP leg is that node): its id. */
+  origin: string | undefined;
+  /** Hand-off legs ringing agents on other nodes, by node id. */
+  readonly legs = new Map<string, RemoteLeg>();
+  /**
+   * Answered on another node: that node, its agent, and our dialog with it (no media here); until
+   * a late-offer leg is ACKed, `release` abandons it instead.
+   */
+  remote: { node: string; agentId: string; dialog: Srf.Dialog | undefined; release: (() => void) | undefined } | undefined;
+  /** When the inbound call stops ringing (ms since the epoch). */
+  ringDeadline: number | undefined;
+  /** Since when the call depends on another node (ms since the epoch). */
+  peerSince: number | undefined;
 
-  constructor(init: { direction: 'inbound' | 'outbound'; trunk: TrunkConfig; from: { number: string; name?: string }; to: { number: string } }) {
+  constructor(init: { id?: string; direction: 'inbound' | 'outbound'; trunk: TrunkConfig; from: { number: string; name?: string }; to: { number: string } }) {
+    this.id = init.id ?? randomUUID();
     this.direction = init.direction;
     this.trunk = init.trunk;
     this.from = init.from;
@@ -90,6 +116,22 @@ export class Call {
     if ((to === 'active' && !this.times.answeredAt) || (to === 'answering' && !this.times.answeredAt)) {
       this.times.answeredAt = new Date();
     }
+  }
+
+  /** The other node this call depends on (origin or remote), if any. */
+  get peerNode(): string | undefined {
+    return this.origin ?? this.remote?.node;
+  }
+
+  /** Whether a hand-off leg is still ringing. */
+  get legsRinging(): boolean {
+    for (const l of this.legs.values()) {
+      if (!l.done) {
+        return true;
+      }
+    }
+
+    return false;
   }
 
   /** Whether the call can still change (not ended). */

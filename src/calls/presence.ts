@@ -8,8 +8,8 @@ import { type StateStore } from '../state/store.js';
 
 /** What presence needs to know about an agent from the rest of the gateway. */
 export interface PresenceInputs {
-  /** Whether the agent has a connected or resuming session. */
-  hasSession(agentId: string): boolean;
+  /** The agent's sessions on this node (connected or resuming). */
+  sessions(agentId: string): number;
   /** The agent's call activity. */
   activity(agentId: string): 'on_call' | 'ringing' | undefined;
   /** Tells the agent's sessions about a change. */
@@ -35,8 +35,20 @@ export class PresenceService {
     if (this.#status.has(agentId)) {
       return;
     }
+    await this.reload(agentId);
+  }
+
+  /**
+   * Reads the agent's status from Redis again (it may have been set through another node); keeps
+   * the known one when Redis has none or cannot be read.
+   */
+  async reload(agentId: string): Promise<void> {
     const stored = await this.#store.getStatus(agentId);
-    this.#status.set(agentId, stored === 'busy' || stored === 'away' || stored === 'available' ? stored : 'available');
+    if (stored === 'busy' || stored === 'away' || stored === 'available') {
+      this.#status.set(agentId, stored);
+    } else if (!this.#status.has(agentId)) {
+      this.#status.set(agentId, 'available');
+    }
   }
 
   /** The agent's own status. */
@@ -46,7 +58,7 @@ export class PresenceService {
 
   /** The effective presence. */
   effective(agentId: string): EffectivePresence {
-    if (!this.#inputs.hasSession(agentId)) {
+    if (this.#inputs.sessions(agentId) === 0) {
       return 'offline';
     }
 
@@ -74,11 +86,19 @@ export class PresenceService {
     }
     this.#effective.set(agentId, eff);
     const status = this.status(agentId);
-    void this.#store.setPresence(agentId, status, eff);
+    // this node's view of the agent, read by the other nodes (store.ts, clusterPresence)
+    void this.#store.setPresence(agentId, status, eff, { s: this.#inputs.sessions(agentId), a: this.#inputs.activity(agentId) ?? 'idle' });
     this.#inputs.notify(agentId, status, eff);
     this.#log.debug({ agent: agentId, status, effective: eff }, 'presence changed');
     if (eff === 'offline') {
       this.#effective.delete(agentId);
+    }
+  }
+
+  /** Writes every known agent's presence again (after Redis came back empty). */
+  rewriteAll(): void {
+    for (const agentId of [...this.#effective.keys()]) {
+      this.refresh(agentId, true);
     }
   }
 

@@ -9,6 +9,7 @@ import type {
   CallCodec,
   CallInfo,
   CancelReason,
+  DeviceInfo,
   EffectivePresence,
   EndReason,
   EventData,
@@ -30,6 +31,12 @@ export interface RingbridgeClientOptions {
   url: string;
   /** The agent's JWT, or a function returning a fresh one; called on connect and on every resume. */
   token: TokenSource;
+  /**
+   * Id of the device this client runs on (1–128 of A-Z a-z 0-9 . _ : -), as registered with
+   * `registerDevice()`: while this client is connected the gateway rings it here and sends that
+   * device no wake-up push.
+   */
+  deviceId?: string;
   /** WebSocket constructor (default `globalThis.WebSocket`; in Node pass `WebSocket` from 'ws'). */
   WebSocket?: WebSocketConstructorLike;
   /**
@@ -95,6 +102,7 @@ const CANCEL_TO_END: Record<CancelReason, EndReason> = {
   ring_timeout: 'no_answer',
   declined: 'declined',
   session_lost: 'session_lost',
+  node_failure: 'node_failure',
 };
 
 /**
@@ -142,6 +150,7 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
     this.#signaling = new Signaling({
       url: opts.url,
       token: opts.token,
+      deviceId: opts.deviceId,
       WebSocket: opts.WebSocket,
       requestTimeoutMs: opts.requestTimeoutMs,
       reconnect: opts.reconnect,
@@ -214,6 +223,26 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
     this.#presence = { status: res.status, effective: res.effective };
 
     return this.#presence;
+  }
+
+  /**
+   * Registers (or updates) one of the agent's devices with its push token (`device.register`),
+   * so that the gateway can wake it for a call; an agent may have several. The token never
+   * comes back from the gateway.
+   * @throws {RingbridgeError} BAD_REQUEST on an invalid field, UNAVAILABLE when the gateway cannot store it now
+   */
+  async registerDevice(device: RequestData<'device.register'>): Promise<DeviceInfo> {
+    return (await this.#request('device.register', device)).device;
+  }
+
+  /** Removes one of the agent's devices (`device.unregister`); resolves false when it was unknown. */
+  async unregisterDevice(deviceId: string): Promise<boolean> {
+    return (await this.#request('device.unregister', { deviceId })).removed;
+  }
+
+  /** The agent's registered devices (`device.list`), without their tokens. */
+  async listDevices(): Promise<DeviceInfo[]> {
+    return (await this.#request('device.list', {})).devices;
   }
 
   /** The agent's calls as the gateway lists them (`calls.list`). */
@@ -736,6 +765,7 @@ function withCall(err: unknown, callId: string, fallback: RingbridgeError['code'
 interface ValidOptions {
   url: string;
   token: TokenSource;
+  deviceId: string | undefined;
   WebSocket: WebSocketConstructorLike;
   webrtc: WebRtcImplementation | undefined;
   handlerName: HandlerName | undefined;
@@ -753,6 +783,9 @@ function validateOptions(o: RingbridgeClientOptions): ValidOptions {
   }
   if (typeof o.token !== 'function' && (typeof o.token !== 'string' || o.token === '')) {
     throw new TypeError('options.token must be a non-empty string or a function returning one');
+  }
+  if (o.deviceId !== undefined && (typeof o.deviceId !== 'string' || !/^[A-Za-z0-9._:-]{1,128}$/.test(o.deviceId))) {
+    throw new TypeError('if given, options.deviceId must be 1 to 128 of A-Z a-z 0-9 . _ : -');
   }
   const WebSocketImpl = o.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructorLike }).WebSocket;
   if (typeof WebSocketImpl !== 'function') {
@@ -785,6 +818,7 @@ function validateOptions(o: RingbridgeClientOptions): ValidOptions {
   return {
     url: o.url,
     token: o.token,
+    deviceId: o.deviceId,
     WebSocket: WebSocketImpl,
     webrtc: o.webrtc,
     handlerName: o.handlerName,

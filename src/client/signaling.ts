@@ -30,6 +30,8 @@ const OPEN = 1;
 export interface SignalingOptions {
   url: string;
   token: TokenSource;
+  /** The device this client runs on, sent in every `auth`. */
+  deviceId: string | undefined;
   WebSocket: WebSocketConstructorLike;
   requestTimeoutMs: number;
   /** `false`: never reconnect. */
@@ -176,7 +178,8 @@ export class Signaling {
     }
     const sock = await this.#openSocket();
     const prev = this.#auth;
-    const data: RequestData<'auth'> = resume && prev ? { token, resume: { sessionId: prev.sessionId, resumeToken: prev.resumeToken } } : { token };
+    const device = this.#opts.deviceId ? { deviceId: this.#opts.deviceId } : {};
+    const data: RequestData<'auth'> = resume && prev ? { token, ...device, resume: { sessionId: prev.sessionId, resumeToken: prev.resumeToken } } : { token, ...device };
 
     return new Promise<AuthResult>((resolve, reject) => {
       const pending: Pending = {

@@ -190,8 +190,35 @@ const callsSchema = z.strictObject({
   rtpTimeoutMs: durationMs,
   /** Outbound INVITE without a final answer for this long is cancelled, ms. */
   dialTimeoutMs: durationMs,
-  /** How long a finished call's record stays in Redis (the call hash), seconds. */
+  /**
+   * Retention of call records in Redis (the call hash, the CDR stream entry, the agent's record
+   * index), seconds.
+   */
   recordTtlS: z.int().min(60).max(365 * 86400),
+  /** Store caller and called numbers masked ("+49******56"); false stores them in full. */
+  maskNumbers: z.boolean(),
+});
+
+const clusterSchema = z.strictObject({
+  /**
+   * Shared secret of the nodes (HMAC of node-to-node SIP requests), at least 32 characters.
+   * Empty: this node hands no call to another node and accepts none from one.
+   */
+  secret: z.string(),
+  /** Where other nodes send SIP for this node (sip:host:port); empty: the first SIP listen address and UDP port. */
+  sipUri: z.string().regex(/^(sip:[^\s]+)?$/, 'a sip: URI such as sip:10.0.0.5:5060, or empty'),
+  /** Heartbeat into the node registry, ms. */
+  heartbeatIntervalMs: durationMs,
+  /** A node without a heartbeat for this long is dead: its calls end, its agents are freed, ms. */
+  nodeTtlMs: durationMs,
+});
+
+const adminSchema = z.strictObject({
+  /**
+   * Bearer token of the admin HTTP API (/admin/...: drain, nodes, personal-data export and
+   * erase), at least 32 characters. Empty: the admin API is off (404).
+   */
+  token: z.string(),
 });
 
 const mediaSchema = z.strictObject({
@@ -210,6 +237,13 @@ const mediaSchema = z.strictObject({
   relayMaxPort: port,
 });
 
+/** "host:port" of a Redis node or sentinel: a name, an IPv4 address or a bracketed IPv6 address. */
+const redisHostPort = z.string().refine((s) => {
+  const m = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/.exec(s);
+
+  return m !== null && Number(m[1]) >= 1 && Number(m[1]) <= 65535;
+}, '"host:port" with a port from 1 to 65535, e.g. "10.0.0.5:26379" or "[2001:db8::5]:26379"');
+
 const redisSchema = z.strictObject({
   /** redis:// or rediss:// URL. */
   url: z.string().regex(/^rediss?:\/\/[^\s]+$/, 'a redis:// or rediss:// URL'),
@@ -222,6 +256,28 @@ const redisSchema = z.strictObject({
   autoStart: z.boolean(),
   /** Connect timeout in ms. */
   connectTimeoutMs: durationMs,
+  /**
+   * standalone: one Redis server at redis.url.
+   * sentinel: the primary of the group redis.sentinel.name, found through redis.sentinel.nodes.
+   * cluster: a Redis Cluster reached through redis.cluster.nodes.
+   * In sentinel and cluster modes redis.url supplies only the data nodes' credentials, database
+   * (sentinel only) and TLS (rediss://); its host and port are not used, and autoStart is ignored.
+   */
+  mode: z.enum(['standalone', 'sentinel', 'cluster']),
+  sentinel: z.strictObject({
+    /** Sentinels, "host:port" each (three or more in production). */
+    nodes: z.array(redisHostPort),
+    /** Name of the monitored primary group ("sentinel monitor <name> ..."). */
+    name: z.string().regex(/^[A-Za-z0-9._-]{0,64}$/, 'letters, digits, ".", "_" and "-", at most 64'),
+    /** The sentinels' own password (their requirepass); empty: none. */
+    password: z.string(),
+    /** master: the primary (the gateway writes); replica: a replica, read-only, for tools. */
+    role: z.enum(['master', 'replica']),
+  }),
+  cluster: z.strictObject({
+    /** Startup nodes, "host:port" each; one reachable node is enough, the rest is discovered. */
+    nodes: z.array(redisHostPort),
+  }),
 });
 
 const metricsSchema = z.strictObject({
@@ -232,9 +288,45 @@ const metricsSchema = z.strictObject({
 });
 
 const shutdownSchema = z.strictObject({
-  /** Longest time a SIGTERM/SIGINT shutdown may take before the process exits anyway (ms). */
+  /** Longest time the final stop (after the drain) may take before the process exits anyway (ms). */
   timeoutMs: durationMs,
+  /**
+   * SIGTERM drains: new calls are refused (503) while the node's calls go on, for at most this
+   * long; then the remaining calls are hung up and the process exits 0 (ms).
+   */
+  drainTimeoutMs: durationMs,
 });
+
+/** Cross-key checks of the redis section: what sentinel and cluster modes need. */
+function checkRedis(redis: z.infer<typeof redisSchema>, ctx: z.RefinementCtx): void {
+  const because = `because redis.mode is "${redis.mode}"`;
+  let url: URL | undefined;
+  try {
+    url = new URL(redis.url);
+  } catch {
+    ctx.addIssue({ code: 'custom', path: ['redis', 'url'], message: 'a valid redis:// or rediss:// URL' });
+  }
+  const db = url && url.pathname.length > 1 ? url.pathname.slice(1) : '0';
+  if (url && !/^\d{1,2}$/.test(db)) {
+    ctx.addIssue({ code: 'custom', path: ['redis', 'url'], message: 'a URL whose path, if any, is a database number such as /0' });
+  }
+  if (redis.mode === 'sentinel') {
+    if (redis.sentinel.nodes.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['redis', 'sentinel', 'nodes'], message: `at least one sentinel "host:port" ${because}` });
+    }
+    if (redis.sentinel.name === '') {
+      ctx.addIssue({ code: 'custom', path: ['redis', 'sentinel', 'name'], message: `the name of the monitored primary group ${because}` });
+    }
+  }
+  if (redis.mode === 'cluster') {
+    if (redis.cluster.nodes.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['redis', 'cluster', 'nodes'], message: `at least one cluster node "host:port" ${because}` });
+    }
+    if (url && /^\d{1,2}$/.test(db) && Number(db) !== 0) {
+      ctx.addIssue({ code: 'custom', path: ['redis', 'url'], message: `a URL without a database number other than 0 ${because} (Redis Cluster has only database 0)` });
+    }
+  }
+}
 
 /** The whole configuration. */
 export const configSchema = z
@@ -249,6 +341,8 @@ export const configSchema = z
     shutdown: shutdownSchema,
     signaling: signalingSchema,
     calls: callsSchema,
+    cluster: clusterSchema,
+    admin: adminSchema,
     trunks: z.array(trunkSchema),
     routing: routingSchema,
   })
@@ -294,6 +388,16 @@ export const configSchema = z
     });
     if (cfg.routing.defaultTrunk !== '' && !trunkIds.has(cfg.routing.defaultTrunk)) {
       ctx.addIssue({ code: 'custom', path: ['routing', 'defaultTrunk'], message: `one of the trunk ids (${[...trunkIds].join(', ') || 'none defined'})` });
+    }
+    checkRedis(cfg.redis, ctx);
+    if (cfg.cluster.secret !== '' && cfg.cluster.secret.length < 32) {
+      ctx.addIssue({ code: 'custom', path: ['cluster', 'secret'], message: 'at least 32 characters (or empty for a single node)' });
+    }
+    if (cfg.cluster.nodeTtlMs < 2 * cfg.cluster.heartbeatIntervalMs) {
+      ctx.addIssue({ code: 'custom', path: ['cluster', 'nodeTtlMs'], message: `at least twice cluster.heartbeatIntervalMs (${cfg.cluster.heartbeatIntervalMs})` });
+    }
+    if (cfg.admin.token !== '' && cfg.admin.token.length < 32) {
+      ctx.addIssue({ code: 'custom', path: ['admin', 'token'], message: 'at least 32 characters (or empty to turn the admin API off)' });
     }
     if (cfg.sip.engine === 'external' && cfg.sip.control.secret === '') {
       ctx.addIssue({

@@ -1,5 +1,6 @@
 /**
- * The HTTP listener: GET /health, GET /metrics, and (later) the WebSocket upgrade on /ws.
+ * The HTTP listener: GET /health, GET /metrics, the admin API under /admin, and the WebSocket
+ * upgrade on /ws (attached by the signaling server).
  * Plain node:http; the few routes do not justify a framework.
  */
 import http from 'node:http';
@@ -13,12 +14,69 @@ export interface HttpReply {
   body: string;
 }
 
+/** A request to the admin API: method, path below /admin, query, headers and the body (JSON or empty). */
+export interface AdminRequest {
+  method: string;
+  /** Path segments after /admin, decoded: "/admin/agents/a%401" → ["agents", "a@1"]. */
+  segments: string[];
+  query: URLSearchParams;
+  authorization: string | undefined;
+  body: unknown;
+}
+
 /** Route handlers of the HTTP listener. */
 export interface HttpRoutes {
   /** GET /health: 200 when ready, 503 otherwise, JSON body naming each component's state. */
   health(): Promise<HttpReply> | HttpReply;
   /** GET /metrics: Prometheus text exposition. */
   metrics(): Promise<HttpReply> | HttpReply;
+  /** Anything under /admin (any method); absent: 404. */
+  admin?(req: AdminRequest): Promise<HttpReply> | HttpReply;
+}
+
+const MAX_ADMIN_BODY = 64 * 1024;
+
+/** Reads a JSON body of at most 64 KiB; an empty body is undefined. */
+function readJson(req: http.IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_ADMIN_BODY) {
+        reject(new HttpError(413, 'body_too_large'));
+        req.destroy();
+
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8').trim();
+      if (text === '') {
+        resolve(undefined);
+
+        return;
+      }
+      try {
+        resolve(JSON.parse(text));
+      } catch {
+        reject(new HttpError(400, 'invalid_json'));
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+/** An HTTP error with its status and a short error code for the JSON body. */
+export class HttpError extends Error {
+  override readonly name = 'HttpError';
+  readonly status: number;
+
+  constructor(status: number, code: string) {
+    super(code);
+    this.status = status;
+  }
 }
 
 /** Options of startHttpServer(). */
@@ -44,7 +102,8 @@ function send(res: http.ServerResponse, reply: HttpReply, head: boolean): void {
   res.end(head ? undefined : reply.body);
 }
 
-const json = (status: number, body: unknown): HttpReply => ({ status, contentType: 'application/json', body: JSON.stringify(body) });
+/** A JSON reply. */
+export const json = (status: number, body: unknown): HttpReply => ({ status, contentType: 'application/json', body: JSON.stringify(body) });
 
 /**
  * Starts the HTTP listener.
@@ -55,6 +114,35 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const head = req.method === 'HEAD';
+    if ((url.pathname === '/admin' || url.pathname.startsWith('/admin/')) && routes.admin) {
+      const admin = routes.admin.bind(routes);
+      let segments: string[];
+      try {
+        segments = url.pathname.split('/').slice(2).filter(Boolean).map(decodeURIComponent);
+      } catch {
+        send(res, json(400, { error: 'bad_path' }), head);
+
+        return;
+      }
+      readJson(req)
+        .then((body) => admin({ method: req.method ?? 'GET', segments, query: url.searchParams, authorization: req.headers.authorization, body }))
+        .then((reply) => send(res, reply, head))
+        .catch((err: unknown) => {
+          if (err instanceof HttpError) {
+            send(res, json(err.status, { error: err.message }), head);
+
+            return;
+          }
+          logger.error({ err, path: url.pathname }, 'admin handler failed');
+          if (!res.headersSent) {
+            send(res, json(500, { error: 'internal_error' }), head);
+          } else {
+            res.destroy();
+          }
+        });
+
+      return;
+    }
     if (req.method !== 'GET' && !head) {
       res.setHeader('allow', 'GET, HEAD');
       send(res, json(405, { error: 'method_not_allowed' }), false);

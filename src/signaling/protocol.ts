@@ -73,11 +73,13 @@ export const END_REASONS = [
   'media_error',
   'session_lost',
   'failed',
+  'node_failure',
+  'shutdown',
 ] as const;
 export type EndReason = (typeof END_REASONS)[number];
 
 /** Why a ringing call was taken away from an agent. */
-export type CancelReason = 'answered_elsewhere' | 'caller_cancelled' | 'ring_timeout' | 'declined' | 'session_lost';
+export type CancelReason = 'answered_elsewhere' | 'caller_cancelled' | 'ring_timeout' | 'declined' | 'session_lost' | 'node_failure';
 
 // ------------------------------------------------------------------------------------------------
 // mediasoup shapes carried in messages (kept structural so that the SDK needs no server types)
@@ -126,17 +128,53 @@ export interface CallInfo {
 // ------------------------------------------------------------------------------------------------
 
 const callId = z.string().min(1).max(128);
+const deviceId = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'a device id: 1 to 128 letters, digits, ".", "_", ":" or "-"');
+
+/** Platforms of agents' devices. */
+export const DEVICE_PLATFORMS = ['ios', 'android', 'harmonyos', 'web', 'desktop'] as const;
+/** Push channels a device can be woken through ('none': never woken, e.g. a desktop app). */
+export const DEVICE_CHANNELS = ['apns', 'fcm', 'webpush', 'umeng', 'huawei', 'honor', 'xiaomi', 'oppo', 'vivo', 'meizu', 'none'] as const;
+
+/** A device as the gateway reports it back: never its push token. */
+export interface DeviceInfo {
+  deviceId: string;
+  platform: (typeof DEVICE_PLATFORMS)[number];
+  channel: (typeof DEVICE_CHANNELS)[number];
+  /** Whether a push token is registered. */
+  hasToken: boolean;
+  topic?: string;
+  appVersion?: string;
+  /** ISO times. */
+  addedAt: string;
+  lastSeen: string;
+}
 const digits = z.string().regex(/^[0-9*#A-Da-d]{1,32}$/, 'DTMF digits 0-9, *, #, A-D (1 to 32)');
 
 /** Schemas of every request's `data`. Unknown keys are refused. */
 export const REQUESTS = {
   auth: z.strictObject({
     token: z.string().min(10).max(16384),
+    /** The device this session runs on (registered with device.register); its pushes stop while connected. */
+    deviceId: deviceId.optional(),
     resume: z.strictObject({ sessionId: z.string().min(1).max(128), resumeToken: z.string().min(1).max(256) }).optional(),
   }),
   ping: z.strictObject({}),
   'presence.set': z.strictObject({ status: z.enum(AGENT_STATUSES) }),
   'calls.list': z.strictObject({}),
+  'device.register': z
+    .strictObject({
+      deviceId,
+      platform: z.enum(DEVICE_PLATFORMS),
+      channel: z.enum(DEVICE_CHANNELS),
+      /** The provider's push token; for webpush the PushSubscription as JSON. */
+      token: z.string().min(1).max(4096).optional(),
+      /** APNs topic (bundle id), or the app id / package name a vendor channel needs. */
+      topic: z.string().min(1).max(256).optional(),
+      appVersion: z.string().min(1).max(64).optional(),
+    })
+    .refine((d) => (d.channel === 'none') === (d.token === undefined), { message: 'token is required for a push channel and not allowed with channel "none"', path: ['token'] }),
+  'device.unregister': z.strictObject({ deviceId }),
+  'device.list': z.strictObject({}),
   'call.answer': z.strictObject({ callId }),
   'call.decline': z.strictObject({ callId, reason: z.enum(['busy', 'decline']).optional() }),
   'call.dial': z.strictObject({ to: z.string().regex(/^\+?[0-9*#]{2,32}$/, 'a dialable number: digits, * and #, optional leading +'), trunkId: z.string().min(1).max(64).optional() }),
@@ -169,6 +207,9 @@ export interface ResponseData {
   ping: { now: string };
   'presence.set': { status: AgentStatus; effective: EffectivePresence };
   'calls.list': { calls: CallInfo[] };
+  'device.register': { device: DeviceInfo };
+  'device.unregister': { removed: boolean };
+  'device.list': { devices: DeviceInfo[] };
   'call.answer': { callId: string; media: MediaOffer };
   'call.decline': Record<string, never>;
   'call.dial': { callId: string; media: MediaOffer };

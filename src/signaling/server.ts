@@ -44,6 +44,8 @@ export class AgentSession {
   readonly startedAt = Date.now();
   /** JWT id of the token the session started with. */
   jti: string | undefined;
+  /** The agent's device this session runs on, when the client named it in auth. */
+  deviceId: string | undefined;
   ws: WebSocket | undefined;
   state: 'connected' | 'suspended' | 'closed' = 'connected';
   /** Events held while suspended, delivered on resume (bounded). */
@@ -120,6 +122,11 @@ export class SignalingServer {
     opts.http.on('upgrade', this.#onUpgrade);
     this.#heartbeat = setInterval(() => this.#checkHeartbeats(), Math.max(250, Math.floor(this.#opts.heartbeatIntervalMs / 2)));
     this.#heartbeat.unref();
+  }
+
+  /** Every session that is connected or within its grace period. */
+  allSessions(): AgentSession[] {
+    return [...this.#sessions.values()].filter((s) => s.state !== 'closed');
   }
 
   /** Sessions of an agent that are connected or within their grace period. */
@@ -338,6 +345,7 @@ export class SignalingServer {
       set.add(session);
     }
     session.jti = identity.jti;
+    session.deviceId = data.deviceId ?? session.deviceId;
     let extra: Pick<ResponseData['auth'], 'presence' | 'calls'>;
     try {
       extra = await this.#opts.handler.onSessionReady(session, resumed);
@@ -437,6 +445,26 @@ export class SignalingServer {
     if (ws.readyState === WebSocket.OPEN) {
       ws.send(JSON.stringify({ v: PROTOCOL_VERSION, id: id ?? null, type: 'response', ok: false, error: { code, message } }));
     }
+  }
+
+  /**
+   * Draining: closes (1001, "draining") the connected sessions of agents for whom `busy` is
+   * false, and ends them at once, so that their clients reconnect (through the load balancer) to
+   * a node that takes calls. Sessions of busy agents stay until a later call finds them idle.
+   * Returns how many were closed.
+   */
+  closeIdleSessions(busy: (agentId: string) => boolean): number {
+    let n = 0;
+    for (const s of [...this.#sessions.values()]) {
+      if (s.state === 'closed' || busy(s.agentId)) {
+        continue;
+      }
+      s.ws?.close(CLOSE_CODES.GOING_AWAY, 'draining');
+      this.#endSession(s, 'shutdown');
+      n++;
+    }
+
+    return n;
   }
 
   /** Closes every connection (1001) and ends the sessions. */

@@ -126,12 +126,38 @@ export class SipService {
     });
   }
 
-  /** OPTIONS keep-alives from trunks and dispatchers are answered 200 (503 while draining, later). */
+  /**
+   * Draining: OPTIONS get 503 so that a dispatcher (Kamailio's dispatcher module probing with
+   * OPTIONS) stops sending new calls here; the call layer answers new INVITEs 503 itself.
+   */
+  draining = false;
+
+  /** OPTIONS keep-alives from trunks and dispatchers are answered 200 (503 while draining). */
   #installDefaultHandlers(): void {
     this.srf.use('options', (req, res) => {
+      if (this.draining) {
+        res.send(503, { headers: { 'Retry-After': '60' } });
+
+        return;
+      }
       res.send(200, { headers: { Allow: 'INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, NOTIFY, REFER', Accept: 'application/sdp' } });
       void req;
     });
+  }
+
+  /**
+   * The URI other nodes send SIP to, from the engine's listening addresses ("udp/10.0.0.5:5060,...");
+   * undefined until srf is connected.
+   */
+  sipUri(): string | undefined {
+    const entries = this.#serverHostports.split(',').map((e) => e.trim());
+    const pick = entries.find((e) => e.startsWith('udp/')) ?? entries.find((e) => e.startsWith('tcp/'));
+    if (!pick) {
+      return undefined;
+    }
+    const [proto, hostport] = pick.split('/') as [string, string];
+
+    return `sip:${hostport}${proto === 'tcp' ? ';transport=tcp' : ''}`;
   }
 
   /** Health for /health. */

@@ -1,33 +1,52 @@
 /**
- * The gateway's shared state in Redis: agents' presence, sessions, calls and call records.
+ * The gateway's shared state in Redis: agents (status, per-node presence, sessions, devices),
+ * calls and call records, and the node registry. Several gateway nodes share one Redis (or a
+ * Sentinel-managed primary, or a Redis Cluster).
  *
- * Key schema (every key starts with redis.keyPrefix, written {p} below):
+ * Key schema. Every key starts with `redis.keyPrefix` ({p} below). An entity's id sits in braces,
+ * so that all keys of one entity share a Redis Cluster hash slot and one MULTI updates them
+ * together; global indexes are touched by single-key commands only. Nothing here uses KEYS or
+ * SCAN.
  *
  * | key | type | content | lifetime |
  * |---|---|---|---|
- * | {p}agent:{agentId} | hash | status (agent-set), effective, node, updatedAt, lastCallEndedAt | while the agent has sessions, then 7 days |
- * | {p}agent:{agentId}:sessions | set | session ids | with the sessions |
- * | {p}session:{sessionId} | hash | agentId, node, state, startedAt | expires after the resume grace period once suspended |
- * | {p}agents:idle | sorted set | agentId → epoch ms of the end of its last call (longest idle first) | kept |
- * | {p}call:{callId} | hash | direction, state, trunkId, from/to (masked), agentId, node, timestamps, endReason, sipStatus, codec | calls.recordTtlS after the end |
- * | {p}calls:active | set | ids of calls not ended | — |
- * | {p}cdr | stream | one entry per finished call (the call record) | trimmed to the newest 100 000 |
+ * | {p}agent:{A} | hash | `status` (available, busy, away: the agent's own), `effective` (as last computed by a node), `updatedAt`, `firstSeenAt`, `lastCallEndedAt`, and one field `n:<nodeId>` per node serving the agent: JSON `{s: sessions, a: idle/ringing/on_call, t: ms}` | until erased; without devices, 30 days after the last change |
+ * | {p}agent:{A}:sessions | hash | sessionId → JSON `{node, state: connected/suspended, since}` | with the sessions; a dead node's are reaped |
+ * | {p}agent:{A}:devices | hash | deviceId → JSON {@link Device} (platform, push channel, token, app version, last seen) | until removed, erased, or the provider reports the token dead |
+ * | {p}agent:{A}:records | sorted set | callId → end time (ms) of the agent's call records | trimmed to `calls.recordTtlS` |
+ * | {p}token:{sha256(channel + token)} | string | `<agentId> <deviceId>` (dead-token reports name only the token) | with the device |
+ * | {p}call:{C} | hash | direction, state, trunkId, from/to (masked unless `calls.maskNumbers` is false), agentId, node (SIP leg), agentNode, timestamps, endReason, sipStatus, codec, cdrId | while live; `calls.recordTtlS` after the end |
+ * | {p}node:{N} | hash | id, sipUri, httpUrl, mediaAddress, version, startedAt, draining, calls, sessions, heartbeatAt | expires `cluster.nodeTtlMs` after the last heartbeat |
+ * | {p}node:{N}:calls | set | ids of the node's live calls | until the node (or the reaper) removes them |
+ * | {p}node:{N}:agents | set | agents with a `n:<N>` field (sessions or activity on the node) | same |
+ * | {p}nodes | sorted set | nodeId → last heartbeat (ms): the registry the reaper walks | a node leaves it on a clean stop or when reaped |
+ * | {p}agents:idle | sorted set | agentId → end (ms) of the agent's last call (longest idle first) | erased with the agent |
+ * | {p}cdr | stream | one entry per finished call (the call record) | entries older than `calls.recordTtlS` trimmed on each append |
  *
- * Multi-key updates go through MULTI; nothing here scans keys.
+ * Atomicity: one entity's keys change in one MULTI. A change that spans entities (a call record
+ * and the agent's record index, a device and its token index, a node's index sets) is written in
+ * an order that leaves at worst a dangling index entry, which its readers skip and clean up.
  */
-import { type Redis } from 'ioredis';
+import { createHash } from 'node:crypto';
+import { type Cluster, type Redis } from 'ioredis';
 import { type Logger } from '../log/logger.js';
+import { DEVICE_CHANNELS, type DEVICE_PLATFORMS } from '../signaling/protocol.js';
 
-/** A finished call's record (numbers masked). */
+/** A Redis client in any mode: standalone/Sentinel (Redis) or Cluster. */
+export type StoreRedis = Redis | Cluster;
+
+/** A finished call's record (numbers masked unless configured otherwise). */
 export interface CallRecord {
   callId: string;
   direction: 'inbound' | 'outbound';
   trunkId: string;
-  /** Masked numbers: first 3 and last 2 characters kept. */
   from: string;
   to: string;
   agentId: string;
+  /** The node that held the call's SIP leg toward the trunk. */
   node: string;
+  /** The node the agent's media ran on, when it was another one (cross-node hand-off). */
+  agentNode?: string;
   /** ISO times of offer (INVITE in / dial), ringing, answer and end. */
   offeredAt: string;
   ringingAt?: string;
@@ -39,6 +58,72 @@ export interface CallRecord {
   durationS: number;
 }
 
+/** Push channels a device may be woken through (push-channels.md). */
+export const PUSH_CHANNELS = DEVICE_CHANNELS;
+/** A push channel. */
+export type PushChannel = (typeof PUSH_CHANNELS)[number];
+
+/** An agent's device as stored. Times are ISO strings. */
+export interface Device {
+  deviceId: string;
+  platform: (typeof DEVICE_PLATFORMS)[number];
+  channel: PushChannel;
+  /** The push token (Web Push: the subscription JSON); absent for channel `none`. */
+  token?: string;
+  /** APNs topic / app id / package name the token belongs to, when the channel needs it. */
+  topic?: string;
+  appVersion?: string;
+  addedAt: string;
+  lastSeen: string;
+}
+
+/** What a node says about an agent it serves (field `n:<nodeId>` of the agent hash). */
+export interface AgentNodeView {
+  /** Sessions on that node (connected or resuming). */
+  s: number;
+  /** The agent's activity on that node. */
+  a: 'idle' | 'ringing' | 'on_call';
+  /** When it was written (ms). */
+  t: number;
+}
+
+/** An agent's presence across the cluster, as read from Redis. */
+export interface ClusterPresence {
+  agentId: string;
+  status: 'available' | 'busy' | 'away';
+  effective: 'available' | 'busy' | 'away' | 'ringing' | 'on_call' | 'offline';
+  /** Live nodes holding sessions of the agent. */
+  nodes: string[];
+}
+
+/** A node in the registry. */
+export interface NodeInfo {
+  id: string;
+  /** Where other nodes send SIP for this node (cross-node hand-off), e.g. sip:10.0.0.5:5060. */
+  sipUri: string;
+  httpUrl: string;
+  mediaAddress: string;
+  version: string;
+  startedAt: string;
+  draining: boolean;
+  calls: number;
+  sessions: number;
+  /** Last heartbeat (ms since the epoch). */
+  heartbeatAt: number;
+}
+
+/** Everything stored about one agent (the export of the privacy API). */
+export interface AgentExport {
+  agentId: string;
+  exportedAt: string;
+  profile: Record<string, string>;
+  presence: Record<string, AgentNodeView>;
+  sessions: Record<string, unknown>;
+  devices: Device[];
+  idleSince?: string;
+  callRecords: Record<string, string>[];
+}
+
 /** Masks a telephone number for storage: "+4930123456" → "+49******56". */
 export function maskNumber(n: string): string {
   if (n.length <= 5) {
@@ -48,81 +133,119 @@ export function maskNumber(n: string): string {
   return `${n.slice(0, 3)}${'*'.repeat(n.length - 5)}${n.slice(-2)}`;
 }
 
-/** Redis access for presence, sessions, calls and records. */
+const AGENT_IDLE_TTL_S = 30 * 86400;
+
+/** Options of the state store. */
+export interface StateStoreOptions {
+  redis: StoreRedis;
+  keyPrefix: string;
+  nodeId: string;
+  logger: Logger;
+  /** Retention of call records (s): call hashes, the CDR stream and the agents' record indexes. */
+  recordTtlS: number;
+  /** Store caller and called numbers masked (default true). */
+  maskNumbers?: boolean;
+  /** A node without a heartbeat for this long is dead (ms; default 6000). */
+  nodeTtlMs?: number;
+}
+
+/** Redis access for agents, devices, sessions, calls, records and nodes. */
 export class StateStore {
-  readonly #redis: Redis;
+  readonly #redis: StoreRedis;
   readonly #p: string;
   readonly #node: string;
   readonly #log: Logger;
   readonly #recordTtlS: number;
+  readonly #mask: boolean;
+  readonly #nodeTtlMs: number;
 
-  constructor(opts: { redis: Redis; keyPrefix: string; nodeId: string; logger: Logger; recordTtlS: number }) {
+  constructor(opts: StateStoreOptions) {
     this.#redis = opts.redis;
     this.#p = opts.keyPrefix;
     this.#node = opts.nodeId;
     this.#log = opts.logger;
     this.#recordTtlS = opts.recordTtlS;
+    this.#mask = opts.maskNumbers ?? true;
+    this.#nodeTtlMs = opts.nodeTtlMs ?? 6000;
   }
 
-  /** Key helper (exposed for tests and tools). */
-  key(...parts: string[]): string {
-    return this.#p + parts.join(':');
+  /** This node's id. */
+  get nodeId(): string {
+    return this.#node;
+  }
+
+  /**
+   * A key: `key('agent', 'a1')` → `{p}agent:{a1}`, `key('agent', 'a1', 'devices')` →
+   * `{p}agent:{a1}:devices`, `key('nodes')` → `{p}nodes`. Exposed for tests and tools.
+   */
+  key(type: string, id?: string, ...sub: string[]): string {
+    if (id === undefined) {
+      return this.#p + type;
+    }
+
+    return `${this.#p}${type}:{${id}}${sub.length ? `:${sub.join(':')}` : ''}`;
+  }
+
+  /** A number as stored: masked unless configured otherwise. */
+  storedNumber(n: string): string {
+    return this.#mask ? maskNumber(n) : n;
   }
 
   /** Runs a write and logs (not throws) a failure: Redis trouble must not break a live call. */
   async #safe(what: string, fn: () => Promise<unknown>): Promise<void> {
     try {
-      await fn();
+      const r = await fn();
+      // MULTI/pipeline results carry per-command errors instead of throwing
+      if (Array.isArray(r)) {
+        for (const entry of r as unknown[]) {
+          if (Array.isArray(entry) && entry[0] instanceof Error) {
+            throw entry[0];
+          }
+        }
+      }
     } catch (err) {
       this.#log.warn({ err, what }, 'redis write failed');
     }
   }
 
-  /** Records a new or resumed session. */
-  sessionStarted(sessionId: string, agentId: string): Promise<void> {
-    return this.#safe('sessionStarted', () =>
-      this.#redis
-        .multi()
-        .hset(this.key('session', sessionId), { agentId, node: this.#node, state: 'connected', startedAt: new Date().toISOString() })
-        .persist(this.key('session', sessionId))
-        .sadd(this.key('agent', agentId, 'sessions'), sessionId)
-        .hset(this.key('agent', agentId), { node: this.#node, updatedAt: new Date().toISOString() })
-        .persist(this.key('agent', agentId))
-        .exec(),
-    );
+  // ----------------------------------------------------------------------------------------------
+  // Agents: status, per-node presence, sessions
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * Stores an agent's own status, the effective presence this node computed, and this node's view
+   * of the agent (sessions, activity). A view with no sessions and no activity is removed.
+   */
+  setPresence(agentId: string, status: string, effective: string, view?: Omit<AgentNodeView, 't'>): Promise<void> {
+    const now = new Date();
+    const m = this.#redis.multi().hset(this.key('agent', agentId), { status, effective, updatedAt: now.toISOString() }).hsetnx(this.key('agent', agentId), 'firstSeenAt', now.toISOString());
+    if (view && (view.s > 0 || view.a !== 'idle')) {
+      m.hset(this.key('agent', agentId), `n:${this.#node}`, JSON.stringify({ ...view, t: now.getTime() }));
+    } else if (view) {
+      m.hdel(this.key('agent', agentId), `n:${this.#node}`);
+    }
+
+    return this.#safe('setPresence', async () => {
+      const r = await m.exec();
+      await this.#refreshAgentTtl(agentId);
+      if (view && (view.s > 0 || view.a !== 'idle')) {
+        await this.#redis.sadd(this.key('node', this.#node, 'agents'), agentId);
+      } else if (view) {
+        await this.#redis.srem(this.key('node', this.#node, 'agents'), agentId);
+      }
+
+      return r;
+    });
   }
 
-  /** Marks a session suspended; it expires by itself after the grace period. */
-  sessionSuspended(sessionId: string, graceMs: number): Promise<void> {
-    return this.#safe('sessionSuspended', () =>
-      this.#redis
-        .multi()
-        .hset(this.key('session', sessionId), 'state', 'suspended')
-        .pexpire(this.key('session', sessionId), graceMs + 5000)
-        .exec(),
-    );
-  }
-
-  /** Removes an ended session. */
-  sessionEnded(sessionId: string, agentId: string): Promise<void> {
-    return this.#safe('sessionEnded', () =>
-      this.#redis
-        .multi()
-        .del(this.key('session', sessionId))
-        .srem(this.key('agent', agentId, 'sessions'), sessionId)
-        .exec(),
-    );
-  }
-
-  /** Stores an agent's presence (the chosen status and the effective one). */
-  setPresence(agentId: string, status: string, effective: string): Promise<void> {
-    return this.#safe('setPresence', () =>
-      this.#redis
-        .multi()
-        .hset(this.key('agent', agentId), { status, effective, node: this.#node, updatedAt: new Date().toISOString() })
-        .expire(this.key('agent', agentId), 7 * 86400)
-        .exec(),
-    );
+  /** An agent's hash keeps no TTL while it has devices; otherwise it expires after 30 days. */
+  async #refreshAgentTtl(agentId: string): Promise<void> {
+    const devices = await this.#redis.hlen(this.key('agent', agentId, 'devices'));
+    if (devices > 0) {
+      await this.#redis.persist(this.key('agent', agentId));
+    } else {
+      await this.#redis.expire(this.key('agent', agentId), AGENT_IDLE_TTL_S);
+    }
   }
 
   /** The agent-set status stored for an agent, if any. */
@@ -136,15 +259,56 @@ export class StateStore {
     }
   }
 
+  /**
+   * An agent's hash as stored (status, per-node views, ...).
+   * @throws when Redis is unavailable
+   */
+  async agentHash(agentId: string): Promise<Record<string, string>> {
+    return this.#redis.hgetall(this.key('agent', agentId));
+  }
+
+  /**
+   * Agents' presence across the cluster: the stored status, and the views of live nodes only (a
+   * dead node's view is ignored before the reaper removes it).
+   * @param live ids of live nodes (see liveNodes())
+   * @throws when Redis is unavailable
+   */
+  async clusterPresence(agentIds: string[], live: ReadonlySet<string>): Promise<ClusterPresence[]> {
+    if (agentIds.length === 0) {
+      return [];
+    }
+    const p = this.#redis.pipeline();
+    for (const a of agentIds) {
+      p.hgetall(this.key('agent', a));
+    }
+    const res = (await p.exec()) ?? [];
+
+    return agentIds.map((agentId, i) => {
+      const [err, h] = res[i] ?? [null, {}];
+      if (err) {
+        throw err;
+      }
+
+      return presenceOf(agentId, (h ?? {}) as Record<string, string>, live);
+    });
+  }
+
+  /** Records a session of an agent on this node (new or resumed; connected or suspended). */
+  putSession(agentId: string, sessionId: string, state: 'connected' | 'suspended', since: number, deviceId?: string): Promise<void> {
+    return this.#safe('putSession', () => this.#redis.hset(this.key('agent', agentId, 'sessions'), sessionId, JSON.stringify({ node: this.#node, state, since, ...(deviceId ? { deviceId } : {}) })));
+  }
+
+  /** Removes an ended session. */
+  removeSession(agentId: string, sessionId: string): Promise<void> {
+    return this.#safe('removeSession', () => this.#redis.hdel(this.key('agent', agentId, 'sessions'), sessionId));
+  }
+
   /** Notes that an agent's call ended now (longest-idle ordering). */
   agentBecameIdle(agentId: string, at = Date.now()): Promise<void> {
-    return this.#safe('agentBecameIdle', () =>
-      this.#redis
-        .multi()
-        .zadd(this.key('agents', 'idle'), at, agentId)
-        .hset(this.key('agent', agentId), 'lastCallEndedAt', String(at))
-        .exec(),
-    );
+    return this.#safe('agentBecameIdle', async () => {
+      await this.#redis.hset(this.key('agent', agentId), 'lastCallEndedAt', String(at));
+      await this.#redis.zadd(this.#idleKey(), at, agentId);
+    });
   }
 
   /**
@@ -156,7 +320,7 @@ export class StateStore {
       return agentIds;
     }
     try {
-      const scores = await this.#redis.zmscore(this.key('agents', 'idle'), ...agentIds);
+      const scores = await this.#redis.zmscore(this.#idleKey(), ...agentIds);
       const ranked = agentIds.map((id, i) => ({ id, i, s: scores[i] === null || scores[i] === undefined ? -1 : Number(scores[i]) }));
       ranked.sort((a, b) => a.s - b.s || a.i - b.i);
 
@@ -168,40 +332,180 @@ export class StateStore {
     }
   }
 
-  /** Writes (creates or updates) a call's hash; fields with undefined values are skipped. */
-  putCall(callId: string, fields: Record<string, string | number | undefined>, active = true): Promise<void> {
+  #idleKey(): string {
+    return `${this.#p}agents:idle`;
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Devices
+  // ----------------------------------------------------------------------------------------------
+
+  #tokenKey(channel: string, token: string): string {
+    return this.key('token', createHash('sha256').update(`${channel}\n${token}`).digest('hex'));
+  }
+
+  /**
+   * Adds or updates a device of an agent. A token already registered to another device (of this
+   * or another agent: the phone changed hands, the app was reinstalled) moves to this one.
+   * @throws when Redis is unavailable (the caller reports the failure to the agent)
+   */
+  async putDevice(agentId: string, device: Omit<Device, 'addedAt' | 'lastSeen'> & Partial<Pick<Device, 'addedAt' | 'lastSeen'>>): Promise<Device> {
+    const now = new Date().toISOString();
+    const devicesKey = this.key('agent', agentId, 'devices');
+    const previousRaw = await this.#redis.hget(devicesKey, device.deviceId);
+    const previous = previousRaw ? (JSON.parse(previousRaw) as Device) : undefined;
+    const stored: Device = { ...device, addedAt: previous?.addedAt ?? device.addedAt ?? now, lastSeen: device.lastSeen ?? now };
+    if (device.token) {
+      const tokenKey = this.#tokenKey(device.channel, device.token);
+      const owner = await this.#redis.get(tokenKey);
+      if (owner && owner !== `${agentId} ${device.deviceId}`) {
+        const [otherAgent, otherDevice] = owner.split(' ');
+        if (otherAgent && otherDevice) {
+          await this.#redis.hdel(this.key('agent', otherAgent, 'devices'), otherDevice);
+        }
+      }
+    }
+    if (previous?.token && (previous.token !== device.token || previous.channel !== device.channel)) {
+      await this.#delTokenIfOwned(previous.channel, previous.token, agentId, device.deviceId);
+    }
+    await this.#redis.multi().hset(devicesKey, device.deviceId, JSON.stringify(stored)).persist(this.key('agent', agentId)).hsetnx(this.key('agent', agentId), 'firstSeenAt', now).exec();
+    if (device.token) {
+      await this.#redis.set(this.#tokenKey(device.channel, device.token), `${agentId} ${device.deviceId}`);
+    }
+
+    return stored;
+  }
+
+  async #delTokenIfOwned(channel: string, token: string, agentId: string, deviceId: string): Promise<void> {
+    const key = this.#tokenKey(channel, token);
+    if ((await this.#redis.get(key)) === `${agentId} ${deviceId}`) {
+      await this.#redis.del(key);
+    }
+  }
+
+  /**
+   * Removes a device; true when it existed.
+   * @throws when Redis is unavailable
+   */
+  async removeDevice(agentId: string, deviceId: string): Promise<boolean> {
+    const devicesKey = this.key('agent', agentId, 'devices');
+    const raw = await this.#redis.hget(devicesKey, deviceId);
+    if (!raw) {
+      return false;
+    }
+    const d = JSON.parse(raw) as Device;
+    if (d.token) {
+      await this.#delTokenIfOwned(d.channel, d.token, agentId, deviceId);
+    }
+    await this.#redis.hdel(devicesKey, deviceId);
+    await this.#refreshAgentTtl(agentId);
+
+    return true;
+  }
+
+  /**
+   * An agent's devices.
+   * @throws when Redis is unavailable
+   */
+  async devices(agentId: string): Promise<Device[]> {
+    const all = await this.#redis.hgetall(this.key('agent', agentId, 'devices'));
+
+    return Object.values(all).map((raw) => JSON.parse(raw) as Device);
+  }
+
+  /** Updates a device's last-seen time (a session from it started). */
+  touchDevice(agentId: string, deviceId: string): Promise<void> {
+    return this.#safe('touchDevice', async () => {
+      const key = this.key('agent', agentId, 'devices');
+      const raw = await this.#redis.hget(key, deviceId);
+      if (raw) {
+        await this.#redis.hset(key, deviceId, JSON.stringify({ ...(JSON.parse(raw) as Device), lastSeen: new Date().toISOString() }));
+      }
+    });
+  }
+
+  /**
+   * A push provider reported a token dead (APNs 410 Unregistered, FCM UNREGISTERED, ...): the
+   * device holding it is removed. Returns the owner, or undefined when the token is unknown.
+   * @throws when Redis is unavailable
+   */
+  async removeDeadToken(channel: PushChannel, token: string): Promise<{ agentId: string; deviceId: string } | undefined> {
+    const key = this.#tokenKey(channel, token);
+    const owner = await this.#redis.get(key);
+    if (!owner) {
+      return undefined;
+    }
+    const [agentId, deviceId] = owner.split(' ') as [string, string];
+    const raw = await this.#redis.hget(this.key('agent', agentId, 'devices'), deviceId);
+    const d = raw ? (JSON.parse(raw) as Device) : undefined;
+    if (d && d.channel === channel && d.token === token) {
+      await this.#redis.hdel(this.key('agent', agentId, 'devices'), deviceId);
+      await this.#refreshAgentTtl(agentId);
+    }
+    await this.#redis.del(key);
+
+    return { agentId, deviceId };
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Calls and records
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * Writes (creates or updates) a live call's hash and lists it under this node; undefined fields
+   * are skipped. The creating node names itself in `node` (SIP leg) or `agentNode`.
+   */
+  putCall(callId: string, fields: Record<string, string | number | undefined>): Promise<void> {
     const clean: Record<string, string> = {};
     for (const [k, v] of Object.entries(fields)) {
       if (v !== undefined) {
         clean[k] = String(v);
       }
     }
-    const m = this.#redis.multi().hset(this.key('call', callId), { ...clean, node: this.#node });
-    if (active) {
-      m.sadd(this.key('calls', 'active'), callId);
-    }
 
-    return this.#safe('putCall', () => m.exec());
+    return this.#safe('putCall', async () => {
+      await this.#redis.hset(this.key('call', callId), clean);
+      await this.#redis.sadd(this.key('node', this.#node, 'calls'), callId);
+    });
   }
 
-  /** Ends a call: final fields, TTL, removal from the active set, and the record appended to the stream. */
-  endCall(record: CallRecord): Promise<void> {
+  /** Forgets a live call of this node without a record (a cross-node leg that another node records). */
+  dropCall(callId: string): Promise<void> {
+    return this.#safe('dropCall', () => this.#redis.srem(this.key('node', this.#node, 'calls'), callId));
+  }
+
+  /**
+   * Ends a call: its final fields and retention TTL, the record appended to the CDR stream (trimmed
+   * to the retention), the agent's record index, and its removal from the node's live calls.
+   */
+  endCall(record: CallRecord, node = this.#node): Promise<void> {
+    return this.#safe('endCall', () => this.#endCall(record, node));
+  }
+
+  async #endCall(record: CallRecord, node: string): Promise<void> {
     const fields: Record<string, string> = {};
     for (const [k, v] of Object.entries(record)) {
       if (v !== undefined) {
         fields[k] = String(v);
       }
     }
-
-    return this.#safe('endCall', () =>
-      this.#redis
+    const endedMs = Date.parse(record.endedAt) || Date.now();
+    const minId = Math.max(0, Date.now() - this.#recordTtlS * 1000);
+    const cdrId = await this.#redis.xadd(this.key('cdr'), 'MINID', '~', String(minId), '*', ...Object.entries(fields).flat());
+    await this.#redis
+      .multi()
+      .hset(this.key('call', record.callId), { ...fields, state: 'ended', ...(cdrId ? { cdrId } : {}) })
+      .expire(this.key('call', record.callId), this.#recordTtlS)
+      .exec();
+    if (record.agentId) {
+      await this.#redis
         .multi()
-        .hset(this.key('call', record.callId), { ...fields, state: 'ended' })
-        .expire(this.key('call', record.callId), this.#recordTtlS)
-        .srem(this.key('calls', 'active'), record.callId)
-        .xadd(this.key('cdr'), 'MAXLEN', '~', '100000', '*', ...Object.entries(fields).flat())
-        .exec(),
-    );
+        .zadd(this.key('agent', record.agentId, 'records'), endedMs, record.callId)
+        .zremrangebyscore(this.key('agent', record.agentId, 'records'), '-inf', `(${minId}`)
+        .expire(this.key('agent', record.agentId, 'records'), this.#recordTtlS)
+        .exec();
+    }
+    await this.#redis.srem(this.key('node', node, 'calls'), record.callId);
   }
 
   /** The stored hash of a call (for tests and the admin API). */
@@ -213,13 +517,262 @@ export class StateStore {
   async recentRecords(count = 10): Promise<Record<string, string>[]> {
     const entries = await this.#redis.xrevrange(this.key('cdr'), '+', '-', 'COUNT', count);
 
-    return entries.map(([, kv]) => {
-      const o: Record<string, string> = {};
-      for (let i = 0; i + 1 < kv.length; i += 2) {
-        o[kv[i]!] = kv[i + 1]!;
-      }
+    return entries.map(([, kv]) => pairsToObject(kv));
+  }
 
-      return o;
+  /** Ids of this node's (or another node's) live calls as stored. */
+  async nodeCalls(node = this.#node): Promise<string[]> {
+    return this.#redis.smembers(this.key('node', node, 'calls'));
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Nodes
+  // ----------------------------------------------------------------------------------------------
+
+  /** Writes this node's registry entry and heartbeat (its hash expires after the node TTL). */
+  heartbeat(info: Omit<NodeInfo, 'heartbeatAt' | 'id'>): Promise<void> {
+    const now = Date.now();
+    const fields: Record<string, string> = { id: this.#node, heartbeatAt: String(now) };
+    for (const [k, v] of Object.entries(info)) {
+      fields[k] = typeof v === 'boolean' ? (v ? '1' : '0') : String(v);
+    }
+
+    return this.#safe('heartbeat', async () => {
+      await this.#redis.multi().hset(this.key('node', this.#node), fields).pexpire(this.key('node', this.#node), this.#nodeTtlMs).exec();
+      await this.#redis.zadd(this.key('nodes'), now, this.#node);
     });
   }
+
+  /**
+   * Live nodes: those whose heartbeat is younger than the node TTL.
+   * @throws when Redis is unavailable
+   */
+  async liveNodes(): Promise<NodeInfo[]> {
+    const ids = await this.#redis.zrangebyscore(this.key('nodes'), Date.now() - this.#nodeTtlMs, '+inf');
+    if (ids.length === 0) {
+      return [];
+    }
+    const p = this.#redis.pipeline();
+    for (const id of ids) {
+      p.hgetall(this.key('node', id));
+    }
+    const res = (await p.exec()) ?? [];
+    const out: NodeInfo[] = [];
+    for (const [err, h] of res) {
+      const r = (err ? {} : h) as Record<string, string>;
+      if (!r.id) {
+        continue; // expired between the two reads
+      }
+      out.push({
+        id: r.id,
+        sipUri: r.sipUri ?? '',
+        httpUrl: r.httpUrl ?? '',
+        mediaAddress: r.mediaAddress ?? '',
+        version: r.version ?? '',
+        startedAt: r.startedAt ?? '',
+        draining: r.draining === '1',
+        calls: Number(r.calls ?? 0),
+        sessions: Number(r.sessions ?? 0),
+        heartbeatAt: Number(r.heartbeatAt ?? 0),
+      });
+    }
+
+    return out;
+  }
+
+  /**
+   * Nodes in the registry whose heartbeat is older than the node TTL.
+   * @throws when Redis is unavailable
+   */
+  async deadNodes(): Promise<string[]> {
+    return this.#redis.zrangebyscore(this.key('nodes'), '-inf', `(${Date.now() - this.#nodeTtlMs}`);
+  }
+
+  /**
+   * Clears what a node held: its live calls are ended in Redis (record with `endReason`), its views
+   * and sessions are removed from its agents, and it leaves the registry. Used by the reaper for a
+   * dead node and by a restarting node for its previous run. Only one caller reaps a node at a time
+   * (a lock); returns false when another holds it.
+   * @throws when Redis is unavailable
+   */
+  async reapNode(node: string, endReason: string): Promise<{ calls: number; agents: string[] } | false> {
+    const lock = this.key('node', node, 'reaping');
+    if ((await this.#redis.set(lock, this.#node, 'PX', 30_000, 'NX')) !== 'OK') {
+      return false;
+    }
+    try {
+      const callIds = await this.#redis.smembers(this.key('node', node, 'calls'));
+      let ended = 0;
+      for (const callId of callIds) {
+        const h = await this.#redis.hgetall(this.key('call', callId));
+        if (h.state && h.state !== 'ended') {
+          const endedAt = new Date().toISOString();
+          const answeredMs = h.answeredAt ? Date.parse(h.answeredAt) : NaN;
+          await this.#endCall(
+            {
+              callId,
+              direction: h.direction === 'outbound' ? 'outbound' : 'inbound',
+              trunkId: h.trunkId ?? '',
+              from: h.from ?? '',
+              to: h.to ?? '',
+              agentId: h.agentId ?? '',
+              node: h.node ?? node,
+              ...(h.agentNode ? { agentNode: h.agentNode } : {}),
+              offeredAt: h.offeredAt ?? endedAt,
+              ...(h.ringingAt ? { ringingAt: h.ringingAt } : {}),
+              ...(h.answeredAt ? { answeredAt: h.answeredAt } : {}),
+              endedAt,
+              endReason,
+              ...(h.codec ? { codec: h.codec } : {}),
+              durationS: Number.isFinite(answeredMs) ? Math.max(0, Math.round((Date.now() - answeredMs) / 1000)) : 0,
+            },
+            node,
+          );
+          ended++;
+        }
+      }
+      await this.#redis.del(this.key('node', node, 'calls'));
+      const agents = await this.#redis.smembers(this.key('node', node, 'agents'));
+      for (const agentId of agents) {
+        await this.#redis.hdel(this.key('agent', agentId), `n:${node}`);
+        const sessions = await this.#redis.hgetall(this.key('agent', agentId, 'sessions'));
+        const gone = Object.entries(sessions)
+          .filter(([, raw]) => (JSON.parse(raw) as { node?: string }).node === node)
+          .map(([id]) => id);
+        if (gone.length > 0) {
+          await this.#redis.hdel(this.key('agent', agentId, 'sessions'), ...gone);
+        }
+      }
+      await this.#redis.del(this.key('node', node, 'agents'), this.key('node', node));
+      await this.#redis.zrem(this.key('nodes'), node);
+
+      return { calls: ended, agents };
+    } finally {
+      await this.#redis.del(lock);
+    }
+  }
+
+  /** Removes this node from the registry (clean stop, after its calls ended). */
+  unregister(): Promise<void> {
+    return this.#safe('unregister', async () => {
+      await this.#redis.del(this.key('node', this.#node), this.key('node', this.#node, 'calls'), this.key('node', this.#node, 'agents'));
+      await this.#redis.zrem(this.key('nodes'), this.#node);
+    });
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Personal data: export and erase (GDPR Art. 15 and 17)
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * Everything stored about an agent: profile and status, per-node presence, sessions, devices with
+   * their tokens, longest-idle time, and call records still within the retention.
+   * @throws when Redis is unavailable
+   */
+  async exportAgent(agentId: string): Promise<AgentExport> {
+    const [profileAll, sessions, devices, idle, recordIds] = await Promise.all([
+      this.#redis.hgetall(this.key('agent', agentId)),
+      this.#redis.hgetall(this.key('agent', agentId, 'sessions')),
+      this.devices(agentId),
+      this.#redis.zscore(this.#idleKey(), agentId),
+      this.#redis.zrange(this.key('agent', agentId, 'records'), 0, -1),
+    ]);
+    const profile: Record<string, string> = {};
+    const presence: Record<string, AgentNodeView> = {};
+    for (const [k, v] of Object.entries(profileAll)) {
+      if (k.startsWith('n:')) {
+        presence[k.slice(2)] = JSON.parse(v) as AgentNodeView;
+      } else {
+        profile[k] = v;
+      }
+    }
+    const callRecords: Record<string, string>[] = [];
+    for (const callId of recordIds) {
+      const h = await this.#redis.hgetall(this.key('call', callId));
+      if (h.callId) {
+        callRecords.push(h);
+      }
+    }
+
+    return {
+      agentId,
+      exportedAt: new Date().toISOString(),
+      profile,
+      presence,
+      sessions: Object.fromEntries(Object.entries(sessions).map(([k, v]) => [k, JSON.parse(v) as unknown])),
+      devices,
+      ...(idle !== null ? { idleSince: new Date(Number(idle)).toISOString() } : {}),
+      callRecords,
+    };
+  }
+
+  /**
+   * Erases everything stored about an agent: its keys, its token index entries, its place in the
+   * idle index, and its call records (call hashes and CDR stream entries). Returns the counts.
+   * @throws when Redis is unavailable
+   */
+  async eraseAgent(agentId: string): Promise<{ devices: number; callRecords: number }> {
+    const devices = await this.devices(agentId);
+    for (const d of devices) {
+      if (d.token) {
+        await this.#delTokenIfOwned(d.channel, d.token, agentId, d.deviceId);
+      }
+    }
+    const recordIds = await this.#redis.zrange(this.key('agent', agentId, 'records'), 0, -1);
+    let callRecords = 0;
+    for (const callId of recordIds) {
+      const h = await this.#redis.hgetall(this.key('call', callId));
+      if (h.agentId !== undefined && h.agentId !== agentId) {
+        continue; // not this agent's (a reused id); leave it
+      }
+      if (h.cdrId) {
+        await this.#redis.xdel(this.key('cdr'), h.cdrId);
+      }
+      await this.#redis.del(this.key('call', callId));
+      callRecords++;
+    }
+    await this.#redis.del(this.key('agent', agentId), this.key('agent', agentId, 'sessions'), this.key('agent', agentId, 'devices'), this.key('agent', agentId, 'records'));
+    await this.#redis.zrem(this.#idleKey(), agentId);
+    for (const node of await this.#redis.zrange(this.key('nodes'), 0, -1)) {
+      await this.#redis.srem(this.key('node', node, 'agents'), agentId);
+    }
+
+    return { devices: devices.length, callRecords };
+  }
+}
+
+/** Cluster presence from an agent hash and the live nodes. */
+export function presenceOf(agentId: string, h: Record<string, string>, live: ReadonlySet<string>): ClusterPresence {
+  const status = h.status === 'busy' || h.status === 'away' ? h.status : 'available';
+  const nodes: string[] = [];
+  let ringing = false;
+  let onCall = false;
+  for (const [k, v] of Object.entries(h)) {
+    if (!k.startsWith('n:') || !live.has(k.slice(2))) {
+      continue;
+    }
+    let view: AgentNodeView;
+    try {
+      view = JSON.parse(v) as AgentNodeView;
+    } catch {
+      continue;
+    }
+    if (view.s > 0) {
+      nodes.push(k.slice(2));
+    }
+    onCall ||= view.a === 'on_call';
+    ringing ||= view.a === 'ringing';
+  }
+  const effective = nodes.length === 0 && !onCall ? 'offline' : onCall ? 'on_call' : ringing ? 'ringing' : status;
+
+  return { agentId, status, effective, nodes: nodes.sort() };
+}
+
+function pairsToObject(kv: string[]): Record<string, string> {
+  const o: Record<string, string> = {};
+  for (let i = 0; i + 1 < kv.length; i += 2) {
+    o[kv[i]!] = kv[i + 1]!;
+  }
+
+  return o;
 }

@@ -33,6 +33,8 @@ export interface NodeAgentOptions {
   requestTimeoutMs?: number;
   /** Reconnect policy of the client (default: the SDK's). */
   reconnect?: false | ReconnectPolicy;
+  /** The device id the client sends in auth. */
+  deviceId?: string;
   /** Connect before resolving (default true). */
   connect?: boolean;
 }
@@ -91,6 +93,7 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
   const client = new RingbridgeClient({
     url: opts.url,
     token: opts.token,
+    ...(opts.deviceId ? { deviceId: opts.deviceId } : {}),
     WebSocket,
     webrtc: wrtc,
     handlerName: 'Chrome111',

@@ -79,7 +79,7 @@ describe('agent signaling', () => {
     expect((r.data as { sessionId: string }).sessionId).toMatch(/^[0-9a-f-]{36}$/);
     expect(await c.request('ping')).toMatchObject({ ok: true });
     expect(await c.request('presence.set', { status: 'away' })).toMatchObject({ ok: true, data: { status: 'away', effective: 'away' } });
-    const stored = await fx.gw.redis!.client.hgetall(`${fx.gw.config.redis.keyPrefix}agent:agent-7`);
+    const stored = await fx.gw.redis!.client.hgetall(`${fx.gw.config.redis.keyPrefix}agent:{agent-7}`);
     expect(stored).toMatchObject({ status: 'away', effective: 'away' });
   });
 

@@ -1,0 +1,105 @@
+/**
+ * The admin API under /admin, for operators and the privacy team. Every request carries
+ * `Authorization: Bearer <admin.token>`; with no token configured the API is off (404).
+ *
+ *   GET    /admin/nodes                  live nodes of the cluster (registry entries)
+ *   POST   /admin/drain  {deadlineMs?}   drain this node (as SIGTERM), 202
+ *   GET    /admin/agents/{id}            export everything stored about an agent (GDPR Art. 15)
+ *   DELETE /admin/agents/{id}            erase it (GDPR Art. 17); 409 while the agent is online
+ *
+ * Errors are JSON `{error, message?}` with 400, 401, 404, 405, 409 or 503 (Redis unavailable).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { type Logger } from '../log/logger.js';
+import { type NodeInfo, type StateStore } from '../state/store.js';
+import { type AdminRequest, HttpError, type HttpReply, json } from './server.js';
+
+/** What the admin API needs from the gateway. */
+export interface AdminDeps {
+  /** admin.token; empty turns the API off. */
+  token: string;
+  store: StateStore;
+  logger: Logger;
+  /** Live nodes (fresh from Redis). */
+  nodes(): Promise<NodeInfo[]>;
+  /** Starts draining this node; returns when it will stop at the latest. */
+  drain(deadlineMs: number | undefined): { deadline: string };
+  /** Whether an agent is online anywhere in the cluster (sessions or a call). */
+  agentOnline(agentId: string): Promise<boolean>;
+}
+
+const AGENT_ID = /^[A-Za-z0-9._@+-]{1,128}$/;
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/** Builds the admin request handler. */
+export function adminHandler(deps: AdminDeps): (req: AdminRequest) => Promise<HttpReply> {
+  const want = digest(deps.token);
+
+  return async (req) => {
+    if (deps.token === '') {
+      return json(404, { error: 'not_found' });
+    }
+    const m = /^Bearer (.+)$/.exec(req.authorization ?? '');
+    if (!m || !timingSafeEqual(digest(m[1]!.trim()), want)) {
+      return json(401, { error: 'unauthorized', message: 'Authorization: Bearer <admin.token> required' });
+    }
+    const [what, id, ...rest] = req.segments;
+    try {
+      if (what === 'nodes' && id === undefined) {
+        allow(req, 'GET');
+
+        return json(200, { nodes: await deps.nodes() });
+      }
+      if (what === 'drain' && id === undefined) {
+        allow(req, 'POST');
+        const body = (req.body ?? {}) as { deadlineMs?: unknown };
+        if (typeof body !== 'object' || (body.deadlineMs !== undefined && (!Number.isInteger(body.deadlineMs) || (body.deadlineMs as number) < 0 || (body.deadlineMs as number) > 86_400_000))) {
+          return json(400, { error: 'bad_request', message: 'deadlineMs: an integer number of ms from 0 to 86400000' });
+        }
+        deps.logger.warn({ deadlineMs: body.deadlineMs }, 'drain requested through the admin API');
+
+        return json(202, { draining: true, ...deps.drain(body.deadlineMs as number | undefined) });
+      }
+      if (what === 'agents' && id !== undefined && rest.length === 0) {
+        if (!AGENT_ID.test(id)) {
+          return json(400, { error: 'bad_request', message: 'agent id: 1 to 128 letters, digits, ".", "_", "@", "+", "-"' });
+        }
+        if (req.method === 'GET') {
+          const data = await deps.store.exportAgent(id);
+          deps.logger.info({ agent: id }, 'personal data exported');
+
+          return json(200, data);
+        }
+        if (req.method === 'DELETE') {
+          if (await deps.agentOnline(id)) {
+            return json(409, { error: 'agent_online', message: 'the agent is signed in or on a call; sign it out first' });
+          }
+          const erased = await deps.store.eraseAgent(id);
+          deps.logger.warn({ agent: id, ...erased }, 'personal data erased');
+
+          return json(200, { erased: true, ...erased });
+        }
+        throw new HttpError(405, 'method_not_allowed');
+      }
+
+      return json(404, { error: 'not_found' });
+    } catch (err) {
+      if (err instanceof HttpError) {
+        throw err;
+      }
+      // Redis errors: the data could not be read or erased now
+      deps.logger.warn({ err }, 'admin request failed');
+
+      return json(503, { error: 'unavailable', message: 'Redis is unavailable; try again' });
+    }
+  };
+}
+
+function allow(req: AdminRequest, method: string): void {
+  if (req.method !== method) {
+    throw new HttpError(405, 'method_not_allowed');
+  }
+}
