@@ -252,6 +252,9 @@ export class CallManager implements SignalingHandler {
     call.inviteReq = req;
     call.inviteRes = res;
     call.origin = handoff?.origin;
+    if (handoff) {
+      this.#notePeerRun(call, handoff.origin);
+    }
     const plan = await this.#ringPlan(route, handoff !== undefined);
     if (plan.length === 0) {
       log.info({ route: route.kind, handoff: handoff !== undefined }, 'rejecting INVITE: no agent available');
@@ -459,6 +462,7 @@ export class CallManager implements SignalingHandler {
     const leg: RemoteLeg = { node: nodeId, agents, req: undefined, cancelled: false, done: false };
     call.legs.set(nodeId, leg);
     call.peerSince = Date.now();
+    this.#notePeerRun(call, nodeId);
     const ringMs = Math.max(1000, (call.ringDeadline ?? Date.now()) - Date.now());
     const user = parseUri(invite.uri)?.user ?? 'ringbridge';
     const uri = node.sipUri.replace(/^sip:/, `sip:${user}@`);
@@ -627,6 +631,25 @@ export class CallManager implements SignalingHandler {
    * rings there loses that leg; one answered there is hung up toward the trunk; one handed here by
    * a dead node ends for its agent.
    */
+  /** Remembers which run of a peer node the call depends on (see Call.peerRuns). */
+  #notePeerRun(call: Call, nodeId: string): void {
+    const run = this.#cluster?.registry.live.get(nodeId)?.startedAt;
+    if (run) {
+      call.peerRuns.set(nodeId, run);
+    }
+  }
+
+  /** Whether a peer node is live and still the run the call started with. */
+  #peerHolds(call: Call, nodeId: string): boolean {
+    const info = this.#cluster?.registry.live.get(nodeId);
+    if (!info) {
+      return false;
+    }
+    const run = call.peerRuns.get(nodeId);
+
+    return run === undefined || info.startedAt === run;
+  }
+
   #checkPeers(): void {
     const registry = this.#cluster?.registry;
     if (!registry) {
@@ -635,7 +658,7 @@ export class CallManager implements SignalingHandler {
     const graceMs = this.#cfg.cluster.nodeTtlMs;
     for (const call of this.calls) {
       for (const leg of call.legs.values()) {
-        if (!leg.done && !registry.isLive(leg.node) && Date.now() - (call.peerSince ?? 0) > graceMs) {
+        if (!leg.done && !this.#peerHolds(call, leg.node) && Date.now() - (call.peerSince ?? 0) > graceMs) {
           this.#log.warn({ callId: call.id, node: leg.node }, 'the node a hand-off leg rings is down');
           leg.cancelled = true;
           leg.done = true;
@@ -643,15 +666,19 @@ export class CallManager implements SignalingHandler {
         }
       }
       const peer = call.peerNode;
-      if (!peer || registry.isLive(peer) || Date.now() - (call.peerSince ?? 0) <= graceMs || !call.live) {
+      if (!peer || !call.live) {
+        continue;
+      }
+      const restarted = registry.isLive(peer) && !this.#peerHolds(call, peer);
+      if (!restarted && (registry.isLive(peer) || Date.now() - (call.peerSince ?? 0) <= graceMs)) {
         continue;
       }
       if (call.remote) {
-        this.#log.warn({ callId: call.id, node: peer }, 'the node holding the agent of this call is down; hanging up');
+        this.#log.warn({ callId: call.id, node: peer }, restarted ? 'the node holding the agent of this call restarted; hanging up' : 'the node holding the agent of this call is down; hanging up');
         call.remote.dialog = undefined;
         this.#hangupTrunk(call, 'node_failure', 'SIP;cause=503;text="agent node lost"');
       } else if (call.origin) {
-        this.#log.warn({ callId: call.id, node: peer }, 'the node holding the trunk side of this call is down; ending it');
+        this.#log.warn({ callId: call.id, node: peer }, restarted ? 'the node holding the trunk side of this call restarted; ending it' : 'the node holding the trunk side of this call is down; ending it');
         for (const a of [...call.ringing]) {
           this.#unring(call, a, 'node_failure');
         }

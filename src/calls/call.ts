@@ -88,6 +88,11 @@ export class Call {
   ringDeadline: number | undefined;
   /** Since when the call depends on another node (ms since the epoch). */
   peerSince: number | undefined;
+  /**
+   * The runs (registry `startedAt`) of the other nodes this call depends on, as they were when it
+   * started to: a node that restarted under the same id no longer holds its side of the call.
+   */
+  readonly peerRuns = new Map<string, string>();
 
   constructor(init: { id?: string; direction: 'inbound' | 'outbound'; trunk: TrunkConfig; from: { number: string; name?: string }; to: { number: string } }) {
     this.id = init.id ?? randomUUID();

@@ -298,4 +298,39 @@ describe('several nodes on one Redis', () => {
       expect(dump, key).not.toContain('fcm-token-bbbb');
     }
   }, 60_000);
+
+  it('a node restarted under the same id clears what its previous run left in Redis before it takes calls', async () => {
+    const prefix = `rbtest:cluster:${process.pid}:${Date.now()}:`;
+    // A long node TTL: node A must not reap B before B's new run does.
+    const route = { ...routeTo('agent-r'), cluster: { secret: SECRET, heartbeatIntervalMs: 300, nodeTtlMs: 20_000 } };
+    const a = await nodeA(prefix, route);
+    const b = await nodeB(prefix, route);
+    const agent = await agentOn(b.wsUrl, 'agent-r');
+    const store = a.gw.store!;
+    await waitUntil('agent-r on node B', async () => {
+      const live = new Set((await store.liveNodes()).map((n) => n.id));
+
+      return (await store.clusterPresence(['agent-r'], live))[0]?.nodes.includes('node-b') === true;
+    });
+    const trunk = startSipp({ scenario: 'trunk-in-wait-bye', target: a.sipTarget, extraArgs: ['-mp', String(await freePort())], timeoutMs: 40_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    await agent.client.answer(incoming.call.id);
+    await agent.waitForEvent('answered', undefined, 5000);
+    await waitUntil('the call listed under node B', async () => (await store.nodeCalls('node-b')).length === 1);
+    b.proc.child.kill('SIGKILL');
+    await b.proc.exited;
+    const b2 = await nodeB(prefix, route);
+    // The new run of node-b ended the old call in Redis and removed the old session.
+    const cleared = b2.proc.logs.find((l) => l.msg === 'cleared what the previous run of this node left in Redis');
+    expect(cleared, b2.proc.output()).toMatchObject({ calls: 1, agents: 1 });
+    expect(await store.nodeCalls('node-b')).toEqual([]);
+    expect(await store.getCall(incoming.call.id)).toMatchObject({ state: 'ended' });
+    const sessions = await a.gw.redis!.client.hgetall(store.key('agent', 'agent-r', 'sessions'));
+    expect(Object.keys(sessions)).toEqual([]);
+    expect(await store.getCall(incoming.call.id)).toMatchObject({ endReason: 'node_restart' });
+    // node A hangs up its trunk leg: the peer's call is gone
+    const r = await trunk.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    expect(r.received('BYE')).toHaveLength(1);
+  }, 60_000);
 });
