@@ -1,0 +1,105 @@
+/**
+ * Messages between the calls benchmark and its agent processes (agent-worker.ts), over the Node
+ * IPC channel of each child. The parent asks, the child answers with the same `id`; the child
+ * also sends a `tick` every second on its own.
+ */
+
+/** How the agents of one process make their tone. */
+export type ToneMode = 'shared' | 'per-agent';
+
+/** Parent → child. */
+export type ToWorker =
+  | {
+      type: 'start';
+      id: number;
+      /** ws:// URL of the gateway's /ws. */
+      url: string;
+      /** HS256 secret the agents sign their tokens with. */
+      secret: string;
+      agentIds: string[];
+      tone: ToneMode;
+      /** Sample rate of the generated tone (8000 avoids resampling for G.711). */
+      sampleRate: 8000 | 48000;
+      /** How many agents connect at once. */
+      connectConcurrency: number;
+      requestTimeoutMs: number;
+    }
+  | { type: 'stats'; id: number }
+  | { type: 'hangup-all'; id: number }
+  | { type: 'stop'; id: number };
+
+/**
+ * RTP counters of one call at one moment, read from its two peer connections' own stats (the
+ * SDK's getStats() sums drop the time stamps the benchmark needs).
+ */
+export interface CallSample {
+  callId: string;
+  agentId: string;
+  /** libwebrtc's time of the inbound-rtp stats, ms since the epoch. */
+  at: number;
+  /** When the last RTP packet of the trunk's audio arrived, ms since the epoch (0: none yet). */
+  lastPacketAt: number;
+  packetsReceived: number;
+  /**
+   * libwebrtc's cumulative loss. It misses burst loss: a gap of more than a few packets counts as
+   * a stream restart (ReceiveStatistics' max_reordering_threshold), not as loss.
+   */
+  packetsLost: number;
+  /** Inbound jitter, seconds (RFC 3550, from libwebrtc). */
+  jitter: number;
+  /** Samples NetEq had to conceal (played without audio), cumulative. */
+  concealedSamples: number;
+  /** Samples NetEq put out, cumulative, at its own output rate (the denominator of concealedSamples). */
+  totalSamplesReceived: number;
+  packetsSent: number;
+  sendState: string;
+  recvState: string;
+}
+
+/** Counters of one agent process since it started. */
+export interface WorkerCounters {
+  agents: number;
+  /** Agents whose signaling session is up. */
+  connected: number;
+  incoming: number;
+  answered: number;
+  answerErrors: number;
+  /** Error codes of failed answers, counted. */
+  answerErrorCodes: Record<string, number>;
+  ended: number;
+  /** End reasons, counted. */
+  endReasons: Record<string, number>;
+  /** Calls answered and not yet ended. */
+  activeCalls: number;
+  /** Most calls one agent of this process had at the same time (1 expected). */
+  maxCallsPerAgent: number;
+  /** Answers given while the agent already had a live call. */
+  doubleBooked: number;
+  /** Times an agent's session went to `reconnecting`. */
+  reconnects: number;
+  /** Other client errors, counted by code. */
+  errors: Record<string, number>;
+  /** incoming → answer() resolved (media flowing), ms, of answers since the last tick. */
+  setupMs: number[];
+}
+
+/** Child → parent. */
+export type FromWorker =
+  | { type: 'reply'; id: number; ok: true; data?: unknown }
+  | { type: 'reply'; id: number; ok: false; error: string }
+  | {
+      type: 'tick';
+      counters: WorkerCounters;
+      /** Event-loop delay of the agent process over the last second, ms. */
+      loopDelayP99Ms: number;
+      loopDelayMaxMs: number;
+    };
+
+/** Reply data of `stats`. */
+export interface StatsReply {
+  calls: CallSample[];
+  /** Calls whose stats could not be read (ended meanwhile). */
+  failed: number;
+  /** How long reading took, ms. */
+  tookMs: number;
+}
