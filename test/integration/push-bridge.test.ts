@@ -48,13 +48,18 @@ function makeBridge(over: { concurrency?: number; timeoutMs?: number; maxAttempt
 
 describe('PushBridge', () => {
   it('keeps at most `concurrency` requests in flight per provider', async () => {
-    const { bridge } = makeBridge({ concurrency: 2, timeoutMs: 300 });
+    const { bridge } = makeBridge({ concurrency: 2, timeoutMs: 1000 });
     for (let i = 0; i < 5; i++) {
       xiaomi.states.set(`hang-${i}`, 'hang');
     }
     const before = xiaomi.count('/v3/');
+    const t0 = Date.now();
     const sends = Array.from({ length: 5 }, (_, i) => bridge.send({ channel: 'xiaomi', token: `hang-${i}` }, { kind: 'call', callId: `c${i}`, ttlSeconds: 30 }));
-    await new Promise((r) => setTimeout(r, 150));
+    while (xiaomi.count('/v3/') - before < 2 && Date.now() - t0 < 900) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await new Promise((r) => setTimeout(r, Math.max(0, 900 - (Date.now() - t0)) / 2));
+    // Both slots taken, the other three wait for the timeouts to free them.
     expect(xiaomi.count('/v3/') - before).toBe(2);
     const results = await Promise.all(sends);
     expect(results.every((r) => r.status === 'retry-later')).toBe(true);
