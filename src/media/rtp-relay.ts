@@ -1256,8 +1256,16 @@ async function bindLoopback(type: 'udp4' | 'udp6', address: string): Promise<dgr
   throw lastErr;
 }
 
+/**
+ * Receive buffer of each relay socket (bytes): room for a couple of hundred RTP packets (the
+ * kernel charges each small datagram about 1 KiB), seconds of one call's audio, so that a busy
+ * event loop (hundreds of calls on one thread) delays packets instead of dropping them. The kernel
+ * caps it at net.core.rmem_max.
+ */
+const RELAY_RECV_BUFFER_BYTES = 256 * 1024;
+
 async function bindUdp(type: 'udp4' | 'udp6', address: string, port: number): Promise<dgram.Socket> {
-  const socket = dgram.createSocket({ type, ipv6Only: false });
+  const socket = dgram.createSocket({ type, ipv6Only: false, recvBufferSize: RELAY_RECV_BUFFER_BYTES });
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => {
       socket.close();
