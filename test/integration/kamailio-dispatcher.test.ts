@@ -12,8 +12,9 @@
  * through Kamailio (Record-Route) in both directions; a node answering OPTIONS with 503 leaves the
  * rotation and comes back on 200; an INVITE refused with 503 is retried on the other node, and the
  * refusing node is taken out at once; 503 to the caller when every node refuses; a node that is
- * down is skipped; CANCEL; a node over TCP; calls from a node to a trunk; that Kamailio relays for
- * nobody else; and real gateways behind it.
+ * down is skipped; a 408 (the node's after ringing, or Kamailio's own on a ringing branch) goes
+ * back to the caller and is not retried; CANCEL; a node over TCP; calls from a node to a trunk;
+ * that Kamailio relays for nobody else; and real gateways behind it.
  */
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
@@ -68,12 +69,15 @@ function tag(): string {
 /**
  * A SIP user agent standing in for a gateway node: UDP and TCP on one port of its own address.
  * It answers OPTIONS with `optionsStatus`; INVITEs with 100 and then 200 (SDP; Record-Route
- * copied, RFC 3261 §12.1.1), 180 and nothing more (`'ring'`), or a refusal; BYE and CANCEL as a
- * UAS does; and can hang up itself. It records every request it gets.
+ * copied, RFC 3261 §12.1.1), 180 and nothing more (`'ring'`), or a refusal (after 180 and
+ * `ringMs` of ringing when that is set); BYE and CANCEL as a UAS does; and can hang up itself. It
+ * records every request it gets.
  */
 class SipNode {
   optionsStatus = 200;
   inviteAnswer: number | 'ring' = 200;
+  /** With a refusal as inviteAnswer: send 180 first and the refusal this long after it (ms). */
+  ringMs?: number;
   /** Hang up this long after the ACK (ms); undefined: wait for the caller's BYE. */
   hangupAfterMs?: number;
   readonly requests: Seen[] = [];
@@ -266,7 +270,14 @@ class SipNode {
 
       return;
     }
-    this.#final(call, this.#response(invite, answer, answer === 503 ? 'Service Unavailable' : 'Refused', { toTag: call.toTag }));
+    const refusal = this.#response(invite, answer, ({ 408: 'Request Timeout', 503: 'Service Unavailable' } as Record<number, string>)[answer] ?? 'Refused', { toTag: call.toTag });
+    if (this.ringMs !== undefined) {
+      this.#send(flow, this.#response(invite, 180, 'Ringing', { toTag: call.toTag, dialog: true }));
+      call.timers.push(setTimeout(() => call.final === undefined && this.#final(call, refusal), this.ringMs));
+
+      return;
+    }
+    this.#final(call, refusal);
   }
 
   /** Sends a final response to an INVITE, resent over UDP (500 ms, doubling) until the ACK. */
@@ -569,6 +580,44 @@ describe.skipIf(!runnable)('Kamailio dispatcher (docker/kamailio/kamailio.cfg) i
     }
     await k.waitForState(b.node, 'inactive', 10_000);
     expect((await k.entry(a.node))?.state).toBe('active');
+  });
+
+  it('passes a 408 that a node sends after ringing back to the caller, without ringing the call on the other node', async () => {
+    const { a, b, k } = await cluster({ pingIntervalS: 60, awaitProbes: false });
+    for (const n of [a, b]) {
+      n.inviteAnswer = 408;
+      n.ringMs = 300;
+    }
+    const r = await call(1, 'uac-expect-408');
+    const info = describeAll(r);
+    expect(r.exitCode, info).toBe(0);
+    expect(r.received(408, 'INVITE'), info).toHaveLength(1);
+    expect(r.received(503), info).toHaveLength(0);
+    // one node rang and gave up; the other never saw the call
+    const rang = [a, b].filter((n) => n.got('INVITE').length > 0);
+    expect(rang, info).toHaveLength(1);
+    expect(rang[0]!.got('INVITE'), info).toHaveLength(1);
+    await waitUntil(() => rang[0]!.got('ACK').length === 1, 5000, 'the ACK of the 408');
+    // a node whose call rang out is healthy: still in the rotation
+    expect((await k.list()).map((e) => e.state), info).toEqual(['active', 'active']);
+  });
+
+  it('passes its own 408 for a ringing branch that runs out of FR_INV_MS back to the caller, and cancels that branch', async () => {
+    const { a, b, k } = await cluster({ pingIntervalS: 60, awaitProbes: false, defines: { FR_INV_MS: 1500 } });
+    a.inviteAnswer = 'ring';
+    b.inviteAnswer = 'ring';
+    const started = Date.now();
+    const r = await call(1, 'uac-expect-408');
+    const info = describeAll(r);
+    expect(r.exitCode, info).toBe(0);
+    expect(r.received(408, 'INVITE'), info).toHaveLength(1);
+    expect(r.received(503), info).toHaveLength(0);
+    expect(Date.now() - started, info).toBeGreaterThanOrEqual(1400);
+    const rang = [a, b].filter((n) => n.got('INVITE').length > 0);
+    expect(rang, info).toHaveLength(1);
+    expect(rang[0]!.got('INVITE'), info).toHaveLength(1);
+    await waitUntil(() => rang[0]!.got('CANCEL').length === 1, 5000, 'the CANCEL of the timed-out branch');
+    expect((await k.list()).map((e) => e.state), info).toEqual(['active', 'active']);
   });
 
   it('relays a CANCEL to the ringing node; the 487 ends the call without trying another node', async () => {
