@@ -20,6 +20,9 @@ import { JwtVerifier } from './signaling/auth.js';
 import { SignalingServer } from './signaling/server.js';
 import { SipService } from './sip/sip-service.js';
 import { NodeRegistry } from './state/node-registry.js';
+import { PushBridge } from './push/bridge.js';
+import { PUSH_CHANNELS } from './push/provider.js';
+import { WakeService } from './push/wake.js';
 import { presenceOf, StateStore } from './state/store.js';
 import { connectRedis, type RedisHandle } from './state/redis.js';
 import { ringbridgeVersion } from './util/version.js';
@@ -70,6 +73,7 @@ export class Gateway {
   #signaling?: SignalingServer;
   #store?: StateStore;
   #registry?: NodeRegistry;
+  #push?: PushBridge;
   #startedAt = Date.now();
   #stopping?: Promise<void>;
   #drain?: { since: number; deadline: number; done: Promise<void> };
@@ -157,7 +161,21 @@ export class Gateway {
         sessions: this.#signaling?.counts().connected ?? 0,
       }),
     });
+    const store = this.#store;
+    const pushLog = logger.child({ component: 'push' });
+    this.#push = new PushBridge({
+      config: config.push,
+      logger: pushLog,
+      onDeadToken: async (channel, token) => {
+        const owner = await store.removeDeadToken(channel, token);
+        if (owner) {
+          pushLog.info({ channel, agent: owner.agentId, device: owner.deviceId }, 'push token reported dead: device removed');
+        }
+      },
+    });
+    const wake = PUSH_CHANNELS.some((c) => this.#push?.provider(c)) ? new WakeService({ store, bridge: this.#push, logger: pushLog, metrics: { registry: this.metrics.registry, prefix: this.metrics.prefix } }) : undefined;
     this.#calls = new CallManager({
+      ...(wake ? { wake } : {}),
       config,
       srf: this.#sip.srf,
       store: this.#store,
@@ -392,6 +410,7 @@ export class Gateway {
       await step('http', () => this.#http?.close());
       await step('sip', () => this.#sip?.close());
       await step('media', () => this.#media?.close());
+      await step('push', () => this.#push?.close());
       await step('redis', () => this.#redis?.close());
       this.logger.info({ node: this.nodeId }, errors.length ? 'ringbridge gateway stopped with errors' : 'ringbridge gateway stopped');
       this.#resolveStopped();

@@ -23,6 +23,7 @@ import { Call, CallStateError, type RemoteLeg } from './call.js';
 import { type Handoff, type HandoffInfo } from './handoff.js';
 import { CallMedia, CallMediaError, type CallMediaSettings } from './call-media.js';
 import { PresenceService } from './presence.js';
+import { type WakeOutcome, type WakeService } from '../push/wake.js';
 import { Router, type RouteTarget } from './routing.js';
 
 /** Options of the call manager. */
@@ -36,6 +37,8 @@ export interface CallManagerOptions {
   accepting?: () => boolean;
   /** Several nodes (cluster.secret set): the node registry and the hand-off signer. */
   cluster?: { registry: NodeRegistry; handoff: Handoff };
+  /** The wake-up flow (push configured): agents with no session are woken on their devices. */
+  wake?: WakeService;
 }
 
 /** One agent to ring: here (a local session) and/or on other nodes (hand-off legs). */
@@ -43,7 +46,12 @@ interface RingTarget {
   agentId: string;
   local: boolean;
   nodes: string[];
+  /** Devices to wake by push (the agent has no session anywhere). */
+  wake?: Device[];
 }
+
+/** How often a call with woken agents looks for their new sessions on other nodes (ms). */
+const WAKE_POLL_MS = 200;
 
 /** What srf's createUAC gives for an INVITE without SDP (noAck): the far end's offer and the ACK to send. */
 interface LateOfferLeg {
@@ -97,6 +105,7 @@ export class CallManager implements SignalingHandler {
   readonly #calls = new Map<string, Call>();
   readonly #accepting: () => boolean;
   readonly #cluster: { registry: NodeRegistry; handoff: Handoff } | undefined;
+  readonly #wake: WakeService | undefined;
   readonly presence: PresenceService;
   #signaling: SignalingServer | undefined;
 
@@ -110,6 +119,7 @@ export class CallManager implements SignalingHandler {
     this.#router = new Router(opts.config.routing);
     this.#accepting = opts.accepting ?? (() => true);
     this.#cluster = opts.cluster;
+    this.#wake = opts.wake;
     this.#cluster?.registry.on('refresh', () => this.#checkPeers());
     this.presence = new PresenceService({
       store: opts.store,
@@ -322,6 +332,12 @@ export class CallManager implements SignalingHandler {
       const nodes = p ? p.nodes.filter((n) => n !== this.#store.nodeId && registry?.isLive(n)) : [];
       if (local || nodes.length > 0) {
         plan.push({ agentId, local, nodes });
+      } else if (!handoff && this.#wake && (this.#signaling?.sessionsOf(agentId).length ?? 0) === 0 && (p === undefined || p.effective === 'offline')) {
+        // No session anywhere: wake the agent's devices, if its own status says it takes calls.
+        const wake = await this.#wakeTargets(agentId, p?.status);
+        if (wake.length > 0) {
+          plan.push({ agentId, local: false, nodes: [], wake });
+        }
       }
     }
     if (route.kind === 'group' && route.strategy === 'longest-idle') {
@@ -334,12 +350,31 @@ export class CallManager implements SignalingHandler {
     return plan;
   }
 
-  /** Rings targets at once: local sessions here, one hand-off leg per other node. */
+  /** The devices to wake for an offline agent whose own status is available (none on a Redis error). */
+  async #wakeTargets(agentId: string, status: string | undefined): Promise<Device[]> {
+    try {
+      const own = status ?? (await this.#store.getStatus(agentId)) ?? 'available';
+      if (own !== 'available') {
+        return [];
+      }
+
+      return await this.#wake!.wakeableDevices(agentId);
+    } catch (err) {
+      this.#log.warn({ err, agent: agentId }, 'cannot read the agent\'s devices; not waking it');
+
+      return [];
+    }
+  }
+
+  /** Rings targets at once: local sessions here, one hand-off leg per other node, pushes to sleeping devices. */
   #ringTargets(call: Call, targets: RingTarget[]): void {
     const byNode = new Map<string, string[]>();
     for (const t of targets) {
       if (t.local) {
         this.#ring(call, t.agentId);
+      }
+      if (t.wake) {
+        this.#wakeAgent(call, t.agentId, t.wake);
       }
       for (const n of t.nodes) {
         byNode.set(n, [...(byNode.get(n) ?? []), t.agentId]);
@@ -364,6 +399,83 @@ export class CallManager implements SignalingHandler {
     }
   }
 
+  /** Sends the wake pushes for an agent and watches for its devices to connect. */
+  #wakeAgent(call: Call, agentId: string, devices: Device[]): void {
+    const wake = this.#wake;
+    if (!wake || call.waking.has(agentId)) {
+      return;
+    }
+    call.waking.set(agentId, Date.now());
+    const ringLeftMs = Math.max(1000, (call.ringDeadline ?? Date.now()) - Date.now());
+    void wake
+      .wake({ id: call.id, callerDisplay: this.#store.storedNumber(call.from.number), ringLeftMs }, agentId, devices)
+      .catch((err: unknown) => {
+        this.#log.warn({ err, callId: call.id }, 'wake pushes failed');
+
+        return 0;
+      })
+      .then((delivered: number) => {
+        if (delivered === 0 && call.waking.delete(agentId)) {
+          this.#ringingDone(call); // no device can wake: do not wait for it
+        }
+      });
+    call.wakePoll ??= setInterval(() => void this.#pollWakes(call), WAKE_POLL_MS);
+  }
+
+  /** A woken agent connected somewhere: ring it there (here, or through a hand-off leg). */
+  async #pollWakes(call: Call): Promise<void> {
+    if (call.state !== 'ringing' || call.waking.size === 0) {
+      clearInterval(call.wakePoll);
+      call.wakePoll = undefined;
+
+      return;
+    }
+    const agents = [...call.waking.keys()];
+    for (const agentId of agents) {
+      if ((this.#signaling?.sessionsOf(agentId).length ?? 0) > 0 && call.waking.delete(agentId)) {
+        this.#ring(call, agentId);
+      }
+    }
+    const registry = this.#cluster?.registry;
+    const remaining = [...call.waking.keys()];
+    if (!registry || remaining.length === 0) {
+      return;
+    }
+    let found: ClusterPresence[];
+    try {
+      const live = new Set([...(await registry.refreshLive()).values()].filter((n) => !n.draining).map((n) => n.id));
+      found = await this.#store.clusterPresence(remaining, live);
+    } catch {
+      return; // Redis away: try again on the next tick
+    }
+    for (const p of found) {
+      const nodes = p.nodes.filter((n) => n !== this.#store.nodeId);
+      if (call.state === 'ringing' && nodes.length > 0 && call.waking.delete(p.agentId)) {
+        for (const n of nodes) {
+          this.#openLeg(call, n, [p.agentId]);
+        }
+      }
+    }
+  }
+
+  /**
+   * The call stopped ringing: woken devices that did not connect get a cancel or missed notice,
+   * and the wake records say why (whoever connects later is told at once).
+   */
+  #settleWakes(call: Call, outcome: WakeOutcome, answeredBy?: string): void {
+    clearInterval(call.wakePoll);
+    call.wakePoll = undefined;
+    call.waking.clear();
+    if (!this.#wake?.woke(call.id)) {
+      return;
+    }
+    const outcomes = new Map<string, WakeOutcome>();
+    for (const a of this.#wake.wokenAgents(call.id)) {
+      outcomes.set(a, a === answeredBy ? 'answered' : outcome);
+    }
+    void this.#wake.settle(call.id, outcomes, this.#store.storedNumber(call.from.number));
+  }
+
   /** longest-idle: ring the next agent still available (here or on its nodes), for ringStepMs. */
   #ringNext(call: Call, queue: RingTarget[]): void {
     if (call.state !== 'ringing') {
@@ -384,6 +496,10 @@ export class CallManager implements SignalingHandler {
         next = { agentId: t.agentId, local, nodes };
         break;
       }
+      if (t.wake) {
+        next = t;
+        break;
+      }
     }
     if (next === undefined) {
       this.#allDeclinedOrGone(call);
@@ -397,7 +513,7 @@ export class CallManager implements SignalingHandler {
 
   /** Nobody rings any more (declines, lost sessions, failed legs): the next step, or the end. */
   #ringingDone(call: Call): void {
-    if (call.state !== 'ringing' || call.ringing.size > 0 || call.legsRinging) {
+    if (call.state !== 'ringing' || call.ringing.size > 0 || call.legsRinging || call.waking.size > 0) {
       return;
     }
     if (call.ringQueue && call.ringQueue.length > 0) {
@@ -417,6 +533,7 @@ export class CallManager implements SignalingHandler {
   }
 
   #rejectInbound(call: Call, status: number, reason: EndReason): void {
+    this.#settleWakes(call, status === 480 ? 'ring_timeout' : 'declined');
     for (const a of [...call.ringing]) {
       this.#unring(call, a, status === 480 ? 'ring_timeout' : 'declined');
     }
@@ -438,6 +555,7 @@ export class CallManager implements SignalingHandler {
     if (call.state !== 'ringing' && call.state !== 'answering') {
       return;
     }
+    this.#settleWakes(call, reason);
     for (const a of [...call.ringing]) {
       this.#unring(call, a, reason);
     }
@@ -545,6 +663,7 @@ export class CallManager implements SignalingHandler {
     call.transition('answering');
     const agentId = late ? '' : ((r as unknown as { res?: { get(h: string): string | undefined } }).res?.get('X-RB-Agent') ?? '');
     call.remote = { node: leg.node, agentId, dialog: late ? undefined : r, release: late ? () => void r.destroy?.() : undefined };
+    this.#settleWakes(call, 'answered_elsewhere', agentId || leg.agents[0]);
     for (const a of [...call.ringing]) {
       this.#unring(call, a, 'answered_elsewhere');
     }
@@ -699,6 +818,7 @@ export class CallManager implements SignalingHandler {
     call.transition('answering');
     call.agentId = session.agentId;
     call.ringing.delete(session.agentId);
+    this.#settleWakes(call, 'answered_elsewhere', session.agentId);
     for (const a of [...call.ringing]) {
       this.#unring(call, a, 'answered_elsewhere');
     }
@@ -1098,6 +1218,7 @@ export class CallManager implements SignalingHandler {
    * node of the agent who answered, else by the node that holds the trunk's SIP leg.
    */
   #finish(call: Call, reason: EndReason, by: 'local' | 'remote' | 'system', sipStatus?: number): void {
+    this.#settleWakes(call, reason === 'answered_elsewhere' ? 'answered_elsewhere' : 'caller_cancelled');
     if (!call.finish(reason, by, sipStatus)) {
       return;
     }
@@ -1163,10 +1284,27 @@ export class CallManager implements SignalingHandler {
     if (session.deviceId) {
       void this.#store.touchDevice(session.agentId, session.deviceId);
     }
+    // A woken device: ring it on a call here that still waits for it (the auth response lists the
+    // call); a call that stopped ringing meanwhile is reported at once, whichever node held it.
+    for (const c of this.calls) {
+      if (c.state === 'ringing' && c.waking.delete(session.agentId)) {
+        c.ringing.add(session.agentId);
+      }
+    }
+    if (this.#wake) {
+      const settled = await this.#wake.sessionReady(session.agentId, session.deviceId);
+      if (settled.length > 0) {
+        setImmediate(() => {
+          for (const w of settled) {
+            this.#signaling?.sendToSession(session, 'call.cancelled', { callId: w.callId, reason: w.outcome === 'answered_elsewhere' ? 'answered_elsewhere' : w.outcome === 'ring_timeout' ? 'ring_timeout' : w.outcome === 'declined' ? 'declined' : 'caller_cancelled' });
+          }
+        });
+      }
+    }
     this.presence.refresh(session.agentId);
     const calls = this.calls
       .filter((c) => c.agentId === session.agentId || (c.state === 'ringing' && c.ringing.has(session.agentId)))
-      .map((c) => ({ ...c.info(), ...(c.state === 'ringing' ? { ringTimeoutMs: this.#cfg.calls.ringTimeoutMs } : {}) }));
+      .map((c) => ({ ...c.info(), ...(c.state === 'ringing' ? { ringTimeoutMs: Math.max(0, (c.ringDeadline ?? Date.now() + this.#cfg.calls.ringTimeoutMs) - Date.now()) } : {}) }));
     void resumed;
 
     return { presence: { status: this.presence.status(session.agentId), effective: this.presence.effective(session.agentId) }, calls };
@@ -1239,6 +1377,7 @@ export class CallManager implements SignalingHandler {
             platform: d.platform,
             channel: d.channel,
             ...(d.token !== undefined ? { token: d.token } : {}),
+            ...(d.alertToken !== undefined ? { alertToken: d.alertToken } : {}),
             ...(d.topic !== undefined ? { topic: d.topic } : {}),
             ...(d.appVersion !== undefined ? { appVersion: d.appVersion } : {}),
           }),

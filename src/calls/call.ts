@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type Srf from 'drachtio-srf';
 import { type CallInfo, type EndReason } from '../signaling/protocol.js';
 import { type TrunkConfig } from '../sip/trunks.js';
+import { type Device } from '../state/store.js';
 import { type CallMedia } from './call-media.js';
 
 /** States of a call. */
@@ -58,7 +59,11 @@ export class Call {
   /** Declines that gave "busy" (all busy → 486, else 603). */
   busyDeclines = 0;
   /** longest-idle: agents still to ring, in order. */
-  ringQueue: { agentId: string; local: boolean; nodes: string[] }[] | undefined;
+  ringQueue: { agentId: string; local: boolean; nodes: string[]; wake?: Device[] }[] | undefined;
+  /** Agents woken by push for this call, not connected yet: agentId → when the pushes left (ms). */
+  readonly waking = new Map<string, number>();
+  /** Polls the cluster for woken agents' new sessions while the call rings. */
+  wakePoll: NodeJS.Timeout | undefined;
   /** The agent on the call (answered inbound, or dialling outbound). */
   agentId: string | undefined;
   media: CallMedia | undefined;

@@ -73,6 +73,12 @@ export type RingbridgeClientEvents = {
   incoming: [{ call: ClientCall; ringTimeoutMs: number | undefined }];
   /** A ringing call was taken away; `ended` follows. */
   cancelled: [{ call: ClientCall; reason: CancelReason }];
+  /**
+   * A call this device was woken for by push (its id came in the push) stopped ringing before the
+   * device connected: answered on another device, or missed. End the app's incoming-call UI
+   * (CallKit, ConnectionService) for that id.
+   */
+  wakecancelled: [{ callId: string; reason: CancelReason }];
   /** An outbound call got 180/183. */
   progress: [{ call: ClientCall; status: number; earlyMedia: boolean }];
   /** The trunk side got its 200 OK. */
@@ -511,6 +517,8 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
         if (entry) {
           this.emit('cancelled', { call: entry.call, reason: d.reason });
           this.#endCall(entry.rec, { reason: CANCEL_TO_END[d.reason] ?? 'cancelled', by: d.reason === 'caller_cancelled' ? 'remote' : 'system' });
+        } else if (!this.#calls.has(d.callId)) {
+          this.emit('wakecancelled', { callId: d.callId, reason: d.reason });
         }
 
         return;

@@ -137,14 +137,24 @@ function readYamlFile(file: string, label: string): ConfigTree {
 function schemaAt(keys: string[]): z.core.$ZodType | undefined {
   let node: z.core.$ZodType = configSchema;
   for (const k of keys) {
-    const def = node._zod.def as { type: string; shape?: Record<string, z.core.$ZodType> };
+    const def = unwrap(node)._zod.def as { type: string; shape?: Record<string, z.core.$ZodType> };
     if (def.type !== 'object' || !def.shape || !Object.hasOwn(def.shape, k)) {
       return undefined;
     }
     node = def.shape[k]!;
   }
 
-  return node;
+  return unwrap(node);
+}
+
+/** The schema inside optional/nullable/default wrappers (optional sections such as push.apns). */
+function unwrap(node: z.core.$ZodType): z.core.$ZodType {
+  let n = node;
+  for (let def = n._zod.def as { type: string; innerType?: z.core.$ZodType }; (def.type === 'optional' || def.type === 'nullable' || def.type === 'default') && def.innerType; def = n._zod.def as typeof def) {
+    n = def.innerType;
+  }
+
+  return n;
 }
 
 /** " (did you mean RINGBRIDGE_X__Y?)" for a mistyped key, comparing without case and underscores. */
@@ -153,7 +163,7 @@ function suggestEnv(keys: string[]): string {
   let node: z.core.$ZodType = configSchema;
   const fixed: string[] = [];
   for (const k of keys) {
-    const def = node._zod.def as { type: string; shape?: Record<string, z.core.$ZodType> };
+    const def = unwrap(node)._zod.def as { type: string; shape?: Record<string, z.core.$ZodType> };
     if (def.type !== 'object' || !def.shape) {
       return '';
     }

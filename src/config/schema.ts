@@ -6,7 +6,9 @@
  * (see load.ts). The schema itself holds no defaults: a key missing from the merged result is an
  * error naming the key, and so is a key the schema does not know.
  */
+import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
+import { pushConfigSchema } from '../push/config.js';
 
 const port = z.int().min(1).max(65535);
 /** A port, or 0 for "pick a free one" (tests). */
@@ -77,6 +79,26 @@ const sipSchema = z.strictObject({
   listenAddresses: z.array(z.union([z.ipv4(), z.ipv6()], { error: 'an IPv4 or IPv6 address' })).min(1),
   /** Address put in Via/Contact/SDP when the listen address is a wildcard or behind NAT; empty: auto. */
   publicAddress: z.string(),
+  /**
+   * SIP proxies (IPs or CIDR blocks) whose `X-RB-Source` header names a trunk request's real
+   * source: the Kamailio dispatcher (docker/kamailio). A trunk INVITE from one of them is admitted
+   * by the address in that header instead of the proxy's (src/sip/trunks.ts trunkSource()).
+   * Empty: the header is never believed.
+   */
+  trustedProxies: z.array(
+    z.string().refine((s) => {
+      const [addr = '', bits, ...rest] = s.split('/');
+      if (rest.length > 0 || (bits !== undefined && !/^\d{1,3}$/.test(bits))) {
+        return false;
+      }
+      const v4 = ipaddr.IPv4.isValidFourPartDecimal(addr);
+      if (!v4 && !ipaddr.IPv6.isValid(addr)) {
+        return false;
+      }
+
+      return bits === undefined || Number(bits) <= (v4 ? 32 : 128);
+    }, 'an IPv4/IPv6 address or CIDR block, e.g. 10.0.0.10 or 10.0.0.0/24'),
+  ),
   udp: sipTransportSchema,
   tcp: sipTransportSchema,
   tls: sipTlsSchema,
@@ -343,6 +365,7 @@ export const configSchema = z
     calls: callsSchema,
     cluster: clusterSchema,
     admin: adminSchema,
+    push: pushConfigSchema,
     trunks: z.array(trunkSchema),
     routing: routingSchema,
   })

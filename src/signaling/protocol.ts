@@ -168,6 +168,8 @@ export const REQUESTS = {
       channel: z.enum(DEVICE_CHANNELS),
       /** The provider's push token; for webpush the PushSubscription as JSON. */
       token: z.string().min(1).max(4096).optional(),
+      /** APNs only: the app's ordinary remote-notification token, for missed and cancelled call notices (a VoIP token cannot show them). */
+      alertToken: z.string().min(1).max(4096).optional(),
       /** APNs topic (bundle id), or the app id / package name a vendor channel needs. */
       topic: z.string().min(1).max(256).optional(),
       appVersion: z.string().min(1).max(64).optional(),

@@ -11,10 +11,11 @@
  * | key | type | content | lifetime |
  * |---|---|---|---|
  * | {p}agent:{A} | hash | `status` (available, busy, away: the agent's own), `effective` (as last computed by a node), `updatedAt`, `firstSeenAt`, `lastCallEndedAt`, and one field `n:<nodeId>` per node serving the agent: JSON `{s: sessions, a: idle/ringing/on_call, t: ms}` | until erased; without devices, 30 days after the last change |
- * | {p}agent:{A}:sessions | hash | sessionId → JSON `{node, state: connected/suspended, since}` | with the sessions; a dead node's are reaped |
+ * | {p}agent:{A}:sessions | hash | sessionId → JSON `{node, state: connected/suspended, since, deviceId?}` | with the sessions; a dead node's are reaped |
  * | {p}agent:{A}:devices | hash | deviceId → JSON {@link Device} (platform, push channel, token, app version, last seen) | until removed, erased, or the provider reports the token dead |
+ * | {p}agent:{A}:wakes | hash | callId → JSON {@link WakeRecord} (node, sentAt, per-device wake state, outcome) | 5 minutes after the last write |
  * | {p}agent:{A}:records | sorted set | callId → end time (ms) of the agent's call records | trimmed to `calls.recordTtlS` |
- * | {p}token:{sha256(channel + token)} | string | `<agentId> <deviceId>` (dead-token reports name only the token) | with the device |
+ * | {p}token:{sha256(channel + token)} | string | `<agentId> <deviceId>` (dead-token reports name only the token); APNs alert tokens under channel `apns:alert` | with the device |
  * | {p}call:{C} | hash | direction, state, trunkId, from/to (masked unless `calls.maskNumbers` is false), agentId, node (SIP leg), agentNode, timestamps, endReason, sipStatus, codec, cdrId | while live; `calls.recordTtlS` after the end |
  * | {p}node:{N} | hash | id, sipUri, httpUrl, mediaAddress, version, startedAt, draining, calls, sessions, heartbeatAt | expires `cluster.nodeTtlMs` after the last heartbeat |
  * | {p}node:{N}:calls | set | ids of the node's live calls | until the node (or the reaper) removes them |
@@ -70,6 +71,8 @@ export interface Device {
   channel: PushChannel;
   /** The push token (Web Push: the subscription JSON); absent for channel `none`. */
   token?: string;
+  /** APNs only: the app's ordinary (alert) token, for cancel and missed-call notices. */
+  alertToken?: string;
   /** APNs topic / app id / package name the token belongs to, when the channel needs it. */
   topic?: string;
   appVersion?: string;
@@ -122,6 +125,21 @@ export interface AgentExport {
   devices: Device[];
   idleSince?: string;
   callRecords: Record<string, string>[];
+}
+
+/** How long an agent's wake records stay after the last write (s). */
+const WAKE_TTL_S = 300;
+
+/** A call's wake-up of one agent (push), as stored: see WakeService. */
+export interface WakeRecord {
+  /** The node that sent the pushes (it holds the call). */
+  node: string;
+  /** When the pushes left (ms since the epoch). */
+  sentAt: number;
+  /** deviceId → sent | failed | connected. */
+  devices: Record<string, 'sent' | 'failed' | 'connected'>;
+  /** Why the call stopped ringing for this agent, once it did. */
+  outcome?: 'answered' | 'answered_elsewhere' | 'caller_cancelled' | 'ring_timeout' | 'declined';
 }
 
 /** Masks a telephone number for storage: "+4930123456" → "+49******56". */
@@ -368,9 +386,15 @@ export class StateStore {
     if (previous?.token && (previous.token !== device.token || previous.channel !== device.channel)) {
       await this.#delTokenIfOwned(previous.channel, previous.token, agentId, device.deviceId);
     }
+    if (previous?.alertToken && previous.alertToken !== device.alertToken) {
+      await this.#delTokenIfOwned(`${previous.channel}:alert`, previous.alertToken, agentId, device.deviceId);
+    }
     await this.#redis.multi().hset(devicesKey, device.deviceId, JSON.stringify(stored)).persist(this.key('agent', agentId)).hsetnx(this.key('agent', agentId), 'firstSeenAt', now).exec();
     if (device.token) {
       await this.#redis.set(this.#tokenKey(device.channel, device.token), `${agentId} ${device.deviceId}`);
+    }
+    if (device.alertToken) {
+      await this.#redis.set(this.#tokenKey(`${device.channel}:alert`, device.alertToken), `${agentId} ${device.deviceId}`);
     }
 
     return stored;
@@ -396,6 +420,9 @@ export class StateStore {
     const d = JSON.parse(raw) as Device;
     if (d.token) {
       await this.#delTokenIfOwned(d.channel, d.token, agentId, deviceId);
+    }
+    if (d.alertToken) {
+      await this.#delTokenIfOwned(`${d.channel}:alert`, d.alertToken, agentId, deviceId);
     }
     await this.#redis.hdel(devicesKey, deviceId);
     await this.#refreshAgentTtl(agentId);
@@ -433,7 +460,7 @@ export class StateStore {
     const key = this.#tokenKey(channel, token);
     const owner = await this.#redis.get(key);
     if (!owner) {
-      return undefined;
+      return this.#removeDeadAlertToken(channel, token);
     }
     const [agentId, deviceId] = owner.split(' ') as [string, string];
     const raw = await this.#redis.hget(this.key('agent', agentId, 'devices'), deviceId);
@@ -445,6 +472,72 @@ export class StateStore {
     await this.#redis.del(key);
 
     return { agentId, deviceId };
+  }
+
+  /** An APNs alert token reported dead: the device stays (its VoIP token still wakes it), without it. */
+  async #removeDeadAlertToken(channel: PushChannel, token: string): Promise<{ agentId: string; deviceId: string } | undefined> {
+    const key = this.#tokenKey(`${channel}:alert`, token);
+    const owner = await this.#redis.get(key);
+    if (!owner) {
+      return undefined;
+    }
+    const [agentId, deviceId] = owner.split(' ') as [string, string];
+    const devicesKey = this.key('agent', agentId, 'devices');
+    const raw = await this.#redis.hget(devicesKey, deviceId);
+    const d = raw ? (JSON.parse(raw) as Device) : undefined;
+    if (d && d.alertToken === token) {
+      const { alertToken: _gone, ...rest } = d;
+      await this.#redis.hset(devicesKey, deviceId, JSON.stringify(rest));
+    }
+    await this.#redis.del(key);
+
+    return { agentId, deviceId };
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Wake-ups (push): one record per call an agent was woken for
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * Writes (merges) the wake record of a call for an agent: which node woke it, when, each device's
+   * wake state, and the outcome once the call stopped ringing. The agent's wakes hash expires
+   * WAKE_TTL_S after its last write.
+   */
+  putWake(agentId: string, callId: string, update: Partial<WakeRecord>): Promise<void> {
+    return this.#safe('putWake', async () => {
+      const key = this.key('agent', agentId, 'wakes');
+      const raw = await this.#redis.hget(key, callId);
+      const prev = raw ? (JSON.parse(raw) as WakeRecord) : { node: this.#node, sentAt: Date.now(), devices: {} };
+      const next: WakeRecord = { ...prev, ...update, devices: { ...prev.devices, ...update.devices } };
+      await this.#redis.multi().hset(key, callId, JSON.stringify(next)).expire(key, WAKE_TTL_S).exec();
+    });
+  }
+
+  /**
+   * An agent's wake records by call id (recent ones only).
+   * @throws when Redis is unavailable
+   */
+  async wakes(agentId: string): Promise<Map<string, WakeRecord>> {
+    const all = await this.#redis.hgetall(this.key('agent', agentId, 'wakes'));
+
+    return new Map(Object.entries(all).map(([callId, raw]) => [callId, JSON.parse(raw) as WakeRecord]));
+  }
+
+  /**
+   * The devices of an agent that have a live session (any node), from the sessions hash.
+   * @throws when Redis is unavailable
+   */
+  async connectedDevices(agentId: string): Promise<Set<string>> {
+    const all = await this.#redis.hgetall(this.key('agent', agentId, 'sessions'));
+    const out = new Set<string>();
+    for (const raw of Object.values(all)) {
+      const s = JSON.parse(raw) as { deviceId?: string };
+      if (s.deviceId) {
+        out.add(s.deviceId);
+      }
+    }
+
+    return out;
   }
 
   // ----------------------------------------------------------------------------------------------
@@ -717,6 +810,9 @@ export class StateStore {
       if (d.token) {
         await this.#delTokenIfOwned(d.channel, d.token, agentId, d.deviceId);
       }
+      if (d.alertToken) {
+        await this.#delTokenIfOwned(`${d.channel}:alert`, d.alertToken, agentId, d.deviceId);
+      }
     }
     const recordIds = await this.#redis.zrange(this.key('agent', agentId, 'records'), 0, -1);
     let callRecords = 0;
@@ -731,7 +827,7 @@ export class StateStore {
       await this.#redis.del(this.key('call', callId));
       callRecords++;
     }
-    await this.#redis.del(this.key('agent', agentId), this.key('agent', agentId, 'sessions'), this.key('agent', agentId, 'devices'), this.key('agent', agentId, 'records'));
+    await this.#redis.del(this.key('agent', agentId), this.key('agent', agentId, 'sessions'), this.key('agent', agentId, 'devices'), this.key('agent', agentId, 'records'), this.key('agent', agentId, 'wakes'));
     await this.#redis.zrem(this.#idleKey(), agentId);
     for (const node of await this.#redis.zrange(this.key('nodes'), 0, -1)) {
       await this.#redis.srem(this.key('node', node, 'agents'), agentId);

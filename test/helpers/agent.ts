@@ -83,6 +83,7 @@ const EVENT_NAMES: (keyof RingbridgeClientEvents)[] = [
   'track',
   'ended',
   'presence',
+  'wakecancelled',
   'connectionstatechange',
   'error',
 ];
