@@ -14,7 +14,8 @@
  * refusing node is taken out at once; 503 to the caller when every node refuses; a node that is
  * down is skipped; a 408 (the node's after ringing, or Kamailio's own on a ringing branch) goes
  * back to the caller and is not retried; CANCEL; a node over TCP; calls from a node to a trunk;
- * that Kamailio relays for nobody else; and real gateways behind it.
+ * that Kamailio relays for nobody else; that a trunk's request reaches the node with exactly one
+ * X-RB-Source, Kamailio's, naming the trunk's address; and real gateways behind it.
  */
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
@@ -48,6 +49,8 @@ interface Seen {
   /** Top Via. */
   via: string;
   recordRoute: string[];
+  /** X-RB-Source header values (the trunk's address as Kamailio saw it). */
+  rbSource: string[];
 }
 
 type Flow = { kind: 'udp'; address: string; port: number } | { kind: 'tcp'; conn: net.Socket };
@@ -211,6 +214,7 @@ class SipNode {
       transport: flow.kind,
       via: msg.getHeaderValues('via')[0] ?? '',
       recordRoute: msg.getHeaderValues('record-route'),
+      rbSource: msg.getHeaders('x-rb-source'),
     });
     const call = this.#calls.get(msg.callId);
     switch (msg.method) {
@@ -412,6 +416,9 @@ describe.skipIf(!runnable)('Kamailio dispatcher (docker/kamailio/kamailio.cfg) i
     const { a, b, k } = await cluster();
     const r = await call(6);
     const info = describeAll(r);
+    // sipp's own address, as its INVITEs' Via names it (sipp sends from the port it puts there)
+    const sippPort = /^SIP\/2\.0\/UDP 127\.0\.0\.1:(\d+)/.exec(sipHeader(r.sent('INVITE')[0] ?? '', 'Via') ?? '')?.[1];
+    expect(sippPort, info).toBeDefined();
     expect(r.exitCode, info).toBe(0);
     expect(r.successfulCalls, info).toBe(6);
     // every call reached exactly one node, and both took calls (round-robin: 3 each while both are active)
@@ -424,9 +431,10 @@ describe.skipIf(!runnable)('Kamailio dispatcher (docker/kamailio/kamailio.cfg) i
       [b, a],
     ] as const) {
       for (const inv of n.got('INVITE')) {
-        // from Kamailio, which record-routed it
+        // from Kamailio, which record-routed it and named the trunk (sipp) in X-RB-Source
         expect(inv.source, info).toBe(k.sipTarget);
         expect(inv.recordRoute, info).toEqual([`<sip:${k.sipTarget};lr>`]);
+        expect(inv.rbSource, info).toEqual([`127.0.0.1:${sippPort};transport=udp`]);
         // its ACK and BYE came here too, from Kamailio, loose-routed to this node's Contact
         for (const method of ['ACK', 'BYE']) {
           const got = n.got(method).filter((x) => x.callId === inv.callId);
@@ -618,6 +626,35 @@ describe.skipIf(!runnable)('Kamailio dispatcher (docker/kamailio/kamailio.cfg) i
     expect(rang[0]!.got('INVITE'), info).toHaveLength(1);
     await waitUntil(() => rang[0]!.got('CANCEL').length === 1, 5000, 'the CANCEL of the timed-out branch');
     expect((await k.list()).map((e) => e.state), info).toEqual(['active', 'active']);
+  });
+
+  it('replaces a trunk\'s own X-RB-Source with the address the request came from', async () => {
+    const { a, b, k } = await cluster();
+    a.inviteAnswer = 486;
+    b.inviteAnswer = 486;
+    const trunk = await RawSipPeer.udp({ address: k.address, port: k.port });
+    cleanups.push(() => trunk.close());
+    const callId = tag();
+    trunk.send(
+      sipRequest({
+        method: 'INVITE',
+        uri: `sip:service@${k.sipTarget}`,
+        callId,
+        fromTag: tag(),
+        cseq: 1,
+        viaPort: trunk.port,
+        viaParams: ';rport',
+        // spoofed, in two spellings: both must go
+        headers: ['X-RB-Source: 198.51.100.7:5060;transport=udp', 'x-rb-source: 10.0.0.1'],
+        body: sdp(40006, '127.0.0.1'),
+      }),
+    );
+    await trunk.waitFor(isResponse(486, 'INVITE', callId), 5000, 'the node\'s 486');
+    const inv = [...a.got('INVITE'), ...b.got('INVITE')].find((x) => x.callId === callId);
+    const info = describeAll();
+    expect(inv, info).toBeDefined();
+    expect(inv!.source, info).toBe(k.sipTarget);
+    expect(inv!.rbSource, info).toEqual([`127.0.0.1:${trunk.port};transport=udp`]);
   });
 
   it('relays a CANCEL to the ringing node; the 487 ends the call without trying another node', async () => {
