@@ -38,17 +38,140 @@ export function parseDigest(header: string): Record<string, string> | undefined 
   return out;
 }
 
+type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
+
+/** An IP address or CIDR block (as the config schema's `cidr` accepts it) as a range. */
+function parseRange(a: string): Range {
+  if (a.includes('/')) {
+    return ipaddr.parseCIDR(a);
+  }
+  const addr = ipaddr.parse(a);
+
+  return [addr, addr.kind() === 'ipv4' ? 32 : 128];
+}
+
+/** An address (IPv6 possibly in brackets, IPv4-mapped IPv6 as IPv4), or undefined when it is none. */
+function parseAddress(address: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
+  try {
+    return ipaddr.process(address.replace(/^\[|\]$/g, ''));
+  } catch {
+    return undefined;
+  }
+}
+
+function inRanges(addr: ipaddr.IPv4 | ipaddr.IPv6, ranges: Range[]): boolean {
+  return ranges.some((range) => addr.kind() === range[0].kind() && addr.match(range));
+}
+
+/** Parsed `sip.trustedProxies`, per array (the config's array lives as long as the process). */
+const proxyRanges = new WeakMap<readonly string[], Range[]>();
+
+/** Header in which the dispatcher (docker/kamailio/kamailio.cfg) names a trunk request's real source. */
+export const SOURCE_HEADER = 'X-RB-Source';
+
+/** Where a request really comes from, as trunkSource() decides it. */
+export interface TrunkSource {
+  /**
+   * The address to admit the request by (`TrunkDirectory.admit`): the packet's source address, or,
+   * when that is a trusted proxy, the address in its `X-RB-Source` header; `''` when a trusted
+   * proxy sent no usable header (then no allow-list matches, and only digest credentials admit).
+   */
+  address: string;
+  /** The packet came from a trusted proxy (`sip.trustedProxies`). */
+  viaProxy: boolean;
+  /**
+   * Why an `X-RB-Source` header was not used, for the caller's log: `untrusted` (a header from a
+   * source that is no trusted proxy: ignored, the packet's source counts), `missing` or
+   * `malformed` (from a trusted proxy: no address at all). Absent when nothing was ignored.
+   */
+  ignored?: 'untrusted' | 'missing' | 'malformed';
+}
+
+/**
+ * The source address a trunk's out-of-dialog request is admitted by.
+ *
+ * Behind the Kamailio dispatcher every request comes from Kamailio's address; Kamailio removes any
+ * `X-RB-Source` header a trunk sent and appends its own with the address the request came from
+ * (`X-RB-Source: 198.51.100.7:5060;transport=udp`, IPv6 in brackets: `[2001:db8::7]:5060;...`).
+ * That header is believed only when the packet itself comes from an address in `trustedProxies`
+ * (`sip.trustedProxies`, IPs or CIDR blocks):
+ *
+ * - packet from a trusted proxy, header well-formed → the header's address (`viaProxy` true);
+ * - packet from a trusted proxy, header missing, repeated or malformed → `address: ''`, so no
+ *   allow-list admits it (falling back to the proxy's own address would admit by the proxy's
+ *   address, which is what the header is there to avoid); digest credentials still can;
+ * - packet from anywhere else → the packet's source address; a header it carries is ignored
+ *   (`ignored: 'untrusted'`: someone tried to choose their source, worth a log line).
+ *
+ * Accepted header values: `IPv4[:port]`, `[IPv6][:port]` or a bare IPv6 literal, optionally
+ * followed by `;params` (`;transport=udp`); the port and parameters are not used. Pure: no I/O.
+ * @param sourceAddress the packet's source address (`req.source_address`)
+ * @param header the request's `X-RB-Source` value, undefined or `''` when it has none
+ * @param trustedProxies `sip.trustedProxies`
+ */
+export function trunkSource(sourceAddress: string, header: string | undefined, trustedProxies: readonly string[]): TrunkSource {
+  const has = header !== undefined && header.trim() !== '';
+  let ranges = proxyRanges.get(trustedProxies);
+  if (!ranges) {
+    ranges = trustedProxies.map(parseRange);
+    proxyRanges.set(trustedProxies, ranges);
+  }
+  const packet = parseAddress(sourceAddress);
+  if (!packet || !inRanges(packet, ranges)) {
+    return has ? { address: sourceAddress, viaProxy: false, ignored: 'untrusted' } : { address: sourceAddress, viaProxy: false };
+  }
+  if (!has) {
+    return { address: '', viaProxy: true, ignored: 'missing' };
+  }
+  const address = parseSourceHeader(header);
+
+  return address === undefined ? { address: '', viaProxy: true, ignored: 'malformed' } : { address, viaProxy: true };
+}
+
+/** The address in an `X-RB-Source` value (see trunkSource), normalised; undefined when malformed. */
+function parseSourceHeader(value: string): string | undefined {
+  const hostport = value.trim().split(';')[0]!.trim();
+  // One header, one address: a comma means several headers folded into one value.
+  if (hostport.includes(',')) {
+    return undefined;
+  }
+  let host: string;
+  const bracketed = /^\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?$/.exec(hostport);
+  const v4 = /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(hostport);
+  if (bracketed) {
+    host = bracketed[1]!;
+  } else if (v4) {
+    host = v4[1]!;
+  } else if (ipaddr.IPv6.isValid(hostport)) {
+    host = hostport;
+  } else {
+    return undefined;
+  }
+  const port = (bracketed ?? v4)?.[2];
+  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) {
+    return undefined;
+  }
+  if (bracketed && !ipaddr.IPv6.isValid(host)) {
+    return undefined;
+  }
+  if (v4 && !ipaddr.IPv4.isValidFourPartDecimal(host)) {
+    return undefined;
+  }
+
+  return parseAddress(host)?.toString();
+}
+
 /** Matches inbound requests to trunks. */
 export class TrunkDirectory {
   readonly trunks: TrunkConfig[];
-  readonly #ranges: { trunk: TrunkConfig; range: [ipaddr.IPv4 | ipaddr.IPv6, number] }[] = [];
+  readonly #ranges: { trunk: TrunkConfig; range: Range }[] = [];
   readonly #nonceKey = randomBytes(32);
 
   constructor(trunks: TrunkConfig[]) {
     this.trunks = trunks;
     for (const t of trunks) {
       for (const a of t.inbound.allow) {
-        this.#ranges.push({ trunk: t, range: a.includes('/') ? ipaddr.parseCIDR(a) : [ipaddr.parse(a), ipaddr.parse(a).kind() === 'ipv4' ? 32 : 128] });
+        this.#ranges.push({ trunk: t, range: parseRange(a) });
       }
     }
   }
@@ -60,10 +183,8 @@ export class TrunkDirectory {
 
   /** The first trunk whose allow-list contains an address. */
   byAddress(address: string): TrunkConfig | undefined {
-    let addr: ipaddr.IPv4 | ipaddr.IPv6;
-    try {
-      addr = ipaddr.process(address.replace(/^\[|\]$/g, ''));
-    } catch {
+    const addr = parseAddress(address);
+    if (!addr) {
       return undefined;
     }
     for (const { trunk, range } of this.#ranges) {
