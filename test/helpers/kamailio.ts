@@ -90,7 +90,7 @@ export interface KamailioProcess {
   stop(): Promise<{ exitCode: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** The cfg the tests run, the same file docker/compose.yaml mounts. */
+/** The cfg the tests run: the same file the Kamailio image (docker/kamailio/Dockerfile) copies in, which docker/compose.yaml builds. */
 export function kamailioCfgPath(): string {
   return path.join(projectRoot(), 'docker', 'kamailio', 'kamailio.cfg');
 }
