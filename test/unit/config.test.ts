@@ -107,6 +107,16 @@ describe('loadConfig()', () => {
     expect(err.problems[0]).toMatchObject({ key: 'http.prot', source: 'environment variable RINGBRIDGE_HTTP__PROT' });
   });
 
+  it('takes sip.trustedProxies as IPs or CIDR blocks (default none) and rejects anything else', () => {
+    expect(loadConfig({ env: {} }).config.sip.trustedProxies).toEqual([]);
+    const { config } = loadConfig({ env: { RINGBRIDGE_SIP__TRUSTED_PROXIES: '10.0.0.10, 10.1.0.0/16, 2001:db8::/64' } });
+    expect(config.sip.trustedProxies).toEqual(['10.0.0.10', '10.1.0.0/16', '2001:db8::/64']);
+    for (const bad of ['10.0.0.0/33', '2001:db8::/129', '10', '10.0.0.256', 'kamailio.internal']) {
+      const err = problemsOf(() => loadConfig({ env: { RINGBRIDGE_SIP__TRUSTED_PROXIES: bad } }));
+      expect(err.problems.map((p) => p.key), bad).toEqual(['sip.trustedProxies.0']);
+    }
+  });
+
   it('rejects contradictory settings naming both keys', () => {
     const err = problemsOf(() => loadConfig({ env: { RINGBRIDGE_MEDIA__RTC_MIN_PORT: '5000', RINGBRIDGE_MEDIA__RTC_MAX_PORT: '4000' } }));
     expect(err.message).toContain('media.rtcMaxPort = 4000');
