@@ -14,7 +14,7 @@ import { type Config } from '../config/schema.js';
 import { type Logger } from '../log/logger.js';
 import { formatUri, parseNameAddr, parseUri } from '../sip/engine/message.js';
 import { buildOffer, negotiateAnswer, negotiateFromAnswer, reanswer, reofferFormats, SdpError } from '../sip/sdp.js';
-import { TrunkDirectory, type TrunkConfig } from '../sip/trunks.js';
+import { TrunkDirectory, trunkSource, type TrunkConfig } from '../sip/trunks.js';
 import { type AgentSession, SignalingError, type SignalingHandler, type SignalingServer } from '../signaling/server.js';
 import { type AgentStatus, type CancelReason, type DeviceInfo, type EffectivePresence, type EndReason, type RequestData, type RequestType, type ResponseData } from '../signaling/protocol.js';
 import { type NodeRegistry } from '../state/node-registry.js';
@@ -219,7 +219,12 @@ export class CallManager implements SignalingHandler {
       }
       trunk = t;
     } else {
-      const admission = this.#trunks.admit(req.source_address, 'INVITE', req.get('Authorization') || undefined);
+      // Behind the dispatcher the packet comes from it: the trunk's own address is in X-RB-Source.
+      const source = trunkSource(req.source_address, req.get('X-RB-Source') || undefined, this.#cfg.sip.trustedProxies);
+      if (source.ignored) {
+        log.warn({ source: req.source_address, ignored: source.ignored }, 'X-RB-Source not used to admit a trunk');
+      }
+      const admission = this.#trunks.admit(source.address, 'INVITE', req.get('Authorization') || undefined);
       if (!admission.ok) {
         if (admission.status === 401) {
           res.send(401, { headers: { 'WWW-Authenticate': admission.challenge } });
