@@ -186,6 +186,33 @@ describe('several nodes on one Redis', () => {
     expect(r2.exitCode, r2.describe()).toBe(0);
   }, 60_000);
 
+  it('answers the trunk 480 within the node TTL when the agent\'s node dies while the call rings there', async () => {
+    const prefix = `rbtest:cluster:${process.pid}:${Date.now()}:`;
+    const a = await nodeA(prefix, routeTo('agent-b'));
+    const b = await nodeB(prefix, routeTo('agent-b'));
+    const agent = await agentOn(b.wsUrl, 'agent-b');
+    const store = a.gw.store!;
+    await waitUntil('node A to see agent-b on node B', async () => {
+      const live = new Set((await store.liveNodes()).map((n) => n.id));
+
+      return (await store.clusterPresence(['agent-b'], live))[0]?.nodes.includes('node-b') === true;
+    });
+    const trunk = runSipp({ scenario: 'uac-expect-480', target: a.sipTarget, timeoutMs: 20_000 });
+    await agent.waitForEvent('incoming', undefined, 10_000);
+    const killedAt = Date.now();
+    b.proc.child.kill('SIGKILL');
+    await b.proc.exited;
+    const r = await trunk;
+    // the 5 s ring timeout of the test profile (from the INVITE) would also give 480: the node
+    // TTL (1.5 s) plus a beat (0.3 s) must come first, with slack for a loaded machine
+    expect(Date.now() - killedAt).toBeLessThan(4000);
+    expect(r.exitCode, r.describe()).toBe(0);
+    expect(a.gw.calls!.calls).toHaveLength(0);
+    // node A takes the next call
+    const r2 = await runSipp({ scenario: 'uac-expect-480', target: a.sipTarget });
+    expect(r2.exitCode, r2.describe()).toBe(0);
+  }, 60_000);
+
   it('drains a node: 503 to new INVITEs and OPTIONS, /health draining, its call goes on, then it stops', async () => {
     const prefix = `rbtest:cluster:${process.pid}:${Date.now()}:`;
     const a = await nodeA(prefix, routeTo('agent-a'));
