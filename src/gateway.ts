@@ -207,6 +207,8 @@ export class Gateway {
       logger: logger.child({ component: 'signaling' }),
     });
     this.#calls.attachSignaling(this.#signaling);
+    // Reaped while alive (a stall longer than the node TTL) or Redis lost its data: write again.
+    this.#registry.on('lost', () => this.#calls?.resync());
     await this.#registry.start();
     // Redis back after an outage (maybe restarted empty): write what this node holds again.
     let redisLost = false;

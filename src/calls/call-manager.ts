@@ -782,7 +782,8 @@ export class CallManager implements SignalingHandler {
     const graceMs = this.#cfg.cluster.nodeTtlMs;
     for (const call of this.calls) {
       for (const leg of call.legs.values()) {
-        if (!leg.done && !this.#peerHolds(call, leg.node) && Date.now() - (call.peerSince ?? 0) > graceMs) {
+        const legGone = !this.#peerHolds(call, leg.node) && (registry.isLive(leg.node) || registry.silentForMs(leg.node) > graceMs);
+        if (!leg.done && legGone && Date.now() - (call.peerSince ?? 0) > graceMs) {
           this.#log.warn({ callId: call.id, node: leg.node }, 'the node a hand-off leg rings is down');
           leg.cancelled = true;
           leg.done = true;
@@ -794,7 +795,7 @@ export class CallManager implements SignalingHandler {
         continue;
       }
       const restarted = registry.isLive(peer) && !this.#peerHolds(call, peer);
-      if (!restarted && (registry.isLive(peer) || Date.now() - (call.peerSince ?? 0) <= graceMs)) {
+      if (!restarted && (registry.isLive(peer) || registry.silentForMs(peer) <= graceMs || Date.now() - (call.peerSince ?? 0) <= graceMs)) {
         continue;
       }
       if (call.remote) {

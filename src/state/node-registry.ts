@@ -20,6 +20,11 @@ export interface NodeRegistryEvents {
   nodeDown: [nodeId: string];
   /** This node reaped a dead node (or its own previous run). */
   reaped: [info: { node: string; calls: number; agents: string[] }];
+  /**
+   * This node's registry entry was gone at a beat after the first: another node reaped it as dead
+   * (it stalled longer than the node TTL) or Redis lost its data. Write the node's state again.
+   */
+  lost: [];
 }
 
 /** Options of the node registry. */
@@ -35,6 +40,9 @@ export interface NodeRegistryOptions {
 export class NodeRegistry extends EventEmitter<NodeRegistryEvents> {
   readonly #o: NodeRegistryOptions;
   #live = new Map<string, NodeInfo>();
+  /** When each node was last seen live (ms since the epoch). */
+  readonly #lastSeen = new Map<string, number>();
+  #beaten = false;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #redisDownLogged = false;
@@ -58,6 +66,20 @@ export class NodeRegistry extends EventEmitter<NodeRegistryEvents> {
   /** Whether a node was live at the last refresh. */
   isLive(nodeId: string): boolean {
     return this.#live.has(nodeId);
+  }
+
+  /**
+   * How long a node has been missing from the live set, ms (0 while live). A peer is given up only
+   * after this exceeds the node TTL: a Redis restart empties the registry for a beat or two, and
+   * nobody must be declared dead for that.
+   */
+  silentForMs(nodeId: string): number {
+    if (this.#live.has(nodeId)) {
+      return 0;
+    }
+    const seen = this.#lastSeen.get(nodeId);
+
+    return seen === undefined ? Number.POSITIVE_INFINITY : Date.now() - seen;
   }
 
   /**
@@ -87,8 +109,10 @@ export class NodeRegistry extends EventEmitter<NodeRegistryEvents> {
   async refreshLive(): Promise<ReadonlyMap<string, NodeInfo>> {
     const nodes = await this.#o.store.liveNodes();
     const next = new Map(this.#live);
+    const now = Date.now();
     for (const n of nodes) {
       next.set(n.id, n);
+      this.#lastSeen.set(n.id, now);
     }
     this.#live = next;
 
@@ -110,7 +134,12 @@ export class NodeRegistry extends EventEmitter<NodeRegistryEvents> {
     let nodes: NodeInfo[];
     let dead: string[];
     try {
-      await store.heartbeat(this.#o.info());
+      const continuing = await store.heartbeat(this.#o.info());
+      if (!continuing && this.#beaten) {
+        logger.warn('this node\'s registry entry was gone (reaped after a stall, or Redis lost its data): writing its state again');
+        this.emit('lost');
+      }
+      this.#beaten = true;
       nodes = await store.liveNodes();
       dead = await store.deadNodes();
     } catch (err) {
@@ -122,10 +151,25 @@ export class NodeRegistry extends EventEmitter<NodeRegistryEvents> {
 
       return;
     }
+    const recovering = this.#redisDownLogged;
     this.#redisDownLogged = false;
     const next = new Map(nodes.map((n) => [n.id, n]));
     const before = this.#live;
+    const now = Date.now();
+    if (recovering) {
+      // Redis was away (maybe restarted empty): silence during the outage proves nothing. The
+      // nodes live before get a fresh node TTL to beat again before anyone gives them up.
+      for (const [id, info] of before) {
+        if (!next.has(id)) {
+          next.set(id, info);
+        }
+        this.#lastSeen.set(id, now);
+      }
+    }
     this.#live = next;
+    for (const id of next.keys()) {
+      this.#lastSeen.set(id, now);
+    }
     for (const id of before.keys()) {
       if (!next.has(id) && id !== this.self) {
         logger.warn({ node: id }, 'node down: no heartbeat within the node TTL');

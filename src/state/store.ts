@@ -622,18 +622,27 @@ export class StateStore {
   // Nodes
   // ----------------------------------------------------------------------------------------------
 
-  /** Writes this node's registry entry and heartbeat (its hash expires after the node TTL). */
-  heartbeat(info: Omit<NodeInfo, 'heartbeatAt' | 'id'>): Promise<void> {
+  /**
+   * Writes this node's registry entry and heartbeat (its hash expires after the node TTL).
+   * Resolves whether the entry was there before the beat: false on the first beat, and when the
+   * node was reaped as dead meanwhile or Redis lost its data (then the node writes its state again).
+   * @throws when Redis is unavailable
+   */
+  async heartbeat(info: Omit<NodeInfo, 'heartbeatAt' | 'id'>): Promise<boolean> {
     const now = Date.now();
     const fields: Record<string, string> = { id: this.#node, heartbeatAt: String(now) };
     for (const [k, v] of Object.entries(info)) {
       fields[k] = typeof v === 'boolean' ? (v ? '1' : '0') : String(v);
     }
+    const key = this.key('node', this.#node);
+    const r = await this.#redis.multi().exists(key).hset(key, fields).pexpire(key, this.#nodeTtlMs).exec();
+    const err = r?.find(([e]) => e)?.[0];
+    if (err) {
+      throw err;
+    }
+    await this.#redis.zadd(this.key('nodes'), now, this.#node);
 
-    return this.#safe('heartbeat', async () => {
-      await this.#redis.multi().hset(this.key('node', this.#node), fields).pexpire(this.key('node', this.#node), this.#nodeTtlMs).exec();
-      await this.#redis.zadd(this.key('nodes'), now, this.#node);
-    });
+    return r?.[0]?.[1] === 1;
   }
 
   /**

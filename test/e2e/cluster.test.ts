@@ -4,7 +4,9 @@
  * agents (client SDK on @roamhq/wrtc). Short heartbeats (300 ms) and node TTL (1500 ms) keep the
  * failure tests quick; production defaults are 2 s and 6 s.
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -359,5 +361,83 @@ describe('several nodes on one Redis', () => {
     const r = await trunk.result;
     expect(r.exitCode, r.describe()).toBe(0);
     expect(r.received('BYE')).toHaveLength(1);
+  }, 60_000);
+
+  it('keeps a cross-node call through a Redis restart (empty), and writes the state again', async () => {
+    // Our own redis-server, so that killing it touches no other test.
+    const port = await freePort();
+    const startRedis = (): ChildProcess => spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    let redis = startRedis();
+    cleanups.push(() => redis.kill('SIGKILL'));
+    const url = `redis://127.0.0.1:${port}`;
+    const listening = (): Promise<boolean> =>
+      new Promise((resolve) => {
+        const sock = net.connect({ host: '127.0.0.1', port }, () => {
+          sock.destroy();
+          resolve(true);
+        });
+        sock.once('error', () => resolve(false));
+      });
+    await waitUntil('redis-server', listening);
+    const prefix = `rbtest:cluster:${process.pid}:${Date.now()}:`;
+    const route = { ...routeTo('agent-b'), redis: { keyPrefix: prefix, url, autoStart: false } };
+    const a = await nodeA(prefix, route);
+    const b = await nodeB(prefix, route);
+    const agent = await agentOn(b.wsUrl, 'agent-b');
+    const store = a.gw.store!;
+    await waitUntil('agent-b on node B', async () => {
+      const live = new Set((await store.liveNodes()).map((n) => n.id));
+
+      return (await store.clusterPresence(['agent-b'], live))[0]?.nodes.includes('node-b') === true;
+    });
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: a.sipTarget, keys: { hold_ms: '7000' }, extraArgs: ['-mp', String(await freePort())], timeoutMs: 30_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    await agent.waitForEvent('answered', undefined, 5000);
+    // Redis dies for 2 s (longer than the 1.5 s node TTL) and comes back empty
+    redis.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 2000));
+    redis = startRedis();
+    await waitUntil('both nodes and the call written again', async () => {
+      try {
+        const nodes = (await store.liveNodes()).map((n) => n.id).sort();
+
+        return nodes.join() === 'node-a,node-b' && (await store.getCall(incoming.call.id)).state === 'active';
+      } catch {
+        return false;
+      }
+    }, 8000);
+    // the call went on: audio still flows, and it ends when the trunk hangs up, not before
+    const before = (await agent.packetCounts(call.id)).received;
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await agent.packetCounts(call.id)).received).toBeGreaterThan(before);
+    const ended = await agent.waitForEvent('ended', undefined, 15_000);
+    expect(ended).toMatchObject({ reason: 'hangup_remote' });
+    const r = await trunk.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+  }, 60_000);
+
+  it('a node reaped after a stall longer than the node TTL writes its agents again and takes calls', async () => {
+    const prefix = `rbtest:cluster:${process.pid}:${Date.now()}:`;
+    const a = await nodeA(prefix, routeTo('agent-b'));
+    const b = await nodeB(prefix, routeTo('agent-b'));
+    const agent = await agentOn(b.wsUrl, 'agent-b');
+    const store = a.gw.store!;
+    const onB = async (): Promise<boolean> => {
+      const live = new Set((await store.liveNodes()).map((n) => n.id));
+
+      return (await store.clusterPresence(['agent-b'], live))[0]?.nodes.includes('node-b') === true;
+    };
+    await waitUntil('agent-b on node B', onB);
+    b.proc.child.kill('SIGSTOP');
+    await waitUntil('node A to reap node B', async () => !(await store.liveNodes()).some((n) => n.id === 'node-b') && !(await onB()), 8000);
+    b.proc.child.kill('SIGCONT');
+    await waitUntil('node B to write its agent again', onB, 8000);
+    await b.proc.waitForLog(/registry entry was gone/, 1000);
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: a.sipTarget, keys: { hold_ms: '500' }, extraArgs: ['-mp', String(await freePort())], timeoutMs: 30_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    await agent.client.answer(incoming.call.id);
+    await agent.waitForEvent('ended', undefined, 15_000);
+    expect((await trunk.result).exitCode).toBe(0);
   }, 60_000);
 });
