@@ -198,7 +198,7 @@ export class CallManager implements SignalingHandler {
         return;
       }
       try {
-        handoff = this.#cluster.handoff.verify((n) => req.get(n));
+        handoff = this.#cluster.handoff.verify((n) => req.get(n), req.body ?? '');
       } catch (err) {
         log.warn({ reason: (err as Error).message, source: req.source_address }, 'rejecting a hand-off INVITE');
         res.send(403);
@@ -590,7 +590,7 @@ export class CallManager implements SignalingHandler {
     const user = parseUri(invite.uri)?.user ?? 'ringbridge';
     const uri = node.sipUri.replace(/^sip:/, `sip:${user}@`);
     const from = (invite.get('From') ?? '').replace(/;\s*tag=[^;>\s]*/i, '');
-    const headers: Record<string, string> = { ...this.#cluster.handoff.headers({ callId: call.id, agents, trunkId: call.trunk.id, origin: this.#store.nodeId, ringMs }), ...(from ? { From: from } : {}) };
+    const headers: Record<string, string> = { ...this.#cluster.handoff.headers({ callId: call.id, agents, trunkId: call.trunk.id, origin: this.#store.nodeId, ringMs }, hasSdp(invite) ? invite.body : ''), ...(from ? { From: from } : {}) };
     const late = !hasSdp(invite);
     const log = this.#log.child({ callId: call.id, node: nodeId });
     log.debug({ agents: agents.length }, 'hand-off leg: ringing agents on another node');

@@ -10,14 +10,18 @@
  *   X-RB-Trunk:  the trunk id (B applies its codec policy)
  *   X-RB-Origin: A's node id (B ends the call if A dies)
  *   X-RB-Ring:   how long B may ring, ms
- *   X-RB-Auth:   v1 <unix ms> <hex HMAC-SHA256 over the fields above and the time, with cluster.secret>
+ *   X-RB-Auth:   v1 <unix ms> <hex HMAC-SHA256 over the fields above, the SHA-256 of the SDP body
+ *                and the time, with cluster.secret>
+ *
+ * A signature is accepted once (replays within its 30 s validity get 403) and only with the body
+ * it was made for, so a captured hand-off cannot ring agents again or aim their media elsewhere.
  *
  * B rings those agents and, when one answers, answers A with its own SDP (its RTP relay's address)
  * and `X-RB-Agent: <agentId>`; A answers the trunk with that SDP, so the trunk's RTP flows to B,
  * where the agent's media is anchored. A stays in the signaling path (it owns the trunk's dialog)
  * but carries no media for the call.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 
 /** What a hand-off INVITE says. */
 export interface HandoffInfo {
@@ -45,29 +49,39 @@ export class Handoff {
     this.#secret = secret;
   }
 
-  #mac(info: HandoffInfo, ts: number): string {
-    return createHmac('sha256', this.#secret).update([info.callId, info.agents.join(','), info.trunkId, info.origin, String(info.ringMs), String(ts)].join('\n')).digest('hex');
+  /** MACs seen by verify() → when they stop being valid (ms): each is accepted once. */
+  readonly #seen = new Map<string, number>();
+
+  #mac(info: HandoffInfo, body: string, ts: number): string {
+    const bodyHash = createHash('sha256').update(body.replace(/\r\n/g, '\n').trim()).digest('hex');
+
+    return createHmac('sha256', this.#secret).update([info.callId, info.agents.join(','), info.trunkId, info.origin, String(info.ringMs), bodyHash, String(ts)].join('\n')).digest('hex');
   }
 
-  /** The X-RB-* headers of a hand-off INVITE. */
-  headers(info: HandoffInfo, now = Date.now()): Record<string, string> {
+  /**
+   * The X-RB-* headers of a hand-off INVITE.
+   * @param body the INVITE's body (the trunk's SDP offer; '' for a late offer)
+   */
+  headers(info: HandoffInfo, body: string, now = Date.now()): Record<string, string> {
     return {
       'X-RB-Call': info.callId,
       'X-RB-Agents': info.agents.join(','),
       'X-RB-Trunk': info.trunkId,
       'X-RB-Origin': info.origin,
       'X-RB-Ring': String(info.ringMs),
-      'X-RB-Auth': `v1 ${now} ${this.#mac(info, now)}`,
+      'X-RB-Auth': `v1 ${now} ${this.#mac(info, body, now)}`,
     };
   }
 
   /**
    * Checks a hand-off INVITE's headers.
    * @param get reads a header of the request ('' or undefined when absent)
+   * @param body the request's body
    * @throws {HandoffError} when a header is missing or malformed, the time is off by more than 30 s,
-   *   or the HMAC does not match
+   *   the HMAC does not match (another secret, or a body other than the signed one), or the same
+   *   signature was accepted before (a replay)
    */
-  verify(get: (name: string) => string | undefined, now = Date.now()): HandoffInfo {
+  verify(get: (name: string) => string | undefined, body: string, now = Date.now()): HandoffInfo {
     const h = (n: string): string => (get(n) ?? '').trim();
     const auth = /^v1 (\d{1,15}) ([0-9a-f]{64})$/.exec(h('X-RB-Auth'));
     if (!auth) {
@@ -83,10 +97,19 @@ export class Handoff {
     if (!ID.test(info.callId) || !ID.test(info.origin) || !/^[A-Za-z0-9._-]{0,64}$/.test(info.trunkId) || agents.length === 0 || agents.length > 100 || !agents.every((a) => ID.test(a)) || !Number.isInteger(ringMs) || ringMs < 1 || ringMs > 3_600_000) {
       throw new HandoffError('malformed X-RB-* headers');
     }
-    const want = Buffer.from(this.#mac(info, ts), 'hex');
+    const want = Buffer.from(this.#mac(info, body, ts), 'hex');
     if (!timingSafeEqual(want, Buffer.from(auth[2]!, 'hex'))) {
-      throw new HandoffError('X-RB-Auth does not match (another cluster secret?)');
+      throw new HandoffError('X-RB-Auth does not match (another cluster secret, or an altered body?)');
     }
+    for (const [mac, until] of this.#seen) {
+      if (until < now) {
+        this.#seen.delete(mac);
+      }
+    }
+    if (this.#seen.has(auth[2]!)) {
+      throw new HandoffError('X-RB-Auth was used before (a replayed hand-off)');
+    }
+    this.#seen.set(auth[2]!, ts + MAX_SKEW_MS);
 
     return info;
   }
