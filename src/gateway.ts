@@ -204,6 +204,7 @@ export class Gateway {
       authTimeoutMs: config.signaling.authTimeoutMs,
       maxRequestsPerSecond: config.signaling.maxRequestsPerSecond,
       handler: this.#calls,
+      acceptingSessions: () => this.#drain === undefined && this.#stopping === undefined,
       logger: logger.child({ component: 'signaling' }),
     });
     this.#calls.attachSignaling(this.#signaling);

@@ -50,6 +50,9 @@ interface RingTarget {
   wake?: Device[];
 }
 
+/** Devices an agent may register (each call wakes every one of them). */
+const MAX_DEVICES_PER_AGENT = 20;
+
 /** How often a call with woken agents looks for their new sessions on other nodes (ms). */
 const WAKE_POLL_MS = 200;
 
@@ -358,12 +361,10 @@ export class CallManager implements SignalingHandler {
   /** The devices to wake for an offline agent whose own status is available (none on a Redis error). */
   async #wakeTargets(agentId: string, status: string | undefined): Promise<Device[]> {
     try {
-      const own = status ?? (await this.#store.getStatus(agentId)) ?? 'available';
-      if (own !== 'available') {
-        return [];
-      }
+      // both reads at once: the wake path is INVITE → push, every Redis round trip counts
+      const [own, devices] = await Promise.all([status ?? this.#store.getStatus(agentId), this.#wake!.wakeableDevices(agentId)]);
 
-      return await this.#wake!.wakeableDevices(agentId);
+      return (own ?? 'available') === 'available' ? devices : [];
     } catch (err) {
       this.#log.warn({ err, agent: agentId }, 'cannot read the agent\'s devices; not waking it');
 
@@ -1377,6 +1378,10 @@ export class CallManager implements SignalingHandler {
         return { calls: this.calls.filter((c) => c.agentId === session.agentId || c.ringing.has(session.agentId)).map((c) => c.info()) };
       case 'device.register': {
         const d = data as RequestData<'device.register'>;
+        const known = await this.#storeCall(() => this.#store.devices(session.agentId));
+        if (known.length >= MAX_DEVICES_PER_AGENT && !known.some((k) => k.deviceId === d.deviceId)) {
+          throw new SignalingError('FORBIDDEN', `at most ${MAX_DEVICES_PER_AGENT} devices per agent; unregister one first`);
+        }
         const stored = await this.#storeCall(() =>
           this.#store.putDevice(session.agentId, {
             deviceId: d.deviceId,

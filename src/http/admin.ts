@@ -56,7 +56,7 @@ export function adminHandler(deps: AdminDeps): (req: AdminRequest) => Promise<Ht
       if (what === 'drain' && id === undefined) {
         allow(req, 'POST');
         const body = (req.body ?? {}) as { deadlineMs?: unknown };
-        if (typeof body !== 'object' || (body.deadlineMs !== undefined && (!Number.isInteger(body.deadlineMs) || (body.deadlineMs as number) < 0 || (body.deadlineMs as number) > 86_400_000))) {
+        if (typeof body !== 'object' || body === null || Array.isArray(body) || (body.deadlineMs !== undefined && (!Number.isInteger(body.deadlineMs) || (body.deadlineMs as number) < 0 || (body.deadlineMs as number) > 86_400_000))) {
           return json(400, { error: 'bad_request', message: 'deadlineMs: an integer number of ms from 0 to 86400000' });
         }
         deps.logger.warn({ deadlineMs: body.deadlineMs }, 'drain requested through the admin API');

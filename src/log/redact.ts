@@ -97,7 +97,7 @@ const SECRET_KEYS = new Set([
 ]);
 
 /** Field names whose values are telephone numbers or identities as a whole. */
-const NUMBER_KEYS = new Set(['from', 'to', 'caller', 'callee', 'number', 'phone', 'phonenumber', 'msisdn', 'ani', 'dnis', 'did', 'callingnumber', 'callednumber', 'displayname']);
+const NUMBER_KEYS = new Set(['from', 'to', 'caller', 'callee', 'number', 'phone', 'phonenumber', 'msisdn', 'ani', 'dnis', 'did', 'callingnumber', 'callednumber', 'called', 'calling', 'dialed', 'dialled', 'displayname']);
 
 function normaliseKey(k: string): string {
   return k.toLowerCase().replace(/[-_]/g, '');

@@ -12,8 +12,9 @@
  * A device that connects after that is told at once (`call.cancelled` with the outcome).
  *
  * A provider that keeps failing is bypassed by a circuit breaker: after `breakerFailures`
- * consecutive failures (timeouts, 5xx, 429 after the bridge's own retry) its channel is skipped
- * for `breakerOpenMs`, then one push probes it again.
+ * consecutive failures (timeouts, 5xx, 429 after the bridge's own retry) for at least three
+ * different agents its channel is skipped for `breakerOpenMs`, then one push probes it again.
+ * (A 429 is often about one token: one agent's throttled phones must not cut off every agent.)
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { type Logger } from '../log/logger.js';
@@ -48,8 +49,13 @@ export interface WakeCall {
 
 interface Breaker {
   failures: number;
+  /** Agents whose pushes make up the current run of failures. */
+  agents: Set<string>;
   openUntil: number;
 }
+
+/** A channel's breaker opens only when failures span this many agents (one agent's throttled tokens must not cut everyone off). */
+const BREAKER_MIN_AGENTS = 3;
 
 /** Sends wake pushes and their follow-ups; never throws for a provider or Redis failure. */
 export class WakeService {
@@ -110,18 +116,21 @@ export class WakeService {
       return 0; // one wake per agent and call: no duplicate pushes
     }
     perCall.set(agentId, devices);
-    await this.#o.store.putWake(agentId, call.id, { node: this.#o.store.nodeId, sentAt: Date.now(), devices: Object.fromEntries(devices.map((d) => [d.deviceId, 'sent' as const])) });
+    // The record and the pushes go out together: the wake path waits for no Redis round trip.
+    const recorded = this.#o.store.putWake(agentId, call.id, { node: this.#o.store.nodeId, sentAt: Date.now(), devices: Object.fromEntries(devices.map((d) => [d.deviceId, 'sent' as const])) });
     const ttlSeconds = Math.max(1, Math.ceil(call.ringLeftMs / 1000));
     const results = await Promise.all(
       devices.map(async (d) => {
-        const r = await this.#push(d, { kind: 'call', callId: call.id, callerDisplay: call.callerDisplay, ttlSeconds, collapseId: call.id });
+        const r = await this.#push(d, { kind: 'call', callId: call.id, callerDisplay: call.callerDisplay, ttlSeconds, collapseId: call.id }, agentId);
         if (r.status !== 'delivered') {
+          await recorded;
           await this.#o.store.putWake(agentId, call.id, { devices: { [d.deviceId]: 'failed' } });
         }
 
         return r;
       }),
     );
+    await recorded;
     const delivered = results.filter((r) => r.status === 'delivered').length;
     this.#log.info({ callId: call.id, agent: agentId, devices: devices.length, delivered }, 'wake pushes sent');
 
@@ -161,7 +170,7 @@ export class WakeService {
           // Redis away: notify every woken device
         }
         const kind: PushKind = outcome === 'answered' || outcome === 'answered_elsewhere' ? 'cancel' : 'missed';
-        await Promise.all(devices.filter((d) => !connected.has(d.deviceId)).map((d) => this.#push(d, { kind, callId, callerDisplay, ttlSeconds: 3600, collapseId: callId })));
+        await Promise.all(devices.filter((d) => !connected.has(d.deviceId)).map((d) => this.#push(d, { kind, callId, callerDisplay, ttlSeconds: 3600, collapseId: callId }, agentId)));
       }),
     );
   }
@@ -184,20 +193,23 @@ export class WakeService {
         this.#connect?.observe((Date.now() - w.sentAt) / 1000);
         await this.#o.store.putWake(agentId, callId, { devices: { [deviceId]: 'connected' } });
       }
-      if (w.outcome && w.outcome !== 'answered' && (!deviceId || w.devices[deviceId] !== undefined)) {
+      // told once, and only a device that was woken for the call (a browser without a device id
+      // was not, and learns nothing from a call it never heard of)
+      if (w.outcome && w.outcome !== 'answered' && deviceId && w.devices[deviceId] !== undefined && w.devices[deviceId] !== 'told') {
         settled.push({ callId, outcome: w.outcome });
+        await this.#o.store.putWake(agentId, callId, { devices: { [deviceId]: 'told' } });
       }
     }
 
     return settled;
   }
 
-  async #push(d: Device, message: Parameters<PushBridge['send']>[1]): Promise<PushResult> {
+  async #push(d: Device, message: Parameters<PushBridge['send']>[1], agentId: string): Promise<PushResult> {
     if (d.channel === 'none' || !d.token) {
       return { status: 'rejected', reason: 'the device has no push channel' };
     }
     const channel: PushChannel = d.channel;
-    const b = this.#breakers.get(channel) ?? { failures: 0, openUntil: 0 };
+    const b = this.#breakers.get(channel) ?? { failures: 0, agents: new Set<string>(), openUntil: 0 };
     this.#breakers.set(channel, b);
     if (b.openUntil > Date.now()) {
       this.#sent?.inc({ channel: d.channel, kind: message.kind, result: 'breaker_open' });
@@ -208,13 +220,16 @@ export class WakeService {
     this.#sent?.inc({ channel: d.channel, kind: message.kind, result: r.status.replace('-', '_') });
     if (r.status === 'retry-later') {
       b.failures++;
-      if (b.failures >= this.#o.breakerFailures) {
+      b.agents.add(agentId);
+      if (b.failures >= this.#o.breakerFailures && b.agents.size >= Math.min(BREAKER_MIN_AGENTS, this.#o.breakerFailures)) {
         b.openUntil = Date.now() + this.#o.breakerOpenMs;
         b.failures = 0;
+        b.agents.clear();
         this.#log.warn({ channel: d.channel, openMs: this.#o.breakerOpenMs }, 'push channel keeps failing: circuit breaker open');
       }
     } else {
       b.failures = 0;
+      b.agents.clear();
     }
 
     return r;

@@ -136,8 +136,8 @@ export interface WakeRecord {
   node: string;
   /** When the pushes left (ms since the epoch). */
   sentAt: number;
-  /** deviceId → sent | failed | connected. */
-  devices: Record<string, 'sent' | 'failed' | 'connected'>;
+  /** deviceId → sent | failed | connected | told (connected after the call stopped ringing, and told so). */
+  devices: Record<string, 'sent' | 'failed' | 'connected' | 'told'>;
   /** Why the call stopped ringing for this agent, once it did. */
   outcome?: 'answered' | 'answered_elsewhere' | 'caller_cancelled' | 'ring_timeout' | 'declined';
 }
@@ -379,7 +379,14 @@ export class StateStore {
       if (owner && owner !== `${agentId} ${device.deviceId}`) {
         const [otherAgent, otherDevice] = owner.split(' ');
         if (otherAgent && otherDevice) {
+          // the token moved (the phone changed hands): the old device goes, with its alert token
+          const otherRaw = await this.#redis.hget(this.key('agent', otherAgent, 'devices'), otherDevice);
+          const other = otherRaw ? (JSON.parse(otherRaw) as Device) : undefined;
+          if (other?.alertToken) {
+            await this.#delTokenIfOwned(`${other.channel}:alert`, other.alertToken, otherAgent, otherDevice);
+          }
           await this.#redis.hdel(this.key('agent', otherAgent, 'devices'), otherDevice);
+          await this.#refreshAgentTtl(otherAgent);
         }
       }
     }
@@ -584,7 +591,8 @@ export class StateStore {
     }
     const endedMs = Date.parse(record.endedAt) || Date.now();
     const minId = Math.max(0, Date.now() - this.#recordTtlS * 1000);
-    const cdrId = await this.#redis.xadd(this.key('cdr'), 'MINID', '~', String(minId), '*', ...Object.entries(fields).flat());
+    // Exact MINID (not "~"): a record past its retention must not outlive it by a macro node.
+    const cdrId = await this.#redis.xadd(this.key('cdr'), 'MINID', String(minId), '*', ...Object.entries(fields).flat());
     await this.#redis
       .multi()
       .hset(this.key('call', record.callId), { ...fields, state: 'ended', ...(cdrId ? { cdrId } : {}) })
@@ -838,6 +846,22 @@ export class StateStore {
     }
     await this.#redis.del(this.key('agent', agentId), this.key('agent', agentId, 'sessions'), this.key('agent', agentId, 'devices'), this.key('agent', agentId, 'records'), this.key('agent', agentId, 'wakes'));
     await this.#redis.zrem(this.#idleKey(), agentId);
+    // CDR entries whose call hash already expired are not in the index: walk the stream (an admin
+    // request, rare; the stream holds only calls.recordTtlS of records), and trim what is past
+    // retention while at it.
+    await this.#redis.xtrim(this.key('cdr'), 'MINID', String(Date.now() - this.#recordTtlS * 1000));
+    for (let start = '-'; ; ) {
+      const batch = await this.#redis.xrange(this.key('cdr'), start, '+', 'COUNT', 1000);
+      const mine = batch.filter(([, kv]) => pairsToObject(kv).agentId === agentId).map(([id]) => id);
+      if (mine.length > 0) {
+        await this.#redis.xdel(this.key('cdr'), ...mine);
+        callRecords += mine.length;
+      }
+      if (batch.length < 1000) {
+        break;
+      }
+      start = `(${batch[batch.length - 1]![0]}`;
+    }
     for (const node of await this.#redis.zrange(this.key('nodes'), 0, -1)) {
       await this.#redis.srem(this.key('node', node, 'agents'), agentId);
     }

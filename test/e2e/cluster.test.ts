@@ -226,9 +226,10 @@ describe('several nodes on one Redis', () => {
     await agent.waitForEvent('answered', undefined, 5000);
 
     const drained = a.gw.drain(20_000);
-    // the idle agent is asked to reconnect elsewhere (1001); the one on a call stays
+    // the idle agent is asked to reconnect elsewhere (1001); the one on a call stays; newcomers are refused
     await idle.waitForEvent('connectionstatechange', (st) => st === 'disconnected', 5000);
     expect(agent.client.connectionState).toBe('connected');
+    await expect(agentOn(a.wsUrl, 'agent-new')).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     const health = await fetch(`http://127.0.0.1:${a.gw.httpAddress.port}/health`);
     expect(health.status).toBe(503);
     expect(await health.json()).toMatchObject({ status: 'draining', draining: { calls: 1 } });
@@ -290,6 +291,15 @@ describe('several nodes on one Redis', () => {
     await agent.client.registerDevice({ deviceId: 'desk-1', platform: 'desktop', channel: 'none' });
     await expect(agent.client.registerDevice({ deviceId: 'x', platform: 'ios', channel: 'apns' })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
     expect((await agent.client.listDevices()).map((d) => d.deviceId).sort()).toEqual(['desk-1', 'phone-1', 'tab-1']);
+    // at most 20 devices per agent (each call wakes every one)
+    for (let i = 0; i < 17; i++) {
+      await agent.client.registerDevice({ deviceId: `extra-${i}`, platform: 'web', channel: 'none' });
+    }
+    await expect(agent.client.registerDevice({ deviceId: 'one-too-many', platform: 'web', channel: 'none' })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    await agent.client.registerDevice({ deviceId: 'extra-0', platform: 'web', channel: 'none', appVersion: '2' }); // an update is fine
+    for (let i = 0; i < 17; i++) {
+      await agent.client.unregisterDevice(`extra-${i}`);
+    }
 
     // APNs said 410 Unregistered for the phone's token: the device goes, the others stay.
     expect(await a.gw.store!.removeDeadToken('apns', 'apns-token-aaaa')).toEqual({ agentId: 'agent-p', deviceId: 'phone-1' });

@@ -139,6 +139,11 @@ describe('waking sleeping devices by push', () => {
     const late = await agent('agent-s', 'phone-1');
     const gone = await late.waitForEvent('wakecancelled', undefined, 5000);
     expect(gone).toEqual({ callId: notice.collapseId, reason: 'ring_timeout' });
+    // told once: the next session of the device hears nothing more of it
+    await late.close();
+    const again = await agent('agent-s', 'phone-1');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(again.events.filter((e) => e.name === 'wakecancelled')).toEqual([]);
   }, 60_000);
 
   it('wakes two devices; the one that answers wins and the other gets a cancel notice', async () => {
@@ -171,5 +176,26 @@ describe('waking sleeping devices by push', () => {
     // well before the 5 s ring timeout of the test profile
     expect(Date.now() - t0).toBeLessThan(4000);
     await waitUntil('the device removed', async () => (await fx!.gw.store!.devices('agent-d')).length === 0, 5000);
+  }, 60_000);
+
+  it('keeps the APNs channel open after one agent\'s six throttled tokens (429 is about a token, not the provider)', async () => {
+    await gateway('agent-m');
+    const noisy = Array.from({ length: 6 }, (_, i) => ({ deviceId: `m-${i}`, token: tok(200 + i), alertToken: tok(300 + i) }));
+    await registerDevices('agent-m', noisy);
+    for (const d of noisy) {
+      apns.tokens.set(d.token, 'busy');
+    }
+    const r1 = await runSipp({ scenario: 'uac-expect-480', target: fx!.sipTarget, timeoutMs: 20_000 });
+    expect(r1.exitCode, r1.describe()).toBe(0);
+    // six failures from one agent do not open the breaker: the next call's push still goes out
+    await registerDevices('agent-m', [{ deviceId: 'good', token: tok(250), alertToken: tok(350) }]);
+    for (const d of noisy) {
+      await fx!.gw.store!.removeDevice('agent-m', d.deviceId);
+    }
+    const trunk = runSipp({ scenario: 'uac-expect-480', target: fx!.sipTarget, timeoutMs: 20_000 });
+    await waitUntil('the push to the good device', () => pushesTo(tok(250)).length > 0, 8000);
+    expect((await trunk).exitCode).toBe(0);
+    const metrics = await (await fetch(`http://127.0.0.1:${fx!.gw.httpAddress.port}/metrics`)).text();
+    expect(metrics).not.toMatch(/result="breaker_open"/);
   }, 60_000);
 });

@@ -68,6 +68,12 @@ describe('redactText() on URLs with credentials', () => {
 });
 
 describe('redactValue()', () => {
+  it('pseudonymises numbers in called/calling fields, national format included', () => {
+    const v = redactValue({ called: '030555123', calling: '+4930555000' }) as Record<string, string>;
+    expect(v.called).toMatch(/^<num:[0-9a-f]+>$/);
+    expect(v.calling).toMatch(/^<num:[0-9a-f]+>$/);
+  });
+
   it('hides the arguments of AUTH and HELLO commands attached to Redis errors', () => {
     const err = Object.assign(new Error('WRONGPASS invalid username-password pair'), { command: { name: 'auth', args: ['app', 'hunter2'] } });
     const hello = { command: { name: 'hello', args: ['3', 'AUTH', 'app', 'hunter2'] }, other: { name: 'hset', args: ['k', 'v'] } };
