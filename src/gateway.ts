@@ -227,6 +227,11 @@ export class Gateway {
     logger.info({ node: this.nodeId, http: this.#http.address(), version: ringbridgeVersion() }, 'ringbridge gateway started');
   }
 
+  /** When a drain in progress hangs up what is left (ms since the epoch); undefined when not draining. */
+  get drainDeadline(): number | undefined {
+    return this.#drain?.deadline;
+  }
+
   /** This node's id in the cluster (config node.id, or "<hostname>-<http port>"). */
   get nodeId(): string {
     return this.#nodeId;

@@ -104,7 +104,9 @@ async function main(): Promise<number> {
     // SIGINT (Ctrl-C) stops now: its calls are hung up.
     const drain = signal === 'SIGTERM';
     logger.info({ signal }, drain ? 'draining, then stopping' : 'stopping');
-    const limitMs = config.shutdown.timeoutMs + (drain ? config.shutdown.drainTimeoutMs : 0);
+    // A drain already running (admin API) keeps its own deadline, which may be later.
+    const drainLeftMs = Math.max(config.shutdown.drainTimeoutMs, (gateway?.drainDeadline ?? 0) - Date.now());
+    const limitMs = config.shutdown.timeoutMs + (drain ? drainLeftMs : 0);
     const timer = setTimeout(() => {
       logger.error({ timeoutMs: limitMs }, 'shutdown took too long: exiting now');
       finish(1);
