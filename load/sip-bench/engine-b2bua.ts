@@ -8,6 +8,7 @@
  *   --port     SIP UDP port of the engine
  *   --uas      where B legs go; default: the host:port of the incoming Request-URI
  *   --address  listen address (default 127.0.0.1)
+ *   --thread   run the engine in a worker thread (sip.engineThread)
  * Prints "ready" on stdout once srf is connected. Stops on SIGTERM/SIGINT.
  */
 import { randomBytes } from 'node:crypto';
@@ -19,7 +20,7 @@ import { SipEngineThread } from '../../src/sip/engine/thread.js';
 
 const { values } = parseArgs({ options: { port: { type: 'string' }, uas: { type: 'string' }, address: { type: 'string' }, thread: { type: 'boolean' }, help: { type: 'boolean' } } });
 if (values.help || !values.port) {
-  process.stdout.write('Usage: engine-b2bua --port <sip udp port> [--uas host:port] [--address 127.0.0.1]\n');
+  process.stdout.write('Usage: engine-b2bua --port <sip udp port> [--uas host:port] [--address 127.0.0.1] [--thread]\n');
   process.exit(values.help ? 0 : 2);
 }
 

@@ -136,7 +136,13 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
       await layer.#bindAll();
     } catch (err) {
       await layer.close();
-      throw err instanceof TransportError ? err : new TransportError(`cannot bind SIP listeners: ${(err as Error).message}`, { cause: err });
+      if (err instanceof TransportError) {
+        throw err;
+      }
+      const e = err as NodeJS.ErrnoException;
+      // Node repeats the address in the message ("bind EADDRINUSE 0.0.0.0:5060: ..."): say it once, with the keys to change.
+      const hint = e.code === 'EADDRINUSE' ? ' (another process uses it; change sip.udp.port / sip.tcp.port / sip.tls.port, e.g. RINGBRIDGE_SIP__UDP__PORT)' : '';
+      throw new TransportError(`cannot bind SIP listeners: ${e.code ? `${e.code} ${(e as { address?: string }).address ?? ''}:${(e as { port?: number }).port ?? ''}` : e.message}${hint}`, { cause: err });
     }
     // often enough for the message deadline too (a partial message is checked here, not by a timer
     // per message)
