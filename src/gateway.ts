@@ -23,6 +23,7 @@ import { NodeRegistry } from './state/node-registry.js';
 import { PushBridge } from './push/bridge.js';
 import { PUSH_CHANNELS } from './push/provider.js';
 import { WakeService } from './push/wake.js';
+import { CallMetrics } from './metrics/call-metrics.js';
 import { presenceOf, StateStore } from './state/store.js';
 import { connectRedis, type RedisHandle } from './state/redis.js';
 import { ringbridgeVersion } from './util/version.js';
@@ -174,8 +175,10 @@ export class Gateway {
       },
     });
     const wake = PUSH_CHANNELS.some((c) => this.#push?.provider(c)) ? new WakeService({ store, bridge: this.#push, logger: pushLog, metrics: { registry: this.metrics.registry, prefix: this.metrics.prefix } }) : undefined;
+    const callMetrics = new CallMetrics(this.metrics.registry, this.metrics.prefix);
     this.#calls = new CallManager({
       ...(wake ? { wake } : {}),
+      metrics: callMetrics,
       config,
       srf: this.#sip.srf,
       store: this.#store,
@@ -208,6 +211,21 @@ export class Gateway {
       logger: logger.child({ component: 'signaling' }),
     });
     this.#calls.attachSignaling(this.#signaling);
+    const calls = this.#calls;
+    const signaling = this.#signaling;
+    callMetrics.bind({
+      activeCalls: () => ({ inbound: calls.calls.filter((c) => c.direction === 'inbound').length, outbound: calls.calls.filter((c) => c.direction === 'outbound').length }),
+      sessions: () => signaling.counts(),
+      agents: () => {
+        const by: Record<string, number> = {};
+        for (const agentId of new Set(signaling.allSessions().map((x) => x.agentId))) {
+          const p = calls.presence.effective(agentId);
+          by[p] = (by[p] ?? 0) + 1;
+        }
+
+        return by;
+      },
+    });
     // Reaped while alive (a stall longer than the node TTL) or Redis lost its data: write again.
     this.#registry.on('lost', () => this.#calls?.resync());
     await this.#registry.start();

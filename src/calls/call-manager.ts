@@ -24,6 +24,7 @@ import { type Handoff, type HandoffInfo } from './handoff.js';
 import { CallMedia, CallMediaError, type CallMediaSettings } from './call-media.js';
 import { PresenceService } from './presence.js';
 import { type WakeOutcome, type WakeService } from '../push/wake.js';
+import { type CallMetrics } from '../metrics/call-metrics.js';
 import { Router, type RouteTarget } from './routing.js';
 
 /** Options of the call manager. */
@@ -39,6 +40,8 @@ export interface CallManagerOptions {
   cluster?: { registry: NodeRegistry; handoff: Handoff };
   /** The wake-up flow (push configured): agents with no session are woken on their devices. */
   wake?: WakeService;
+  /** Call metrics (finished calls, PDD, answer and talk times). */
+  metrics?: CallMetrics;
 }
 
 /** One agent to ring: here (a local session) and/or on other nodes (hand-off legs). */
@@ -109,6 +112,7 @@ export class CallManager implements SignalingHandler {
   readonly #accepting: () => boolean;
   readonly #cluster: { registry: NodeRegistry; handoff: Handoff } | undefined;
   readonly #wake: WakeService | undefined;
+  readonly #metrics: CallMetrics | undefined;
   readonly presence: PresenceService;
   #signaling: SignalingServer | undefined;
 
@@ -123,6 +127,7 @@ export class CallManager implements SignalingHandler {
     this.#accepting = opts.accepting ?? (() => true);
     this.#cluster = opts.cluster;
     this.#wake = opts.wake;
+    this.#metrics = opts.metrics;
     this.#cluster?.registry.on('refresh', () => this.#checkPeers());
     this.presence = new PresenceService({
       store: opts.store,
@@ -1230,6 +1235,17 @@ export class CallManager implements SignalingHandler {
       return;
     }
     this.#calls.delete(call.id);
+    if (!call.origin) {
+      // this node held the trunk's leg: its times are the caller's
+      this.#metrics?.timed({
+        direction: call.direction,
+        endReason: reason,
+        offeredAt: call.times.offeredAt.getTime(),
+        ...(call.times.ringingAt ? { ringingAt: call.times.ringingAt.getTime() } : {}),
+        ...(call.times.answeredAt ? { answeredAt: call.times.answeredAt.getTime() } : {}),
+        endedAt: (call.times.endedAt ?? new Date()).getTime(),
+      });
+    }
     for (const a of [...call.ringing]) {
       this.#unring(call, a, reason === 'cancelled' ? 'caller_cancelled' : 'ring_timeout');
     }
@@ -1258,6 +1274,7 @@ export class CallManager implements SignalingHandler {
   }
 
   #record(call: Call, reason: EndReason, _by: string, sipStatus?: number): void {
+    this.#metrics?.ended({ direction: call.direction, endReason: reason });
     const endedAt = call.times.endedAt ?? new Date();
     const answeredAt = call.times.answeredAt;
     void this.#store.endCall({

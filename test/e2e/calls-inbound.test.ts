@@ -48,6 +48,13 @@ describe('inbound calls', () => {
     expect(record).toMatchObject({ direction: 'inbound', trunkId: 'loopback', agentId: 'agent-1', endReason: 'hangup_remote', codec: 'PCMA' });
     expect(record.from).toMatch(/^\+49\*+\d\d$/);
     expect(record.answeredAt).toBeTruthy();
+    // and the metrics: one finished call, its post-dial delay and talk time
+    const metrics = await (await fetch(`http://127.0.0.1:${fx.gw.httpAddress.port}/metrics`)).text();
+    expect(metrics).toContain('ringbridge_calls_finished_total{direction="inbound",end_reason="hangup_remote"} 1');
+    expect(metrics).toContain('ringbridge_call_pdd_seconds_count{direction="inbound"} 1');
+    expect(Number(/ringbridge_call_duration_seconds_sum\{direction="inbound"\} ([\d.]+)/.exec(metrics)?.[1])).toBeGreaterThan(1);
+    expect(metrics).toContain('ringbridge_calls_active{direction="inbound"} 0');
+    expect(metrics).toContain('ringbridge_agents{presence="available"} 1');
   }, 40_000);
 
   it('takes a late offer: offers in the 200 OK, applies the answer from the ACK, and carries audio', async () => {
