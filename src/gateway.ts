@@ -23,7 +23,7 @@ import { NodeRegistry } from './state/node-registry.js';
 import { PushBridge } from './push/bridge.js';
 import { PUSH_CHANNELS } from './push/provider.js';
 import { WakeService } from './push/wake.js';
-import { CallMetrics } from './metrics/call-metrics.js';
+import { CallMetrics, registerSipMetrics, type SipCounters } from './metrics/call-metrics.js';
 import { presenceOf, StateStore } from './state/store.js';
 import { connectRedis, type RedisHandle } from './state/redis.js';
 import { ringbridgeVersion } from './util/version.js';
@@ -176,6 +176,12 @@ export class Gateway {
     });
     const wake = PUSH_CHANNELS.some((c) => this.#push?.provider(c)) ? new WakeService({ store, bridge: this.#push, logger: pushLog, metrics: { registry: this.metrics.registry, prefix: this.metrics.prefix } }) : undefined;
     const callMetrics = new CallMetrics(this.metrics.registry, this.metrics.prefix);
+    const engine = this.#sip.engine;
+    registerSipMetrics(this.metrics.registry, this.metrics.prefix, async () => {
+      const st = (await engine?.stats()) as { counters?: SipCounters } | undefined;
+
+      return st?.counters;
+    });
     this.#calls = new CallManager({
       ...(wake ? { wake } : {}),
       metrics: callMetrics,

@@ -121,3 +121,57 @@ export class CallMetrics {
     this.finished.inc({ direction: c.direction, end_reason: c.endReason });
   }
 }
+
+/** The SIP engine's counters (EngineCore.counters): method or status code → count. */
+export interface SipCounters {
+  requestsIn: Record<string, number>;
+  requestsOut: Record<string, number>;
+  responsesIn: Record<string, number>;
+  responsesOut: Record<string, number>;
+}
+
+/**
+ * SIP requests and responses by direction and method / status class, read from the embedded
+ * engine's counters when Prometheus scrapes (`read` resolves undefined with an external engine).
+ */
+export function registerSipMetrics(registry: Registry, prefix: string, read: () => Promise<SipCounters | undefined>): void {
+  let last: Promise<SipCounters | undefined> | undefined;
+  // one read per scrape for both metrics
+  const counters = (): Promise<SipCounters | undefined> => {
+    last ??= read()
+      .catch(() => undefined)
+      .finally(() => setImmediate(() => (last = undefined)));
+
+    return last;
+  };
+  new Counter({
+    name: `${prefix}sip_requests_total`,
+    help: 'SIP requests by direction (in: received, out: sent by the engine) and method (unknown methods as OTHER); retransmissions excluded.',
+    labelNames: ['direction', 'method'],
+    registers: [registry],
+    async collect() {
+      const c = await counters();
+      this.reset();
+      for (const [direction, table] of [['in', c?.requestsIn], ['out', c?.requestsOut]] as const) {
+        for (const [method, n] of Object.entries(table ?? {})) {
+          this.inc({ direction, method }, n);
+        }
+      }
+    },
+  });
+  new Counter({
+    name: `${prefix}sip_responses_total`,
+    help: 'SIP responses by direction (out: sent by the engine, in: received) and status class (1xx to 6xx).',
+    labelNames: ['direction', 'status_class'],
+    registers: [registry],
+    async collect() {
+      const c = await counters();
+      this.reset();
+      for (const [direction, table] of [['out', c?.responsesOut], ['in', c?.responsesIn]] as const) {
+        for (const [status, n] of Object.entries(table ?? {})) {
+          this.inc({ direction, status_class: `${status[0]}xx` }, n);
+        }
+      }
+    },
+  });
+}

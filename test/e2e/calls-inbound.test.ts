@@ -55,6 +55,10 @@ describe('inbound calls', () => {
     expect(Number(/ringbridge_call_duration_seconds_sum\{direction="inbound"\} ([\d.]+)/.exec(metrics)?.[1])).toBeGreaterThan(1);
     expect(metrics).toContain('ringbridge_calls_active{direction="inbound"} 0');
     expect(metrics).toContain('ringbridge_agents{presence="available"} 1');
+    expect(metrics).toContain('ringbridge_sip_requests_total{direction="in",method="INVITE"} 1');
+    expect(metrics).toContain('ringbridge_sip_requests_total{direction="in",method="BYE"} 1');
+    expect(metrics).toMatch(/ringbridge_sip_responses_total\{direction="out",status_class="2xx"\} [2-9]/); // 200 to INVITE and BYE
+    expect(metrics).toMatch(/ringbridge_sip_responses_total\{direction="out",status_class="1xx"\} [1-9]/);
   }, 40_000);
 
   it('takes a late offer: offers in the 200 OK, applies the answer from the ACK, and carries audio', async () => {

@@ -56,6 +56,9 @@ export interface EngineCounters {
   responsesIn: Record<string, number>;
 }
 
+/** Methods counted by name in `counters`; any other is counted as OTHER. */
+const COUNTED_METHODS = new Set(['INVITE', 'ACK', 'BYE', 'CANCEL', 'OPTIONS', 'REGISTER', 'PRACK', 'UPDATE', 'INFO', 'REFER', 'NOTIFY', 'SUBSCRIBE', 'MESSAGE', 'PUBLISH']);
+
 /** Methods the server delivers as new requests (wire protocol §6.1 item 6). */
 const DELIVERABLE = new Set(['INVITE', 'REGISTER', 'MESSAGE', 'OPTIONS', 'INFO', 'NOTIFY', 'SUBSCRIBE', 'PUBLISH', 'REFER']);
 
@@ -179,7 +182,9 @@ export class EngineCore implements TransactionUser, ControlHandler {
   }
 
   #count(table: Record<string, number>, key: string): void {
-    table[key] = (table[key] ?? 0) + 1;
+    // Bounded keys: a peer inventing methods must not grow the table (or a metric's label set).
+    const k = COUNTED_METHODS.has(key) || /^[1-6]\d\d$/.test(key) ? key : 'OTHER';
+    table[k] = (table[k] ?? 0) + 1;
   }
 
   // ---------------------------------------------------------------------------------------------
