@@ -5,12 +5,11 @@
  *
  *   R = R0 − Id − Ie,eff + A       (G.107 §7.1, with Is folded into R0 and A = 0)
  *
- * - R0 = 93.2: G.107's rating with every parameter at its default value (Ro − Is − Id(T = 0) −
- *   Ie = 93.2, G.107 Table 3 note). The small default Id (≈ 0.2) it contains is counted again by
- *   the Id below; that difference is far below the model's accuracy.
- * - Id: the simplification of G.107's delay impairment for default echo parameters (TELR 65 dB,
- *   no echo path delay beyond the one-way delay) by Cole and Rosenbluth, "Voice over IP
- *   performance monitoring", ACM SIGCOMM CCR 31(2), 2001:
+ * - R0 = 93.2: G.107's rating with every parameter at its default value (G.107 states that the
+ *   defaults give R = 93.2: Ro − Is, minus the default Id at T = 0). The default Id it contains
+ *   (a fraction of a point) is counted again by the Id below; far below the model's accuracy.
+ * - Id: the simplification of G.107's delay impairment for its default echo parameters by Cole
+ *   and Rosenbluth, "Voice over IP performance monitoring", ACM SIGCOMM CCR 31(2), 2001:
  *     Id = 0.024·d + 0.11·(d − 177.3)·H(d − 177.3), d = one-way mouth-to-ear delay in ms,
  *   H the unit step. It is not G.107's full Idte/Idle/Idd formula, which needs the echo
  *   parameters the gateway cannot measure.
@@ -18,10 +17,10 @@
  *   estimated as 2 × the RFC 3550 interarrival jitter (an adaptive buffer typically holds about
  *   twice the jitter), packetization is the ptime (default 20 ms) and the look-ahead is the
  *   codec's algorithmic delay beyond one frame (see CODEC_PARAMS).
- * - Ie,eff = Ie + (95 − Ie) · Ppl / (Ppl/BurstR + Bpl)   (G.107 §7.4, formula 7-29), Ppl in
- *   percent, BurstR = 1 (random loss: RTCP receiver reports give no burst statistics).
+ * - Ie,eff = Ie + (95 − Ie) · Ppl / (Ppl/BurstR + Bpl)   (G.107 §7.4), Ppl in percent,
+ *   BurstR = 1 (random loss: RTCP receiver reports give no burst statistics).
  *   Ie and Bpl per codec in CODEC_PARAMS (ITU-T G.113 Appendix I where the codec is listed).
- * - MOS from R per G.107 Annex B (formula B-4):
+ * - MOS from R per G.107 Annex B:
  *     R < 0: 1;  0 ≤ R ≤ 100: 1 + 0.035R + R(R − 60)(100 − R)·7·10⁻⁶;  R > 100: 4.5,
  *   and at least 1 (the polynomial is slightly below 1 for 0 < R < 6.5).
  *
@@ -56,9 +55,9 @@ export interface CodecParams {
  *   loss concealment of G.711 Appendix I, Bpl = 4.3 without (random loss). The default assumes
  *   PLC, because the receivers of both legs conceal loss (libwebrtc's NetEq on the agent side,
  *   any current SBC or PBX on the trunk side). No look-ahead.
- * - G.722 (64 kbit/s): not in G.113 Appendix I (narrowband). G.113 Appendix IV gives a
- *   wideband Ie,wb of 13 on the 129-point scale, i.e. R ≈ 116 > 93.2, so on the narrowband scale
- *   used here Ie = 0. Bpl: the G.711-with-PLC value 25.1 is assumed for G.722 with its
+ * - G.722 (64 kbit/s): not in G.113 Appendix I (narrowband). Its wideband Ie,wb in G.113
+ *   Appendix IV (13 on the 129-point scale) leaves the wideband R far above 93.2, so on the
+ *   narrowband scale used here Ie = 0 (true for any Ie,wb below 129 − 93.2 = 35.8). Bpl: the G.711-with-PLC value 25.1 is assumed for G.722 with its
  *   Appendix III/IV concealment (an assumption, not a G.113 value); without PLC the G.711 value
  *   4.3. Look-ahead 3 ms: the QMF analysis and synthesis filters (24 taps each at 16 kHz).
  * - Opus: not in G.113. Ie = 0: at the bit rates WebRTC uses for speech (≥ 24 kbit/s wideband)
@@ -66,7 +65,7 @@ export interface CodecParams {
  *   Bpl = 25.1, the G.711-with-PLC value: Opus has a built-in PLC and the gateway offers in-band
  *   FEC (useinbandfec=1), so it is at least that robust; the value gives FEC no credit because
  *   the sender only adds FEC once it sees loss. Without PLC (not a real Opus decoder) 4.3.
- *   Look-ahead 6.5 ms: RFC 6716 §2 gives 26.5 ms algorithmic delay for 20 ms frames.
+ *   Look-ahead 6.5 ms: Opus's algorithmic delay with 20 ms frames is 26.5 ms (RFC 6716).
  */
 export const CODEC_PARAMS: Readonly<Record<MosCodec, Readonly<CodecParams>>> = {
   PCMU: { ie: 0, bpl: 25.1, bplNoPlc: 4.3, lookaheadMs: 0 },
@@ -121,12 +120,12 @@ export function delayImpairment(dMs: number): number {
   return 0.024 * dMs + (dMs > DELAY_KNEE_MS ? 0.11 * (dMs - DELAY_KNEE_MS) : 0);
 }
 
-/** The effective equipment impairment Ie,eff (G.107 formula 7-29) for a loss in percent, BurstR = 1. */
+/** The effective equipment impairment Ie,eff (G.107 §7.4) for a loss in percent; BurstR 1 is random loss. */
 export function effectiveEquipmentImpairment(ie: number, bpl: number, lossPct: number, burstR = 1): number {
   return ie + ((95 - ie) * lossPct) / (lossPct / burstR + bpl);
 }
 
-/** MOS-CQE from R, G.107 Annex B (formula B-4). */
+/** MOS-CQE from R, G.107 Annex B. */
 export function mosFromR(r: number): number {
   if (r < 0) {
     return 1;
