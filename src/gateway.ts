@@ -23,6 +23,8 @@ import { NodeRegistry } from './state/node-registry.js';
 import { PushBridge } from './push/bridge.js';
 import { PUSH_CHANNELS } from './push/provider.js';
 import { WakeService } from './push/wake.js';
+import { CdrWebhook } from './calls/cdr-webhook.js';
+import { cdrWebhookOptions } from './calls/cdr-webhook-config.js';
 import { CallMetrics, registerSipMetrics, type SipCounters } from './metrics/call-metrics.js';
 import { presenceOf, StateStore } from './state/store.js';
 import { connectRedis, type RedisHandle } from './state/redis.js';
@@ -75,6 +77,7 @@ export class Gateway {
   #store?: StateStore;
   #registry?: NodeRegistry;
   #push?: PushBridge;
+  #cdrWebhook?: CdrWebhook;
   #startedAt = Date.now();
   #stopping?: Promise<void>;
   #drain?: { since: number; deadline: number; done: Promise<void> };
@@ -134,7 +137,11 @@ export class Gateway {
     if (this.#nodeId === '') {
       this.#nodeId = `${os.hostname()}-${this.#http.address().port}`;
     }
+    const cdrOpts = cdrWebhookOptions(config.calls.cdrWebhook, logger.child({ component: 'cdr-webhook' }));
+    const cdrWebhook = cdrOpts ? new CdrWebhook(cdrOpts) : undefined;
+    this.#cdrWebhook = cdrWebhook;
     this.#store = new StateStore({
+      ...(cdrWebhook ? { onRecord: (r) => cdrWebhook.post(r) } : {}),
       redis: this.#redis.client,
       keyPrefix: config.redis.keyPrefix,
       nodeId: this.#nodeId,
@@ -443,6 +450,9 @@ export class Gateway {
       await step('sip', () => this.#sip?.close());
       await step('media', () => this.#media?.close());
       await step('push', () => this.#push?.close());
+      await step('cdr-webhook', async () => {
+        await this.#cdrWebhook?.close(5000);
+      });
       await step('redis', () => this.#redis?.close());
       this.logger.info({ node: this.nodeId }, errors.length ? 'ringbridge gateway stopped with errors' : 'ringbridge gateway stopped');
       this.#resolveStopped();

@@ -9,6 +9,7 @@
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { pushConfigSchema } from '../push/config.js';
+import { cdrWebhookConfigSchema } from '../calls/cdr-webhook-config.js';
 
 const port = z.int().min(1).max(65535);
 /** A port, or 0 for "pick a free one" (tests). */
@@ -219,6 +220,8 @@ const callsSchema = z.strictObject({
   recordTtlS: z.int().min(60).max(365 * 86400),
   /** Store caller and called numbers masked ("+49******56"); false stores them in full. */
   maskNumbers: z.boolean(),
+  /** POST of every finished call's record to a webhook (src/calls/cdr-webhook.ts); url '' disables. */
+  cdrWebhook: cdrWebhookConfigSchema,
 });
 
 const clusterSchema = z.strictObject({

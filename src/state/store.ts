@@ -165,6 +165,8 @@ export interface StateStoreOptions {
   maskNumbers?: boolean;
   /** A node without a heartbeat for this long is dead (ms; default 6000). */
   nodeTtlMs?: number;
+  /** Called with every call record as it is written (the CDR webhook); must not throw. */
+  onRecord?: (record: CallRecord) => void;
 }
 
 /** Redis access for agents, devices, sessions, calls, records and nodes. */
@@ -176,6 +178,7 @@ export class StateStore {
   readonly #recordTtlS: number;
   readonly #mask: boolean;
   readonly #nodeTtlMs: number;
+  readonly #onRecord: ((record: CallRecord) => void) | undefined;
 
   constructor(opts: StateStoreOptions) {
     this.#redis = opts.redis;
@@ -185,6 +188,7 @@ export class StateStore {
     this.#recordTtlS = opts.recordTtlS;
     this.#mask = opts.maskNumbers ?? true;
     this.#nodeTtlMs = opts.nodeTtlMs ?? 6000;
+    this.#onRecord = opts.onRecord;
   }
 
   /** This node's id. */
@@ -583,6 +587,12 @@ export class StateStore {
   }
 
   async #endCall(record: CallRecord, node: string): Promise<void> {
+    // first: the webhook gets the record even when the Redis write then fails
+    try {
+      this.#onRecord?.(record);
+    } catch (err) {
+      this.#log.warn({ err }, 'call record hook failed');
+    }
     const fields: Record<string, string> = {};
     for (const [k, v] of Object.entries(record)) {
       if (v !== undefined) {

@@ -4,6 +4,8 @@
  * on the client SDK with a real WebRTC stack (@roamhq/wrtc). Every answered call checks RTP both
  * ways: in the agent's WebRTC stats and at the sipp side (tshark on sipp's media port).
  */
+import { createHmac } from 'node:crypto';
+import http from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { captureUdp, type CallFixture, startCallGateway } from '../helpers/calls.js';
 import { freePort, runSipp, sipHeader, startSipp } from '../helpers/sipp.js';
@@ -85,9 +87,34 @@ describe('inbound calls', () => {
     expect(atSipp.byPayloadType.get(8) ?? 0, 'PCMA RTP at the sipp trunk').toBeGreaterThan(50);
   }, 40_000);
 
-  it('answers 480 when no agent is available', async () => {
-    fx = await startCallGateway(routeAll('nobody'));
-    const r = await runSipp({ scenario: 'uac-expect-480', target: fx.sipTarget });
-    expect(r.exitCode, r.describe()).toBe(0);
+  it('answers 480 when no agent is available, and POSTs the call record to the CDR webhook', async () => {
+    const got: { headers: http.IncomingHttpHeaders; body: string }[] = [];
+    const server = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        got.push({ headers: req.headers, body });
+        res.writeHead(got.length === 1 ? 503 : 204).end(); // the first attempt fails: retried
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const secret = 'cdr-webhook-test-secret-0123456789abcdef';
+      fx = await startCallGateway({ ...routeAll('nobody'), calls: { cdrWebhook: { url: `http://127.0.0.1:${port}/cdr`, timeoutMs: 2000, maxAttempts: 3, backoffBaseMs: 50, backoffMaxMs: 200, secret } } });
+      const r = await runSipp({ scenario: 'uac-expect-480', target: fx.sipTarget });
+      expect(r.exitCode, r.describe()).toBe(0);
+      for (let i = 0; i < 100 && got.length < 2; i++) {
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      expect(got).toHaveLength(2);
+      const rec = JSON.parse(got[1]!.body) as Record<string, unknown>;
+      expect(rec).toMatchObject({ direction: 'inbound', endReason: 'unavailable', sipStatus: 480, trunkId: 'loopback' });
+      expect(String(rec.from)).toMatch(/\*/); // masked
+      expect(got[1]!.headers['idempotency-key']).toBe(rec.callId);
+      expect(got[1]!.headers['x-ringbridge-signature']).toBe(`sha256=${createHmac('sha256', secret).update(got[1]!.body).digest('hex')}`);
+    } finally {
+      server.close();
+    }
   });
 });
