@@ -24,6 +24,7 @@ import { PushBridge } from './push/bridge.js';
 import { PUSH_CHANNELS } from './push/provider.js';
 import { WakeService } from './push/wake.js';
 import { CdrWebhook } from './calls/cdr-webhook.js';
+import { QualityMetrics } from './calls/quality.js';
 import { cdrWebhookOptions } from './calls/cdr-webhook-config.js';
 import { CallMetrics, registerSipMetrics, type SipCounters } from './metrics/call-metrics.js';
 import { presenceOf, StateStore } from './state/store.js';
@@ -192,6 +193,7 @@ export class Gateway {
     this.#calls = new CallManager({
       ...(wake ? { wake } : {}),
       metrics: callMetrics,
+      quality: { metrics: new QualityMetrics(this.metrics.registry, this.metrics.prefix, config.metrics.lowMosThreshold), intervalMs: config.metrics.qualityIntervalMs },
       config,
       srf: this.#sip.srf,
       store: this.#store,

@@ -25,6 +25,7 @@ import { CallMedia, CallMediaError, type CallMediaSettings } from './call-media.
 import { PresenceService } from './presence.js';
 import { type WakeOutcome, type WakeService } from '../push/wake.js';
 import { type CallMetrics } from '../metrics/call-metrics.js';
+import { CallQualitySampler, type QualityMetrics } from './quality.js';
 import { Router, type RouteTarget } from './routing.js';
 
 /** Options of the call manager. */
@@ -42,6 +43,8 @@ export interface CallManagerOptions {
   wake?: WakeService;
   /** Call metrics (finished calls, PDD, answer and talk times). */
   metrics?: CallMetrics;
+  /** Per-leg quality metrics and the sampling interval (ms). */
+  quality?: { metrics: QualityMetrics; intervalMs: number };
 }
 
 /** One agent to ring: here (a local session) and/or on other nodes (hand-off legs). */
@@ -113,6 +116,7 @@ export class CallManager implements SignalingHandler {
   readonly #cluster: { registry: NodeRegistry; handoff: Handoff } | undefined;
   readonly #wake: WakeService | undefined;
   readonly #metrics: CallMetrics | undefined;
+  readonly #quality: { metrics: QualityMetrics; intervalMs: number } | undefined;
   readonly presence: PresenceService;
   #signaling: SignalingServer | undefined;
 
@@ -128,6 +132,7 @@ export class CallManager implements SignalingHandler {
     this.#cluster = opts.cluster;
     this.#wake = opts.wake;
     this.#metrics = opts.metrics;
+    this.#quality = opts.quality;
     this.#cluster?.registry.on('refresh', () => this.#checkPeers());
     this.presence = new PresenceService({
       store: opts.store,
@@ -869,6 +874,7 @@ export class CallManager implements SignalingHandler {
       call.inviteReq = undefined;
       call.inviteRes = undefined;
       call.transition('active');
+      this.#sampleQuality(call);
       this.#watchDialog(call, dialog);
       if (lateOffer) {
         const ourOffer = call.localSdp;
@@ -1051,6 +1057,7 @@ export class CallManager implements SignalingHandler {
           }
           call.timers.clear();
           call.transition('active');
+          this.#sampleQuality(call);
           // the RTP timeout counts from the answer: silent early media is not a dead call
           call.media?.relay.restartInactivity();
           this.#watchDialog(call, dialog);
@@ -1234,6 +1241,8 @@ export class CallManager implements SignalingHandler {
     if (!call.finish(reason, by, sipStatus)) {
       return;
     }
+    call.qualitySummary = call.quality?.stop();
+    call.quality = undefined;
     this.#calls.delete(call.id);
     if (!call.origin) {
       // this node held the trunk's leg: its times are the caller's
@@ -1273,8 +1282,23 @@ export class CallManager implements SignalingHandler {
     }
   }
 
+  /** Starts sampling the call's media quality (the node that holds the media). */
+  #sampleQuality(call: Call): void {
+    if (!this.#quality || !call.media || call.quality) {
+      return;
+    }
+    const media = call.media;
+    call.quality = new CallQualitySampler(
+      () => (media.closed ? undefined : media),
+      () => media.plan?.codec,
+      this.#quality.metrics,
+      this.#quality.intervalMs,
+    );
+  }
+
   #record(call: Call, reason: EndReason, _by: string, sipStatus?: number): void {
     this.#metrics?.ended({ direction: call.direction, endReason: reason });
+    this.#quality?.metrics.callEnded(call.qualitySummary);
     const endedAt = call.times.endedAt ?? new Date();
     const answeredAt = call.times.answeredAt;
     void this.#store.endCall({
@@ -1294,6 +1318,7 @@ export class CallManager implements SignalingHandler {
       ...(sipStatus !== undefined ? { sipStatus } : {}),
       ...(call.media?.plan ? { codec: call.media.plan.codec.name } : {}),
       durationS: answeredAt ? Math.round((endedAt.getTime() - answeredAt.getTime()) / 1000) : 0,
+      ...(call.qualitySummary ?? {}),
     });
   }
 

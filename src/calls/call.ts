@@ -11,6 +11,7 @@ import type Srf from 'drachtio-srf';
 import { type CallInfo, type EndReason } from '../signaling/protocol.js';
 import { type TrunkConfig } from '../sip/trunks.js';
 import { type Device } from '../state/store.js';
+import { type CallQualitySampler, type QualitySummary } from './quality.js';
 import { type CallMedia } from './call-media.js';
 
 /** States of a call. */
@@ -64,6 +65,10 @@ export class Call {
   readonly waking = new Map<string, number>();
   /** Polls the cluster for woken agents' new sessions while the call rings. */
   wakePoll: NodeJS.Timeout | undefined;
+  /** Samples the media's quality while the call is up (on the node that holds the media). */
+  quality: CallQualitySampler | undefined;
+  /** The quality summary, once the call ended. */
+  qualitySummary: QualitySummary | undefined;
   /** The agent on the call (answered inbound, or dialling outbound). */
   agentId: string | undefined;
   media: CallMedia | undefined;

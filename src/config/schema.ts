@@ -310,6 +310,10 @@ const metricsSchema = z.strictObject({
   prefix: z.string().regex(/^[a-zA-Z_][a-zA-Z0-9_]*$/, 'a Prometheus metric name prefix'),
   /** Export prom-client's Node.js process metrics. */
   defaultMetrics: z.boolean(),
+  /** How often each call's media stats are sampled for quality (loss, jitter, RTT, MOS), ms. */
+  qualityIntervalMs: z.int().min(200).max(60_000),
+  /** A call whose MOS (worst leg, mean over the call) is below this counts as low quality. */
+  lowMosThreshold: z.number().min(1).max(4.5),
 });
 
 const shutdownSchema = z.strictObject({

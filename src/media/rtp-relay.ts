@@ -186,6 +186,11 @@ export interface RtpRelayStats {
   lastTrunkRtpAt: number | undefined;
   /** The trunk's current SSRC; undefined before its first RTP packet. */
   trunkSsrc: number | undefined;
+  /**
+   * RTP from the trunk as RFC 3550 A.3 counts it: packets received, and packets expected from the
+   * sequence numbers (summed over the stream's restarts). Lost = expected − received.
+   */
+  trunkReceive: { received: number; expected: number };
   /** Times the trunk's stream was rebased: SSRC changes and sequence-number restarts. */
   trunkRestarts: number;
   /** DTMF events received from the trunk. */
@@ -475,6 +480,18 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
   }
 
   /** A snapshot of the counters. */
+  /** RFC 3550 A.3 receive counts of the trunk's RTP; a new run at each SSRC change or sequence restart. */
+  readonly #rx = { received: 0, expectedBefore: 0, baseExt: 0, maxExt: -1, cycles: 0 };
+
+  #rxNewRun(seq: number): void {
+    if (this.#rx.maxExt >= this.#rx.baseExt) {
+      this.#rx.expectedBefore += this.#rx.maxExt - this.#rx.baseExt + 1;
+    }
+    this.#rx.cycles = 0;
+    this.#rx.baseExt = seq;
+    this.#rx.maxExt = seq;
+  }
+
   get stats(): RtpRelayStats {
     return {
       fromTrunk: { ...this.#from },
@@ -482,6 +499,7 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
       dropped: { fromTrunk: { ...this.#dropFrom }, toTrunk: { ...this.#dropTo } },
       lastTrunkRtpAt: this.#lastTrunkRtp > 0 ? Math.round(performance.timeOrigin + this.#lastTrunkRtp) : undefined,
       trunkSsrc: this.#inStarted ? this.#inSsrc : undefined,
+      trunkReceive: { received: this.#rx.received, expected: this.#rx.expectedBefore + (this.#rx.maxExt >= this.#rx.baseExt ? this.#rx.maxExt - this.#rx.baseExt + 1 : 0) },
       trunkRestarts: this.#trunkRestarts,
       dtmfReceived: this.#dtmfReceived,
       dtmfSent: this.#dtmfSent,
@@ -720,16 +738,23 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
     let inOrder = true;
     if (!this.#inStarted || ssrc !== this.#inSsrc) {
       this.#rebaseIn(ssrc, seq, msg.readUInt32BE(RTP_OFFSET.timestamp), now, 'ssrc');
+      this.#rxNewRun(seq);
     } else {
       const delta = (seq - this.#inHighSeq) & 0xffff;
       if (delta < MAX_DROPOUT) {
+        if (seq < this.#inHighSeq) {
+          this.#rx.cycles += 0x10000; // wrapped (RFC 3550 A.1)
+        }
         this.#inHighSeq = seq;
+        this.#rx.maxExt = this.#rx.cycles + seq;
       } else if (delta <= 0x10000 - MAX_MISORDER) {
         this.#rebaseIn(ssrc, seq, msg.readUInt32BE(RTP_OFFSET.timestamp), now, 'sequence');
+        this.#rxNewRun(seq);
       } else {
         inOrder = false;
       }
     }
+    this.#rx.received++;
     const outSeq = (seq + this.#inSeqOffset) & 0xffff;
     const outTs = (msg.readUInt32BE(RTP_OFFSET.timestamp) + this.#inTsOffset) >>> 0;
     msg.writeUInt32BE(this.#o.producerSsrc, RTP_OFFSET.ssrc);

@@ -57,6 +57,15 @@ export interface CallRecord {
   sipStatus?: number;
   codec?: string;
   durationS: number;
+  /** Call quality (src/calls/quality.ts): the worst leg's mean MOS, each leg's, and the worst loss (%), jitter and RTT (ms). */
+  mos?: number;
+  mosTrunkIn?: number;
+  mosTrunkOut?: number;
+  mosAgentIn?: number;
+  mosAgentOut?: number;
+  lossPctMax?: number;
+  jitterMsMax?: number;
+  rttMsMax?: number;
 }
 
 /** Push channels a device may be woken through (push-channels.md). */
