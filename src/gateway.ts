@@ -25,6 +25,7 @@ import { PUSH_CHANNELS } from './push/provider.js';
 import { WakeService } from './push/wake.js';
 import { CdrWebhook } from './calls/cdr-webhook.js';
 import { QualityMetrics } from './calls/quality.js';
+import { instrumentRedis, registerWorkerMetrics } from './metrics/system-metrics.js';
 import { cdrWebhookOptions } from './calls/cdr-webhook-config.js';
 import { CallMetrics, registerSipMetrics, type SipCounters } from './metrics/call-metrics.js';
 import { presenceOf, StateStore } from './state/store.js';
@@ -184,6 +185,8 @@ export class Gateway {
     });
     const wake = PUSH_CHANNELS.some((c) => this.#push?.provider(c)) ? new WakeService({ store, bridge: this.#push, logger: pushLog, metrics: { registry: this.metrics.registry, prefix: this.metrics.prefix } }) : undefined;
     const callMetrics = new CallMetrics(this.metrics.registry, this.metrics.prefix);
+    registerWorkerMetrics(this.metrics.registry, this.metrics.prefix, () => this.#media);
+    instrumentRedis(this.metrics.registry, this.metrics.prefix, this.#redis.client);
     const engine = this.#sip.engine;
     registerSipMetrics(this.metrics.registry, this.metrics.prefix, async () => {
       const st = (await engine?.stats()) as { counters?: SipCounters } | undefined;

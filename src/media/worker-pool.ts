@@ -157,6 +157,28 @@ export class MediaWorkerPool {
   }
 
   /** State for /health: up when every worker is alive, degraded when some are, down when none. */
+  /**
+   * Each worker slot's state, routers and resource usage (mediasoup getResourceUsage(): CPU time
+   * in ms, peak RSS in KiB), for metrics. A dead slot reports alive false and no usage.
+   */
+  async usage(): Promise<{ slot: number; alive: boolean; routers: number; cpuMs?: number; maxRssKiB?: number }[]> {
+    return Promise.all(
+      this.#slots.map(async (s) => {
+        const w = s.worker && !s.worker.closed ? s.worker : undefined;
+        if (!w) {
+          return { slot: s.index, alive: false, routers: 0 };
+        }
+        try {
+          const u = await w.getResourceUsage();
+
+          return { slot: s.index, alive: true, routers: s.routers, cpuMs: u.ru_utime + u.ru_stime, maxRssKiB: u.ru_maxrss };
+        } catch {
+          return { slot: s.index, alive: true, routers: s.routers };
+        }
+      }),
+    );
+  }
+
   health(): { state: 'up' | 'degraded' | 'down'; workers: number; alive: number; routers: number } {
     const alive = this.workers.length;
     const routers = this.#slots.reduce((n, s) => n + (s.worker ? s.routers : 0), 0);

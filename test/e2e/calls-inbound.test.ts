@@ -58,6 +58,9 @@ describe('inbound calls', () => {
     expect(metrics).toContain('ringbridge_calls_active{direction="inbound"} 0');
     expect(metrics).toContain('ringbridge_agents{presence="available"} 1');
     expect(metrics).toContain('ringbridge_sip_requests_total{direction="in",method="INVITE"} 1');
+    expect(metrics).toContain('ringbridge_mediasoup_workers{state="alive"} 1'); // test profile: one worker
+    expect(metrics).toMatch(/ringbridge_mediasoup_worker_cpu_seconds_total\{worker="0"\} [0-9.]+/);
+    expect(Number(/ringbridge_redis_command_duration_seconds_count\{command="hset"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThan(0);
     expect(metrics).toContain('ringbridge_sip_requests_total{direction="in",method="BYE"} 1');
     expect(metrics).toMatch(/ringbridge_sip_responses_total\{direction="out",status_class="2xx"\} [2-9]/); // 200 to INVITE and BYE
     expect(metrics).toMatch(/ringbridge_sip_responses_total\{direction="out",status_class="1xx"\} [1-9]/);
