@@ -52,6 +52,39 @@ describe('Gateway (in process)', () => {
     expect(check.status).toBe(0);
   });
 
+  it('exports exactly the pinned ringbridge metric families (a rename or a removal is a conscious change)', async () => {
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const families = [...text.matchAll(/^# TYPE (ringbridge_\S+) (\S+)$/gm)]
+      .map((m) => `${m[1]} ${m[2]}`)
+      .filter((l) => !/^ringbridge_(nodejs_|process_)/.test(l))
+      .sort();
+    // push metrics (ringbridge_push_*, ringbridge_wake_*) appear once a push channel is enabled (test/e2e/wake.test.ts)
+    expect(families).toEqual([
+      'ringbridge_agents gauge',
+      'ringbridge_build_info gauge',
+      'ringbridge_call_answer_seconds histogram',
+      'ringbridge_call_duration_seconds histogram',
+      'ringbridge_call_pdd_seconds histogram',
+      'ringbridge_calls_active gauge',
+      'ringbridge_calls_finished_total counter',
+      'ringbridge_calls_low_mos_total counter',
+      'ringbridge_component_up gauge',
+      'ringbridge_leg_jitter_seconds histogram',
+      'ringbridge_leg_mos histogram',
+      'ringbridge_leg_packet_loss_ratio histogram',
+      'ringbridge_leg_rtt_seconds histogram',
+      'ringbridge_mediasoup_worker_cpu_seconds_total counter',
+      'ringbridge_mediasoup_worker_max_rss_bytes gauge',
+      'ringbridge_mediasoup_worker_routers gauge',
+      'ringbridge_mediasoup_workers gauge',
+      'ringbridge_redis_command_duration_seconds histogram',
+      'ringbridge_redis_command_errors_total counter',
+      'ringbridge_sip_requests_total counter',
+      'ringbridge_sip_responses_total counter',
+      'ringbridge_ws_sessions gauge',
+    ]);
+  });
+
   it('answers 404 for unknown paths and 405 for other methods', async () => {
     expect((await fetch(`${base}/nope`)).status).toBe(404);
     const post = await fetch(`${base}/health`, { method: 'POST' });
