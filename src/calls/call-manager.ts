@@ -1293,6 +1293,7 @@ export class CallManager implements SignalingHandler {
       () => media.plan?.codec,
       this.#quality.metrics,
       this.#quality.intervalMs,
+      (err) => this.#log.warn({ err, callId: call.id }, 'call quality sample failed'),
     );
   }
 

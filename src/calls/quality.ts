@@ -10,7 +10,10 @@
  * MOS fell below `lowMosThreshold` is counted.
  *
  * An outbound stream is sampled only once the far end has sent a receiver report (an RTT exists):
- * before that its loss is unknown, not zero.
+ * before that its loss is unknown, not zero. mediasoup's send-side stats carry no jitter, so an
+ * outbound sample has loss and RTT but no jitter (its MOS counts jitter as 0). RTT is a property of
+ * the path: an inbound stream's MOS uses its leg's RTT from the outbound stream's reports (mediasoup
+ * measures receive-side RTT only from RTCP XR, which peers rarely send).
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { estimateMos, type MosCodec } from '../metrics/mos.js';
@@ -20,7 +23,9 @@ export interface LegSample {
   leg: 'trunk' | 'agent';
   direction: 'inbound' | 'outbound';
   lossPct: number;
-  jitterMs: number;
+  /** Undefined where mediasoup does not measure it (the send side: its stats carry no jitter). */
+  jitterMs: number | undefined;
+  /** The leg's RTT from RTCP (0 before the far end's first receiver report). */
   rttMs: number;
   mos: number;
 }
@@ -52,7 +57,7 @@ export class QualityMetrics {
     const registers = [registry];
     const labelNames = ['leg', 'direction'] as const;
     this.lowMosThreshold = lowMosThreshold;
-    this.#mos = new Histogram({ name: `${prefix}leg_mos`, help: 'Estimated MOS (G.107 E-model) of call legs, per sampling interval.', labelNames, buckets: [1.5, 2, 2.5, 3, 3.25, 3.5, 3.75, 4, 4.2, 4.4], registers });
+    this.#mos = new Histogram({ name: `${prefix}leg_mos`, help: 'Estimated MOS (G.107 E-model) of call legs, per sampling interval.', labelNames, buckets: [1.5, 2, 2.5, 3, 3.25, 3.5, 3.75, 4, 4.1, 4.2, 4.3, 4.35, 4.4, 4.45], registers });
     this.#jitter = new Histogram({ name: `${prefix}leg_jitter_seconds`, help: 'RFC 3550 interarrival jitter of call legs, per sampling interval.', labelNames, buckets: [0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2], registers });
     this.#loss = new Histogram({ name: `${prefix}leg_packet_loss_ratio`, help: 'Share of the packets expected in a sampling interval that were lost, per call leg.', labelNames, buckets: [0, 0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5], registers });
     this.#rtt = new Histogram({ name: `${prefix}leg_rtt_seconds`, help: 'Round-trip time of call legs from RTCP, per sampling interval.', labelNames, buckets: [0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8, 1.5], registers });
@@ -63,7 +68,9 @@ export class QualityMetrics {
   observe(s: LegSample): void {
     const labels = { leg: s.leg, direction: s.direction };
     this.#mos.observe(labels, s.mos);
-    this.#jitter.observe(labels, s.jitterMs / 1000);
+    if (s.jitterMs !== undefined) {
+      this.#jitter.observe(labels, s.jitterMs / 1000);
+    }
     this.#loss.observe(labels, s.lossPct / 100);
     if (s.rttMs > 0) {
       this.#rtt.observe(labels, s.rttMs / 1000);
@@ -102,107 +109,145 @@ const STREAMS = [
 
 const round = (n: number): number => Math.round(n * 100) / 100;
 
+/** Running aggregates of one stream over the call. */
+interface StreamAgg {
+  samples: number;
+  mosSum: number;
+  lossMax: number;
+  jitterMax: number;
+  rttMax: number;
+}
+
 /** Samples one call's streams until stop(). */
 export class CallQualitySampler {
   readonly #sources: () => QualitySources | undefined;
   readonly #codec: () => { name: string; clockRate: number } | undefined;
   readonly #metrics: QualityMetrics | undefined;
+  readonly #onError: (err: unknown) => void;
   readonly #timer: NodeJS.Timeout;
   readonly #prev = new Map<string, Cumulative>();
-  readonly #samples: LegSample[] = [];
+  readonly #agg = new Map<string, StreamAgg>();
   #running = false;
 
   /**
    * @param sources the call's mediasoup objects (read at every tick: they appear as the call sets up)
    * @param codec the negotiated codec (name as mediasoup writes it without "audio/", RTP clock rate in Hz)
    * @param intervalMs sampling interval, ms
+   * @param onError told of a failed sample (logged by the caller); sampling goes on
    */
-  constructor(sources: () => QualitySources | undefined, codec: () => { name: string; clockRate: number } | undefined, metrics: QualityMetrics | undefined, intervalMs: number) {
+  constructor(sources: () => QualitySources | undefined, codec: () => { name: string; clockRate: number } | undefined, metrics: QualityMetrics | undefined, intervalMs: number, onError: (err: unknown) => void = () => undefined) {
     this.#sources = sources;
     this.#codec = codec;
     this.#metrics = metrics;
+    this.#onError = onError;
     this.#timer = setInterval(() => void this.sample(), intervalMs);
     this.#timer.unref();
   }
 
   /** Takes one sample of every stream now (also what the timer does). Never throws. */
   async sample(): Promise<void> {
+    if (this.#running) {
+      return;
+    }
+    this.#running = true;
+    try {
+      await this.#sample();
+    } catch (err) {
+      this.#onError(err);
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  async #sample(): Promise<void> {
     const src = this.#sources();
     const codec = this.#codec();
-    if (!src || !codec || this.#running) {
+    if (!src || !codec) {
       return;
     }
     const mosCodec: MosCodec | undefined = ({ PCMU: 'PCMU', PCMA: 'PCMA', G722: 'G722', OPUS: 'opus' } as const)[codec.name.toUpperCase() as 'PCMU' | 'PCMA' | 'G722' | 'OPUS'];
     if (!mosCodec) {
       return;
     }
-    this.#running = true;
-    try {
-      for (const s of STREAMS) {
-        const o = src[s.key];
-        if (!o) {
-          continue;
-        }
-        let stats: Record<string, unknown>[];
-        try {
-          stats = (await o.getStats()) as Record<string, unknown>[];
-        } catch {
-          continue; // closed meanwhile
-        }
-        const st = stats.find((x) => x.type === (s.direction === 'inbound' ? 'inbound-rtp' : 'outbound-rtp'));
-        if (!st) {
-          continue;
-        }
-        const rttMs = Number(st.roundTripTime) || 0;
-        if (s.direction === 'outbound' && rttMs <= 0) {
-          continue; // no receiver report yet: loss unknown
-        }
-        // mediasoup updates packetsLost only when it builds a receiver report (seconds apart); the
-        // relay sees the trunk's own sequence numbers at once, so the trunk's inbound loss is its
-        const rx = s.key === 'trunkProducer' ? src.relay?.stats.trunkReceive : undefined;
-        const now: Cumulative = rx ? { packets: rx.received, lost: Math.max(0, rx.expected - rx.received) } : { packets: Number(st.packetCount) || 0, lost: Math.max(0, Number(st.packetsLost) || 0) };
-        const before = this.#prev.get(s.key) ?? { packets: 0, lost: 0 };
-        this.#prev.set(s.key, now);
-        const dPackets = Math.max(0, now.packets - before.packets);
-        const dLost = Math.max(0, now.lost - before.lost);
-        if (dPackets === 0 && dLost === 0) {
-          continue; // nothing flowed in this interval (hold, or not started)
-        }
-        // inbound: packetCount counts what arrived, so expected = arrived + lost; outbound: what was sent
-        const expected = s.direction === 'inbound' ? dPackets + dLost : dPackets;
-        const lossPct = Math.min(100, expected > 0 ? (dLost / expected) * 100 : 0);
-        // mediasoup reports jitter in RTP timestamp units (RFC 3550 §6.4.1)
-        const jitterMs = ((Number(st.jitter) || 0) / codec.clockRate) * 1000;
-        const { mos } = estimateMos({ codec: mosCodec, lossPct, jitterMs, rttMs });
-        const sample: LegSample = { leg: s.leg, direction: s.direction, lossPct, jitterMs, rttMs, mos };
-        this.#samples.push(sample);
-        this.#metrics?.observe(sample);
+    const reports = new Map<string, Record<string, unknown>>();
+    for (const s of STREAMS) {
+      const o = src[s.key];
+      if (!o) {
+        continue;
       }
-    } finally {
-      this.#running = false;
+      try {
+        const stats = (await o.getStats()) as Record<string, unknown>[];
+        const st = Array.isArray(stats) ? stats.find((x) => x.type === (s.direction === 'inbound' ? 'inbound-rtp' : 'outbound-rtp')) : undefined;
+        if (st) {
+          reports.set(s.key, st);
+        }
+      } catch {
+        // closed meanwhile
+      }
+    }
+    // the path's RTT per leg, from the far end's receiver reports on our outbound stream
+    const legRtt = { trunk: Number(reports.get('trunkConsumer')?.roundTripTime) || 0, agent: Number(reports.get('agentConsumer')?.roundTripTime) || 0 };
+    for (const s of STREAMS) {
+      const st = reports.get(s.key);
+      if (!st) {
+        continue;
+      }
+      const rttMs = legRtt[s.leg];
+      if (s.direction === 'outbound' && rttMs <= 0) {
+        continue; // no receiver report yet: loss unknown
+      }
+      // mediasoup updates packetsLost only when it builds a receiver report (seconds apart); the
+      // relay sees the trunk's own sequence numbers at once, so the trunk's inbound loss is its
+      const rx = s.key === 'trunkProducer' ? src.relay?.stats.trunkReceive : undefined;
+      const now: Cumulative = rx ? { packets: rx.received, lost: Math.max(0, rx.expected - rx.received) } : { packets: Number(st.packetCount) || 0, lost: Math.max(0, Number(st.packetsLost) || 0) };
+      const before = this.#prev.get(s.key);
+      this.#prev.set(s.key, now);
+      if (!before) {
+        continue; // the first reading is the baseline (counters may start anywhere)
+      }
+      const dPackets = Math.max(0, now.packets - before.packets);
+      const dLost = Math.max(0, now.lost - before.lost);
+      if (dPackets === 0 && dLost === 0) {
+        continue; // nothing flowed in this interval (hold, or not started)
+      }
+      // inbound: packetCount counts what arrived, so expected = arrived + lost; outbound: what was sent
+      const expected = s.direction === 'inbound' ? dPackets + dLost : dPackets;
+      const lossPct = Math.min(100, expected > 0 ? (dLost / expected) * 100 : 0);
+      // mediasoup reports receive-side jitter in RTP timestamp units (RFC 3550 §6.4.1); the send side has none
+      const jitterMs = s.direction === 'inbound' ? ((Number(st.jitter) || 0) / codec.clockRate) * 1000 : undefined;
+      const { mos } = estimateMos({ codec: mosCodec, lossPct, jitterMs: jitterMs ?? 0, rttMs });
+      this.#metrics?.observe({ leg: s.leg, direction: s.direction, lossPct, jitterMs, rttMs, mos });
+      const a = this.#agg.get(s.key) ?? { samples: 0, mosSum: 0, lossMax: 0, jitterMax: 0, rttMax: 0 };
+      a.samples++;
+      a.mosSum += mos;
+      a.lossMax = Math.max(a.lossMax, lossPct);
+      a.jitterMax = Math.max(a.jitterMax, jitterMs ?? 0);
+      a.rttMax = Math.max(a.rttMax, rttMs);
+      this.#agg.set(s.key, a);
     }
   }
 
   /** Stops sampling; returns the call's summary (undefined when nothing was sampled). */
   stop(): QualitySummary | undefined {
     clearInterval(this.#timer);
-    if (this.#samples.length === 0) {
+    if (this.#agg.size === 0) {
       return undefined;
     }
-    const mean = (leg: string, direction: string): number | undefined => {
-      const m = this.#samples.filter((x) => x.leg === leg && x.direction === direction).map((x) => x.mos);
+    const mean = (key: string): number | undefined => {
+      const a = this.#agg.get(key);
 
-      return m.length > 0 ? round(m.reduce((a, b) => a + b, 0) / m.length) : undefined;
+      return a ? round(a.mosSum / a.samples) : undefined;
     };
-    const legs = { mosTrunkIn: mean('trunk', 'inbound'), mosTrunkOut: mean('trunk', 'outbound'), mosAgentIn: mean('agent', 'inbound'), mosAgentOut: mean('agent', 'outbound') };
+    const legs = { mosTrunkIn: mean('trunkProducer'), mosTrunkOut: mean('trunkConsumer'), mosAgentIn: mean('agentProducer'), mosAgentOut: mean('agentConsumer') };
     const present = Object.values(legs).filter((v): v is number => v !== undefined);
+    const all = [...this.#agg.values()];
 
     return {
       mos: Math.min(...present),
       ...Object.fromEntries(Object.entries(legs).filter(([, v]) => v !== undefined)),
-      lossPctMax: round(Math.max(...this.#samples.map((x) => x.lossPct))),
-      jitterMsMax: round(Math.max(...this.#samples.map((x) => x.jitterMs))),
-      rttMsMax: round(Math.max(...this.#samples.map((x) => x.rttMs))),
+      lossPctMax: round(Math.max(...all.map((a) => a.lossMax))),
+      jitterMsMax: round(Math.max(...all.map((a) => a.jitterMax))),
+      rttMsMax: round(Math.max(...all.map((a) => a.rttMax))),
     };
   }
 }

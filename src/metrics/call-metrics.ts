@@ -169,7 +169,7 @@ export function registerSipMetrics(registry: Registry, prefix: string, read: () 
       this.reset();
       for (const [direction, table] of [['out', c?.responsesOut], ['in', c?.responsesIn]] as const) {
         for (const [status, n] of Object.entries(table ?? {})) {
-          this.inc({ direction, status_class: `${status[0]}xx` }, n);
+          this.inc({ direction, status_class: /^[1-6]\d\d$/.test(status) ? `${status[0]}xx` : 'other' }, n);
         }
       }
     },

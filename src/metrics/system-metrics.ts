@@ -27,6 +27,15 @@ export function registerWorkerMetrics(registry: Registry, prefix: string, pool: 
       this.set({ state: 'dead' }, u.filter((x) => !x.alive).length);
     },
   });
+  new Counter({
+    name: `${prefix}mediasoup_worker_deaths_total`,
+    help: 'mediasoup workers that died (each is replaced within about a second; a rate shows a crash loop).',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(pool()?.deaths ?? 0);
+    },
+  });
   new Gauge({
     name: `${prefix}mediasoup_worker_routers`,
     help: 'Routers (one per call with media) on each mediasoup worker slot.',

@@ -15,6 +15,7 @@ const PLAIN = [
   'ringbridge_push_sent_total', // counter {channel, kind, result} (src/push/wake.ts)
   'ringbridge_agents', // gauge {presence}
   'ringbridge_mediasoup_workers', // gauge {state}
+  'ringbridge_mediasoup_worker_deaths_total', // counter (src/metrics/system-metrics.ts)
   'ringbridge_component_up', // gauge {component} (src/metrics/registry.ts)
 ] as const;
 

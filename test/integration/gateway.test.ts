@@ -74,6 +74,7 @@ describe('Gateway (in process)', () => {
       'ringbridge_leg_packet_loss_ratio histogram',
       'ringbridge_leg_rtt_seconds histogram',
       'ringbridge_mediasoup_worker_cpu_seconds_total counter',
+      'ringbridge_mediasoup_worker_deaths_total counter',
       'ringbridge_mediasoup_worker_max_rss_bytes gauge',
       'ringbridge_mediasoup_worker_routers gauge',
       'ringbridge_mediasoup_workers gauge',
