@@ -301,6 +301,9 @@ export class CallManager implements SignalingHandler {
     });
     res.send(180);
     call.times.ringingAt = new Date();
+    if (!handoff) {
+      this.#metrics?.ringing('inbound', call.times.offeredAt.getTime(), call.times.ringingAt.getTime());
+    }
     const ringMs = handoff ? handoff.ringMs : this.#cfg.calls.ringTimeoutMs;
     call.ringDeadline = Date.now() + ringMs;
     void this.#store.putCall(
@@ -1025,6 +1028,7 @@ export class CallManager implements SignalingHandler {
             if (call.state === 'dialing') {
               call.transition('early');
               call.times.ringingAt = new Date();
+              this.#metrics?.ringing('outbound', call.times.offeredAt.getTime(), call.times.ringingAt.getTime());
             }
             this.#emit(session.agentId, 'call.progress', { callId: call.id, status: prov.status, earlyMedia: early });
             if (early) {

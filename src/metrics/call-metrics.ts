@@ -104,12 +104,18 @@ export class CallMetrics {
     this.#sources = sources;
   }
 
-  /** Times of a call whose trunk leg this node held (PDD, answer, duration). */
+  /**
+   * The call started ringing (inbound: our 180 to the trunk; outbound: the trunk's first
+   * provisional): its post-dial delay is observed now, not when the call ends, so that a PDD alert
+   * sees it at once. Times in ms since the epoch.
+   */
+  ringing(direction: 'inbound' | 'outbound', offeredAt: number, ringingAt: number): void {
+    this.pdd.observe({ direction }, Math.max(0, ringingAt - offeredAt) / 1000);
+  }
+
+  /** Times of a call whose trunk leg this node held, at its end (answer time, talk time). */
   timed(c: FinishedCall): void {
     const labels = { direction: c.direction };
-    if (c.ringingAt !== undefined) {
-      this.pdd.observe(labels, Math.max(0, c.ringingAt - c.offeredAt) / 1000);
-    }
     if (c.answeredAt !== undefined) {
       this.answer.observe(labels, Math.max(0, c.answeredAt - c.offeredAt) / 1000);
       this.duration.observe(labels, Math.max(0, c.endedAt - c.answeredAt) / 1000);

@@ -6,6 +6,7 @@ describe('call metrics (src/metrics/call-metrics.ts)', () => {
   it('pins the names, types and label sets: a rename is a conscious change', async () => {
     const registry = new Registry();
     const m = new CallMetrics(registry, 'ringbridge_');
+    m.ringing('inbound', 0, 10);
     m.timed({ direction: 'inbound', endReason: 'hangup_local', offeredAt: 0, ringingAt: 10, answeredAt: 20, endedAt: 30 });
     m.ended({ direction: 'inbound', endReason: 'hangup_local' });
     m.bind({ activeCalls: () => ({ inbound: 0, outbound: 0 }), sessions: () => ({ connected: 0, suspended: 0 }), agents: () => ({}) });
@@ -21,10 +22,12 @@ describe('call metrics (src/metrics/call-metrics.ts)', () => {
     ]);
   });
 
-  it('times a call from its offer, ringing, answer and end, and counts its end reason', async () => {
+  it('observes the post-dial delay at ringing, answer and talk time at the end, and counts the end reason', async () => {
     const registry = new Registry();
     const m = new CallMetrics(registry, 'rb_');
+    m.ringing('inbound', 1000, 1040);
     m.timed({ direction: 'inbound', endReason: 'hangup_remote', offeredAt: 1000, ringingAt: 1040, answeredAt: 4000, endedAt: 64_000 });
+    m.ringing('outbound', 0, 300);
     m.timed({ direction: 'outbound', endReason: 'busy', offeredAt: 0, ringingAt: 300, endedAt: 2000 });
     m.ended({ direction: 'inbound', endReason: 'hangup_remote' });
     m.bind({ activeCalls: () => ({ inbound: 3, outbound: 1 }), sessions: () => ({ connected: 5, suspended: 1 }), agents: () => ({ available: 2, on_call: 3 }) });
