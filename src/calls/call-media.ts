@@ -131,6 +131,7 @@ export class CallMedia {
     }
     // The trunk sends with the payload types of our SDP (localPayloadType).
     this.relay.setTelephoneEventPt(plan.telephoneEvent?.localPayloadType, plan.telephoneEvent?.clockRate);
+    this.relay.setAudioClockRate(plan.codec.clockRate);
     this.relay.sendEnabled = plan.flow.send;
     this.relay.expectMedia = plan.flow.receive;
     if (!this.trunkProducer) {

@@ -88,7 +88,7 @@ export class QualityMetrics {
 /** The mediasoup objects a call's streams come from (CallMedia's fields). */
 export interface QualitySources {
   /** The RTP relay facing the trunk: its RFC 3550 receive counts give the trunk leg's inbound loss. */
-  relay?: { stats: { trunkReceive: { received: number; expected: number } } };
+  relay?: { stats: { trunkReceive: { received: number; expected: number; jitterMs: number } } };
   trunkProducer?: { getStats(): Promise<unknown[]> };
   trunkConsumer?: { getStats(): Promise<unknown[]> };
   agentProducer?: { getStats(): Promise<unknown[]> };
@@ -214,7 +214,8 @@ export class CallQualitySampler {
       const expected = s.direction === 'inbound' ? dPackets + dLost : dPackets;
       const lossPct = Math.min(100, expected > 0 ? (dLost / expected) * 100 : 0);
       // mediasoup reports receive-side jitter in RTP timestamp units (RFC 3550 §6.4.1); the send side has none
-      const jitterMs = s.direction === 'inbound' ? ((Number(st.jitter) || 0) / codec.clockRate) * 1000 : undefined;
+      // (the trunk's from the relay, where its packets arrive: mediasoup's would add our own event-loop delay)
+      const jitterMs = rx ? rx.jitterMs : s.direction === 'inbound' ? ((Number(st.jitter) || 0) / codec.clockRate) * 1000 : undefined;
       const { mos } = estimateMos({ codec: mosCodec, lossPct, jitterMs: jitterMs ?? 0, rttMs });
       this.#metrics?.observe({ leg: s.leg, direction: s.direction, lossPct, jitterMs, rttMs, mos });
       const a = this.#agg.get(s.key) ?? { samples: 0, mosSum: 0, lossMax: 0, jitterMax: 0, rttMax: 0 };

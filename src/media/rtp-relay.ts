@@ -188,9 +188,10 @@ export interface RtpRelayStats {
   trunkSsrc: number | undefined;
   /**
    * RTP from the trunk as RFC 3550 A.3 counts it: packets received, and packets expected from the
-   * sequence numbers (summed over the stream's restarts). Lost = expected − received.
+   * sequence numbers (summed over the stream's restarts). Lost = expected − received. And its
+   * interarrival jitter (RFC 3550 §6.4.1, ms), taken as the packets arrive from the network.
    */
-  trunkReceive: { received: number; expected: number };
+  trunkReceive: { received: number; expected: number; jitterMs: number };
   /** Times the trunk's stream was rebased: SSRC changes and sequence-number restarts. */
   trunkRestarts: number;
   /** DTMF events received from the trunk. */
@@ -481,9 +482,23 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
 
   /** A snapshot of the counters. */
   /** RFC 3550 A.3 receive counts of the trunk's RTP; a new run at each SSRC change or sequence restart. */
-  readonly #rx = { received: 0, expectedBefore: 0, baseExt: 0, maxExt: -1, cycles: 0 };
+  readonly #rx = { received: 0, expectedBefore: 0, baseExt: 0, maxExt: -1, cycles: 0, jitter: 0, lastArrival: -1, lastTs: 0 };
+
+  /** RFC 3550 §6.4.1 / A.8 interarrival jitter of the trunk's audio, in timestamp units, measured where the trunk's packets arrive. */
+  #rxJitter(nowMs: number, ts: number): void {
+    const arrival = (nowMs * this.#o.clockRate) / 1000;
+    if (this.#rx.lastArrival >= 0) {
+      const d = Math.abs(arrival - this.#rx.lastArrival - ((ts - this.#rx.lastTs) | 0));
+      if (d < this.#o.clockRate) {
+        this.#rx.jitter += (d - this.#rx.jitter) / 16; // a jump of a second or more is a restart, not jitter
+      }
+    }
+    this.#rx.lastArrival = arrival;
+    this.#rx.lastTs = ts;
+  }
 
   #rxNewRun(seq: number): void {
+    this.#rx.lastArrival = -1;
     if (this.#rx.maxExt >= this.#rx.baseExt) {
       this.#rx.expectedBefore += this.#rx.maxExt - this.#rx.baseExt + 1;
     }
@@ -499,7 +514,11 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
       dropped: { fromTrunk: { ...this.#dropFrom }, toTrunk: { ...this.#dropTo } },
       lastTrunkRtpAt: this.#lastTrunkRtp > 0 ? Math.round(performance.timeOrigin + this.#lastTrunkRtp) : undefined,
       trunkSsrc: this.#inStarted ? this.#inSsrc : undefined,
-      trunkReceive: { received: this.#rx.received, expected: this.#rx.expectedBefore + (this.#rx.maxExt >= this.#rx.baseExt ? this.#rx.maxExt - this.#rx.baseExt + 1 : 0) },
+      trunkReceive: {
+        received: this.#rx.received,
+        expected: this.#rx.expectedBefore + (this.#rx.maxExt >= this.#rx.baseExt ? this.#rx.maxExt - this.#rx.baseExt + 1 : 0),
+        jitterMs: (this.#rx.jitter / this.#o.clockRate) * 1000,
+      },
       trunkRestarts: this.#trunkRestarts,
       dtmfReceived: this.#dtmfReceived,
       dtmfSent: this.#dtmfSent,
@@ -589,6 +608,20 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
     this.#activitySince = performance.now();
     this.#inactive = false;
     this.#log.debug({ remote: this.remote }, 'RTP relay remote set');
+  }
+
+  /**
+   * The RTP clock rate of the trunk's audio codec, once negotiated (Hz; 8000 for G.711 and G.722,
+   * 48000 for Opus): timestamps across SSRC changes and the jitter of the trunk's stream use it.
+   * @throws {TypeError} when not a positive integer
+   */
+  setAudioClockRate(clockRate: number): void {
+    checkPositiveInt('setAudioClockRate: clockRate', clockRate);
+    if (clockRate !== this.#o.clockRate) {
+      this.#o.clockRate = clockRate;
+      this.#rx.jitter = 0;
+      this.#rx.lastArrival = -1;
+    }
   }
 
   /**
@@ -755,6 +788,9 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
       }
     }
     this.#rx.received++;
+    if (inOrder && (msg[1]! & 0x7f) !== this.#tePt) {
+      this.#rxJitter(now, msg.readUInt32BE(RTP_OFFSET.timestamp));
+    }
     const outSeq = (seq + this.#inSeqOffset) & 0xffff;
     const outTs = (msg.readUInt32BE(RTP_OFFSET.timestamp) + this.#inTsOffset) >>> 0;
     msg.writeUInt32BE(this.#o.producerSsrc, RTP_OFFSET.ssrc);
