@@ -8,6 +8,7 @@
  * within a deadline, then stops.
  */
 import os from 'node:os';
+import path from 'node:path';
 import { type Config } from './config/schema.js';
 import { adminHandler } from './http/admin.js';
 import { startHttpServer, type HttpReply, type HttpServerHandle } from './http/server.js';
@@ -30,6 +31,7 @@ import { cdrWebhookOptions } from './calls/cdr-webhook-config.js';
 import { CallMetrics, registerSipMetrics, type SipCounters } from './metrics/call-metrics.js';
 import { presenceOf, StateStore } from './state/store.js';
 import { connectRedis, type RedisHandle } from './state/redis.js';
+import { projectRoot } from './util/paths.js';
 import { ringbridgeVersion } from './util/version.js';
 
 function isWildcard(a: string): boolean {
@@ -130,6 +132,7 @@ export class Gateway {
       host: config.http.host,
       port: config.http.port,
       logger: logger.child({ component: 'http' }),
+      webRoot: path.join(projectRoot(), 'dist', 'web'),
       routes: {
         health: () => this.#healthReply(),
         metrics: () => this.#metricsReply(),

@@ -1,11 +1,13 @@
 /**
- * The HTTP listener: GET /health, GET /metrics, the admin API under /admin, and the WebSocket
- * upgrade on /ws (attached by the signaling server).
+ * The HTTP listener: GET /health, GET /metrics, the admin API under /admin, the agent softphone
+ * page (GET / and /web/*, from `webRoot`, see static.ts), and the WebSocket upgrade on /ws
+ * (attached by the signaling server).
  * Plain node:http; the few routes do not justify a framework.
  */
 import http from 'node:http';
 import { type AddressInfo } from 'node:net';
 import { type Logger } from '../log/logger.js';
+import { WEB_SECURITY_HEADERS, isStaticPath, readStaticFile } from './static.js';
 
 /** A route's answer. */
 export interface HttpReply {
@@ -86,6 +88,11 @@ export interface HttpServerOptions {
   port: number;
   routes: HttpRoutes;
   logger: Logger;
+  /**
+   * The softphone page's build directory (dist/web) served at / and /web/*; absent: those paths
+   * are 404. Read per request, so a page built after the start is served.
+   */
+  webRoot?: string;
 }
 
 /** A listening HTTP server. */
@@ -100,6 +107,31 @@ export interface HttpServerHandle {
 function send(res: http.ServerResponse, reply: HttpReply, head: boolean): void {
   res.writeHead(reply.status, { 'content-type': reply.contentType, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(reply.body) });
   res.end(head ? undefined : reply.body);
+}
+
+/** GET / and /web/*: a file of the page, or 404; both with the page's security headers. */
+function serveStatic(root: string, pathname: string, res: http.ServerResponse, head: boolean, logger: Logger): void {
+  readStaticFile(root, pathname)
+    .then((file) => {
+      for (const [k, v] of Object.entries(WEB_SECURITY_HEADERS)) {
+        res.setHeader(k, v);
+      }
+      if (!file) {
+        send(res, json(404, { error: 'not_found' }), head);
+
+        return;
+      }
+      res.writeHead(200, { 'content-type': file.contentType, 'cache-control': 'no-cache', 'content-length': file.body.length });
+      res.end(head ? undefined : file.body);
+    })
+    .catch((err: unknown) => {
+      logger.error({ err, path: pathname }, 'static file failed');
+      if (!res.headersSent) {
+        send(res, json(500, { error: 'internal_error' }), head);
+      } else {
+        res.destroy();
+      }
+    });
 }
 
 /** A JSON reply. */
@@ -146,6 +178,11 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     if (req.method !== 'GET' && !head) {
       res.setHeader('allow', 'GET, HEAD');
       send(res, json(405, { error: 'method_not_allowed' }), false);
+
+      return;
+    }
+    if (opts.webRoot !== undefined && isStaticPath(url.pathname)) {
+      serveStatic(opts.webRoot, url.pathname, res, head, logger);
 
       return;
     }
