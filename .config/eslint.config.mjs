@@ -42,6 +42,21 @@ export default tseslint.config(
     },
   },
   {
+    // The softphone page runs in browsers: DOM globals, and its own tsconfig (DOM lib, bundler resolution).
+    files: ['src/web/**/*.ts'],
+    languageOptions: {
+      globals: { ...globals.browser },
+      parserOptions: {
+        project: [path.join(root, '.config', 'tsconfig.web.json')],
+        tsconfigRootDir: root,
+      },
+    },
+  },
+  {
+    files: ['src/web/**/*.mjs'],
+    languageOptions: { globals: { ...globals.node } },
+  },
+  {
     // Tests and load tools print to the console on purpose and poke at loosely typed data.
     files: ['test/**/*.ts', 'load/**/*.ts'],
     rules: {

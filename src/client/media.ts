@@ -179,17 +179,25 @@ export class CallMedia {
       bytesReceived: 0,
       packetsLost: 0,
       jitter: 0,
+      roundTripTime: undefined,
       packetsSent: 0,
       bytesSent: 0,
       sendTransportState: this.#send.connectionState,
       recvTransportState: this.#recv.connectionState,
     };
+    let rtcpRtt: number | undefined;
+    let icePairRtt: number | undefined;
     for (const transport of [this.#send, this.#recv]) {
       if (transport.closed) {
         continue;
       }
       const report = (await transport.getStats()) as unknown as StatsReportLike;
       report.forEach((s) => {
+        if (s.type === 'remote-inbound-rtp' && typeof s.roundTripTime === 'number') {
+          rtcpRtt = Math.max(rtcpRtt ?? 0, s.roundTripTime);
+        } else if (s.type === 'candidate-pair' && s.nominated === true && typeof s.currentRoundTripTime === 'number') {
+          icePairRtt = Math.max(icePairRtt ?? 0, s.currentRoundTripTime);
+        }
         if (s.type === 'inbound-rtp' && (s.kind ?? s.mediaType) !== 'video') {
           stats.packetsReceived += num(s.packetsReceived);
           stats.bytesReceived += num(s.bytesReceived);
@@ -201,6 +209,7 @@ export class CallMedia {
         }
       });
     }
+    stats.roundTripTime = rtcpRtt ?? icePairRtt;
 
     return stats;
   }

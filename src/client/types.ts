@@ -90,6 +90,12 @@ export interface CallStats {
   packetsLost: number;
   /** Interarrival jitter in seconds (0 when not reported). */
   jitter: number;
+  /**
+   * Round-trip time in seconds: from the gateway's RTCP receiver reports on what we send
+   * (`remote-inbound-rtp`), else the ICE candidate pair's STUN round trip; undefined when neither
+   * is reported yet.
+   */
+  roundTripTime: number | undefined;
   /** RTP packets sent on the send transport. */
   packetsSent: number;
   /** Payload bytes sent. */
