@@ -27,6 +27,7 @@ export const TEST_TOOLS = [
   { cmd: 'baresip', deb: 'baresip-core', why: 'a real SIP user agent over UDP/TCP/TLS with RTP (test/helpers/baresip.ts)' },
   { cmd: 'openssl', deb: 'openssl', why: 'throwaway test certificates (test/helpers/tls-certs.ts)' },
   { cmd: 'tshark', deb: 'tshark', why: 'counting the RTP that reaches sipp trunks in call tests (test/helpers/calls.ts)' },
+  { cmd: 'chromium', deb: 'chromium', why: 'the softphone page end to end in headless Chromium (test/e2e/softphone.test.ts, /usr/bin/chromium)' },
 ];
 
 function log(msg) {
