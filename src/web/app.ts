@@ -243,7 +243,7 @@ async function refreshQuality(): Promise<void> {
   ui.qReceived.textContent = String(stats.packetsReceived);
   ui.qLost.textContent = String(stats.packetsLost);
   ui.qJitter.textContent = stats.packetsReceived > 0 ? `${jitterMs.toFixed(1)} ms` : '–';
-  ui.qRtt.textContent = rttMs === undefined ? '–' : `${rttMs.toFixed(0)} ms`;
+  ui.qRtt.textContent = rttMs === undefined ? '–' : `${rttMs.toFixed(rttMs < 10 ? 1 : 0)} ms`;
   ui.qSent.textContent = String(stats.packetsSent);
   ui.quality.dataset.packetsReceived = String(stats.packetsReceived);
   ui.quality.dataset.packetsSent = String(stats.packetsSent);

@@ -114,6 +114,10 @@ describe.skipIf(!haveChromium)('softphone page in headless Chromium', () => {
     await expect.poll(() => readoutCount(p, 'packetsReceived'), { timeout: 10_000, interval: 500 }).toBeGreaterThan(50);
     await expect.poll(() => readoutCount(p, 'packetsSent'), { timeout: 10_000, interval: 500 }).toBeGreaterThan(50);
     expect(await p.getByTestId('quality').getAttribute('data-level')).toMatch(/good|fair|poor/);
+    expect(await p.getByTestId('q-jitter').textContent()).toMatch(/^\d+\.\d ms$/);
+    // the round trip comes from the gateway's RTCP receiver reports (or the ICE pair's STUN checks)
+    await expect.poll(() => p.getByTestId('q-rtt').textContent(), { timeout: 10_000, interval: 500 }).toMatch(/^\d+(\.\d)? ms$/);
+    console.log(`[softphone] quality readout: ${(await p.getByTestId('quality').innerText()).replace(/\s+/g, ' ')}`);
 
     await p.getByTestId('hangup').click();
     await p.getByTestId('call').waitFor({ state: 'hidden', timeout: 10_000 });
