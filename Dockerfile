@@ -25,6 +25,7 @@ ENV RINGBRIDGE_CACHE_DIR=/tmp/ringbridge-cache RINGBRIDGE_NO_APT=1
 RUN node src/setup/mediasoup-worker.mjs \
  && install -m 0755 node_modules/mediasoup/worker/out/Release/mediasoup-worker /opt/mediasoup-worker
 RUN node node_modules/typescript/bin/tsc -p tsconfig.json \
+ && node src/web/build.mjs \
  && npm prune --omit=dev --no-audit --no-fund \
  && rm -rf node_modules/mediasoup/worker/deps node_modules/mediasoup/worker/src \
       node_modules/mediasoup/worker/include node_modules/mediasoup/worker/test \

@@ -132,6 +132,11 @@ function buildTypeScript() {
   if (r.status !== 0) {
     fail(`TypeScript compilation failed (exit ${r.status})`);
   }
+  log('building the softphone page into dist/web');
+  const web = spawnSync(process.execPath, [path.join(projectRoot, 'src', 'web', 'build.mjs')], { cwd: projectRoot, stdio: 'inherit' });
+  if (web.status !== 0) {
+    fail(`the softphone page build failed (exit ${web.status})`);
+  }
 }
 
 checkNode();

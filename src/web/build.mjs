@@ -24,7 +24,6 @@ const result = await build({
   sourcemap: 'linked',
   legalComments: 'linked',
   define: { 'process.env.NODE_ENV': dev ? '"development"' : '"production"' },
-  tsconfig: path.join(root, '.config', 'tsconfig.web.json'),
   logLevel: 'warning',
   metafile: true,
 });
