@@ -337,7 +337,7 @@ export class CallManager implements SignalingHandler {
     const registry = this.#cluster?.registry;
     if (registry && !handoff) {
       try {
-        const live = new Set([...(await registry.refreshLive()).values()].filter((n) => !n.draining).map((n) => n.id));
+        const live = await this.#nodesTakingCalls(registry);
         live.add(this.#store.nodeId);
         cluster = new Map((await this.#store.clusterPresence(candidates, live)).map((p) => [p.agentId, p]));
       } catch (err) {
@@ -383,6 +383,11 @@ export class CallManager implements SignalingHandler {
 
       return [];
     }
+  }
+
+  /** Ids of the live nodes that take calls (not draining), read fresh from Redis. @throws when Redis fails */
+  async #nodesTakingCalls(registry: NodeRegistry): Promise<Set<string>> {
+    return new Set([...(await registry.refreshLive()).values()].filter((n) => !n.draining).map((n) => n.id));
   }
 
   /** Rings targets at once: local sessions here, one hand-off leg per other node, pushes to sleeping devices. */
@@ -462,7 +467,7 @@ export class CallManager implements SignalingHandler {
     }
     let found: ClusterPresence[];
     try {
-      const live = new Set([...(await registry.refreshLive()).values()].filter((n) => !n.draining).map((n) => n.id));
+      const live = await this.#nodesTakingCalls(registry);
       found = await this.#store.clusterPresence(remaining, live);
     } catch {
       return; // Redis away: try again on the next tick

@@ -394,9 +394,8 @@ export class StateStore {
         if (otherAgent && otherDevice) {
           // the token moved (the phone changed hands): the old device goes, with its alert token
           const otherRaw = await this.#redis.hget(this.key('agent', otherAgent, 'devices'), otherDevice);
-          const other = otherRaw ? (JSON.parse(otherRaw) as Device) : undefined;
-          if (other?.alertToken) {
-            await this.#delTokenIfOwned(`${other.channel}:alert`, other.alertToken, otherAgent, otherDevice);
+          if (otherRaw) {
+            await this.#dropTokenIndexes(otherAgent, JSON.parse(otherRaw) as Device);
           }
           await this.#redis.hdel(this.key('agent', otherAgent, 'devices'), otherDevice);
           await this.#refreshAgentTtl(otherAgent);
@@ -420,6 +419,16 @@ export class StateStore {
     return stored;
   }
 
+  /** Removes a device's token index entries (its token and, for APNs, its alert token) that still point at it. */
+  async #dropTokenIndexes(agentId: string, d: Device): Promise<void> {
+    if (d.token) {
+      await this.#delTokenIfOwned(d.channel, d.token, agentId, d.deviceId);
+    }
+    if (d.alertToken) {
+      await this.#delTokenIfOwned(`${d.channel}:alert`, d.alertToken, agentId, d.deviceId);
+    }
+  }
+
   async #delTokenIfOwned(channel: string, token: string, agentId: string, deviceId: string): Promise<void> {
     const key = this.#tokenKey(channel, token);
     if ((await this.#redis.get(key)) === `${agentId} ${deviceId}`) {
@@ -437,13 +446,7 @@ export class StateStore {
     if (!raw) {
       return false;
     }
-    const d = JSON.parse(raw) as Device;
-    if (d.token) {
-      await this.#delTokenIfOwned(d.channel, d.token, agentId, deviceId);
-    }
-    if (d.alertToken) {
-      await this.#delTokenIfOwned(`${d.channel}:alert`, d.alertToken, agentId, deviceId);
-    }
+    await this.#dropTokenIndexes(agentId, JSON.parse(raw) as Device);
     await this.#redis.hdel(devicesKey, deviceId);
     await this.#refreshAgentTtl(agentId);
 
@@ -843,12 +846,7 @@ export class StateStore {
   async eraseAgent(agentId: string): Promise<{ devices: number; callRecords: number }> {
     const devices = await this.devices(agentId);
     for (const d of devices) {
-      if (d.token) {
-        await this.#delTokenIfOwned(d.channel, d.token, agentId, d.deviceId);
-      }
-      if (d.alertToken) {
-        await this.#delTokenIfOwned(`${d.channel}:alert`, d.alertToken, agentId, d.deviceId);
-      }
+      await this.#dropTokenIndexes(agentId, d);
     }
     const recordIds = await this.#redis.zrange(this.key('agent', agentId, 'records'), 0, -1);
     let callRecords = 0;

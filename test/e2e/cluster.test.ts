@@ -12,6 +12,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { type ConfigTree } from '../../src/config/load.js';
+import { type ClusterPresence, type StateStore } from '../../src/state/store.js';
 import { agentToken, captureUdp, type CallFixture, startCallGateway } from '../helpers/calls.js';
 import { type NodeAgent, startNodeAgent } from '../helpers/agent.js';
 import { type GatewayProcess, startGatewayProcess } from '../helpers/process.js';
@@ -91,6 +92,18 @@ async function waitUntil(what: string, fn: () => Promise<boolean> | boolean, tim
   }
 }
 
+/** Agent presence across the cluster as node A reads it (live nodes from the registry). */
+async function presenceOf(store: StateStore, agentId: string): Promise<ClusterPresence | undefined> {
+  const live = new Set((await store.liveNodes()).map((n) => n.id));
+
+  return (await store.clusterPresence([agentId], live))[0];
+}
+
+/** Whether the cluster sees a session of the agent on the node. */
+async function agentOnNode(store: StateStore, agentId: string, node: string): Promise<boolean> {
+  return (await presenceOf(store, agentId))?.nodes.includes(node) === true;
+}
+
 const routeTo = (agentId: string): ConfigTree => ({ routing: { dids: [{ number: '*', agent: agentId }], groups: [], defaultTrunk: '' } });
 
 describe('several nodes on one Redis', () => {
@@ -100,12 +113,7 @@ describe('several nodes on one Redis', () => {
     const b = await nodeB(prefix, routeTo('agent-b'));
     const agent = await agentOn(b.wsUrl, 'agent-b');
     const store = a.gw.store!;
-    await waitUntil('node A to see node B and its agent', async () => {
-      const live = new Set((await store.liveNodes()).map((n) => n.id));
-      const p = (await store.clusterPresence(['agent-b'], live))[0];
-
-      return live.has('node-b') && p?.nodes.includes('node-b') === true;
-    });
+    await waitUntil('node A to see node B and its agent', () => agentOnNode(store, 'agent-b', 'node-b'));
 
     const mediaPort = await freePort();
     const capture = captureUdp(mediaPort);
@@ -147,11 +155,7 @@ describe('several nodes on one Redis', () => {
     const b = await nodeB(prefix, routeTo('agent-b'));
     const agent = await agentOn(b.wsUrl, 'agent-b');
     const store = a.gw.store!;
-    await waitUntil('node A to see agent-b on node B', async () => {
-      const live = new Set((await store.liveNodes()).map((n) => n.id));
-
-      return (await store.clusterPresence(['agent-b'], live))[0]?.nodes.includes('node-b') === true;
-    });
+    await waitUntil('node A to see agent-b on node B', () => agentOnNode(store, 'agent-b', 'node-b'));
     // the trunk waits for our BYE (up to 20 s)
     const trunk = startSipp({ scenario: 'trunk-in-wait-bye', target: a.sipTarget, extraArgs: ['-mp', String(await freePort())], timeoutMs: 40_000 });
     const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
@@ -175,8 +179,7 @@ describe('several nodes on one Redis', () => {
     expect(rec).toMatchObject({ endReason: 'node_failure', node: 'node-a', agentId: 'agent-b' });
     // node B reaped: not live, no call, agent-b offline with no session
     await waitUntil('node B reaped', async () => !(await store.liveNodes()).some((n) => n.id === 'node-b') && (await store.nodeCalls('node-b')).length === 0, 5000);
-    const live = new Set((await store.liveNodes()).map((n) => n.id));
-    const p = (await store.clusterPresence(['agent-b'], live))[0];
+    const p = await presenceOf(store, 'agent-b');
     expect(p?.nodes ?? []).toEqual([]);
     expect(p?.effective ?? 'offline').toBe('offline');
     expect(await store.getCall(callId)).toMatchObject({ state: 'ended', endReason: 'node_failure' });
@@ -194,11 +197,7 @@ describe('several nodes on one Redis', () => {
     const b = await nodeB(prefix, routeTo('agent-b'));
     const agent = await agentOn(b.wsUrl, 'agent-b');
     const store = a.gw.store!;
-    await waitUntil('node A to see agent-b on node B', async () => {
-      const live = new Set((await store.liveNodes()).map((n) => n.id));
-
-      return (await store.clusterPresence(['agent-b'], live))[0]?.nodes.includes('node-b') === true;
-    });
+    await waitUntil('node A to see agent-b on node B', () => agentOnNode(store, 'agent-b', 'node-b'));
     const trunk = runSipp({ scenario: 'uac-expect-480', target: a.sipTarget, timeoutMs: 20_000 });
     await agent.waitForEvent('incoming', undefined, 10_000);
     const killedAt = Date.now();
@@ -254,11 +253,7 @@ describe('several nodes on one Redis', () => {
     const desk = await agentOn(a.wsUrl, 'agent-x', 'desk-1');
     const phone = await agentOn(b.wsUrl, 'agent-x', 'phone-1');
     const store = a.gw.store!;
-    await waitUntil('node A to see agent-x on node B', async () => {
-      const live = new Set((await store.liveNodes()).map((n) => n.id));
-
-      return (await store.clusterPresence(['agent-x'], live))[0]?.nodes.includes('node-b') === true;
-    });
+    await waitUntil('node A to see agent-x on node B', () => agentOnNode(store, 'agent-x', 'node-b'));
     const sessions = Object.values(await a.gw.redis!.client.hgetall(store.key('agent', 'agent-x', 'sessions'))).map((v) => JSON.parse(v) as { node: string; deviceId?: string });
     expect(sessions.map((x) => `${x.node}/${x.deviceId}`).sort()).toEqual(['node-a/desk-1', 'node-b/phone-1']);
 
@@ -346,11 +341,7 @@ describe('several nodes on one Redis', () => {
     const b = await nodeB(prefix, route);
     const agent = await agentOn(b.wsUrl, 'agent-r');
     const store = a.gw.store!;
-    await waitUntil('agent-r on node B', async () => {
-      const live = new Set((await store.liveNodes()).map((n) => n.id));
-
-      return (await store.clusterPresence(['agent-r'], live))[0]?.nodes.includes('node-b') === true;
-    });
+    await waitUntil('agent-r on node B', () => agentOnNode(store, 'agent-r', 'node-b'));
     const trunk = startSipp({ scenario: 'trunk-in-wait-bye', target: a.sipTarget, extraArgs: ['-mp', String(await freePort())], timeoutMs: 40_000 });
     const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
     await agent.client.answer(incoming.call.id);
@@ -395,11 +386,7 @@ describe('several nodes on one Redis', () => {
     const b = await nodeB(prefix, route);
     const agent = await agentOn(b.wsUrl, 'agent-b');
     const store = a.gw.store!;
-    await waitUntil('agent-b on node B', async () => {
-      const live = new Set((await store.liveNodes()).map((n) => n.id));
-
-      return (await store.clusterPresence(['agent-b'], live))[0]?.nodes.includes('node-b') === true;
-    });
+    await waitUntil('agent-b on node B', () => agentOnNode(store, 'agent-b', 'node-b'));
     const trunk = startSipp({ scenario: 'trunk-call-rtp', target: a.sipTarget, keys: { hold_ms: '7000' }, extraArgs: ['-mp', String(await freePort())], timeoutMs: 30_000 });
     const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
     const call = await agent.client.answer(incoming.call.id);
@@ -433,11 +420,7 @@ describe('several nodes on one Redis', () => {
     const b = await nodeB(prefix, routeTo('agent-b'));
     const agent = await agentOn(b.wsUrl, 'agent-b');
     const store = a.gw.store!;
-    const onB = async (): Promise<boolean> => {
-      const live = new Set((await store.liveNodes()).map((n) => n.id));
-
-      return (await store.clusterPresence(['agent-b'], live))[0]?.nodes.includes('node-b') === true;
-    };
+    const onB = (): Promise<boolean> => agentOnNode(store, 'agent-b', 'node-b');
     await waitUntil('agent-b on node B', onB);
     b.proc.child.kill('SIGSTOP');
     await waitUntil('node A to reap node B', async () => !(await store.liveNodes()).some((n) => n.id === 'node-b') && !(await onB()), 8000);
