@@ -22,6 +22,7 @@ import { SignalingServer } from './signaling/server.js';
 import { SipService } from './sip/sip-service.js';
 import { NodeRegistry } from './state/node-registry.js';
 import { PushBridge } from './push/bridge.js';
+import { resolvePushConfig } from './push/config.js';
 import { PUSH_CHANNELS } from './push/provider.js';
 import { WakeService } from './push/wake.js';
 import { CdrWebhook } from './calls/cdr-webhook.js';
@@ -229,6 +230,7 @@ export class Gateway {
       maxRequestsPerSecond: config.signaling.maxRequestsPerSecond,
       handler: this.#calls,
       acceptingSessions: () => this.#drain === undefined && this.#stopping === undefined,
+      ...(this.#push?.provider('webpush') ? { vapidPublicKey: resolvePushConfig(config.push).webpush?.vapidPublicKey } : {}),
       logger: logger.child({ component: 'signaling' }),
     });
     this.#calls.attachSignaling(this.#signaling);

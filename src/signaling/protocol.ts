@@ -205,6 +205,8 @@ export interface ResponseData {
     resumeGraceMs: number;
     presence: { status: AgentStatus; effective: EffectivePresence };
     calls: CallInfo[];
+    /** Present when the gateway sends Web Push: the VAPID public key (RFC 8292, URL-safe base64) a browser subscribes with. */
+    webPush?: { vapidPublicKey: string };
   };
   ping: { now: string };
   'presence.set': { status: AgentStatus; effective: EffectivePresence };

@@ -91,13 +91,15 @@ export interface SignalingServerOptions {
   logger: Logger;
   /** Refuse new sessions (draining): answer auth with UNAVAILABLE. */
   acceptingSessions?: () => boolean;
+  /** VAPID public key (URL-safe base64) given to agents in the auth response when Web Push is configured. */
+  vapidPublicKey?: string;
 }
 
 const MAX_QUEUED_EVENTS = 500;
 
 /** The WebSocket signaling endpoint. */
 export class SignalingServer {
-  readonly #opts: Required<Omit<SignalingServerOptions, 'acceptingSessions'>> & Pick<SignalingServerOptions, 'acceptingSessions'>;
+  readonly #opts: Required<Omit<SignalingServerOptions, 'acceptingSessions' | 'vapidPublicKey'>> & Pick<SignalingServerOptions, 'acceptingSessions' | 'vapidPublicKey'>;
   readonly #wss: WebSocketServer;
   readonly #log: Logger;
   readonly #sessions = new Map<string, AgentSession>();
@@ -367,6 +369,7 @@ export class SignalingServer {
       heartbeatIntervalMs: this.#opts.heartbeatIntervalMs,
       resumeGraceMs: this.#opts.resumeGraceMs,
       ...extra,
+      ...(this.#opts.vapidPublicKey === undefined ? {} : { webPush: { vapidPublicKey: this.#opts.vapidPublicKey } }),
     } satisfies ResponseData['auth']);
     // events that happened while the session was away, in order
     for (const frame of session.queue.splice(0)) {
