@@ -53,6 +53,17 @@ export default tseslint.config(
     },
   },
   {
+    // The page's service worker: worker globals and its own tsconfig (WebWorker lib).
+    files: ['src/web/sw/**/*.ts'],
+    languageOptions: {
+      globals: { ...globals.serviceworker },
+      parserOptions: {
+        project: [path.join(root, '.config', 'tsconfig.sw.json')],
+        tsconfigRootDir: root,
+      },
+    },
+  },
+  {
     files: ['src/web/**/*.mjs'],
     languageOptions: { globals: { ...globals.node } },
   },

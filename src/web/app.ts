@@ -3,10 +3,12 @@
  * src/web/build.mjs (esbuild) into dist/web and served by the gateway at / (src/http/static.ts).
  *
  * Sign in with a pasted JWT, presence, ringing calls (answer/decline), dialling, hold, mute, DTMF,
- * hang up, and a live call-quality readout from the call's RTCPeerConnection stats. The token is
- * kept in memory only (never in storage or the URL).
+ * hang up, and a live call-quality readout from the call's RTCPeerConnection stats, and Web Push
+ * wake-ups for a closed tab (wake.ts). The token is kept in memory only (never in the URL), unless
+ * the agent turns wake-ups on: then it stays in localStorage until sign-out.
  */
 import { RingbridgeClient, isRingbridgeError, type AgentStatus, type CallStats, type ClientCall, type ConnectionState, type Presence } from '../client/index.js';
+import { browserDeviceId, disableWakeUps, enableWakeUps, forgetSavedSession, loadSavedSession } from './wake.js';
 
 /** How often the quality readout is refreshed, in ms. */
 const QUALITY_INTERVAL_MS = 1000;
@@ -27,6 +29,8 @@ const ui = {
   signinForm: el<HTMLFormElement>('signin-form'),
   gatewayUrl: el<HTMLInputElement>('gateway-url'),
   token: el<HTMLTextAreaElement>('token'),
+  wake: el<HTMLInputElement>('wake'),
+  wakeStatus: el('wake-status'),
   signinButton: el<HTMLButtonElement>('signin-button'),
   phone: el('phone'),
   agent: el('agent'),
@@ -367,12 +371,30 @@ function wire(c: RingbridgeClient): void {
   c.on('error', (err) => showError(err));
 }
 
-async function signIn(url: string, token: string): Promise<void> {
-  const c = new RingbridgeClient({ url, token });
+function renderWake(state: 'off' | 'pending' | 'on' | 'error', text: string): void {
+  ui.wakeStatus.dataset.state = state;
+  ui.wakeStatus.textContent = text;
+}
+
+/**
+ * Signs in; with `wake`, this browser's device id goes with `auth` and wake-ups are turned on
+ * after the session starts (a failure there is shown but leaves the agent signed in).
+ */
+async function signIn(url: string, token: string, wake: boolean): Promise<void> {
+  const c = new RingbridgeClient({ url, token, ...(wake ? { deviceId: browserDeviceId() } : {}) });
   wire(c);
   client = c;
   try {
     const session = await c.connect();
+    if (wake) {
+      renderWake('pending', 'turning wake-ups on…');
+      enableWakeUps(c, { url, token }, session.webPush?.vapidPublicKey).then(
+        () => renderWake('on', 'wake-ups on: this browser rings when the tab is closed'),
+        (err: unknown) => renderWake('error', `wake-ups unavailable: ${describeError(err)}`),
+      );
+    } else {
+      renderWake('off', 'wake-ups off');
+    }
     ui.agent.textContent = session.agentId;
     renderPresence(c.presence);
     for (const call of c.calls) {
@@ -395,6 +417,10 @@ async function signOut(): Promise<void> {
   }
   if (current) {
     await c.hangup(current.id).catch(() => undefined);
+  }
+  if (ui.wakeStatus.dataset.state !== 'off') {
+    await disableWakeUps(c);
+    renderWake('off', 'wake-ups off');
   }
   c.close();
   client = undefined;
@@ -423,7 +449,7 @@ ui.signinForm.addEventListener('submit', (ev) => {
 
     return;
   }
-  act([ui.signinButton], () => signIn(ui.gatewayUrl.value.trim(), token));
+  act([ui.signinButton], () => signIn(ui.gatewayUrl.value.trim(), token, ui.wake.checked));
 });
 
 ui.signout.addEventListener('click', () => act([ui.signout], signOut));
@@ -526,5 +552,32 @@ ui.dialForm.addEventListener('submit', (ev) => {
     setCurrent(await requireClient().dial(to));
   });
 });
+
+// A closing tab signs off at once (WebSocket close 1000), so the gateway wakes this browser by
+// push for the next call instead of holding the session for its resume grace period.
+window.addEventListener('pagehide', () => {
+  client?.close();
+});
+
+// Opened by a wake-up notification (or reloaded) with wake-ups on: sign in with the kept token;
+// the waiting call is in the auth response and rings at once.
+const saved = loadSavedSession();
+if (saved) {
+  ui.gatewayUrl.value = saved.url;
+  ui.wake.checked = true;
+  act([ui.signinButton], async () => {
+    try {
+      await signIn(saved.url, saved.token, true);
+    } catch (err) {
+      if (isRingbridgeError(err) && (err.code === 'AUTH_FAILED' || err.code === 'TOKEN_EXPIRED')) {
+        forgetSavedSession();
+      }
+      throw err;
+    }
+  });
+}
+if (new URLSearchParams(location.search).has('call')) {
+  history.replaceState(null, '', '/');
+}
 
 render();
