@@ -205,6 +205,7 @@ export class Gateway {
       srf: this.#sip.srf,
       store: this.#store,
       accepting: () => this.#drain === undefined && this.#stopping === undefined,
+      stateReady: () => this.#redis?.client.status === 'ready',
       ...(config.cluster.secret ? { cluster: { registry: this.#registry, handoff: new Handoff(config.cluster.secret) } } : {}),
       logger: logger.child({ component: 'calls' }),
       media: {

@@ -37,6 +37,11 @@ export interface CallManagerOptions {
   logger: Logger;
   /** Whether new calls are accepted (false while draining). */
   accepting?: () => boolean;
+  /**
+   * Whether the state store (Redis) can be used now. While it cannot, new calls are refused at
+   * once (trunk INVITE: 503 with Retry-After; call.dial: UNAVAILABLE) and calls in progress go on.
+   */
+  stateReady?: () => boolean;
   /** Several nodes (cluster.secret set): the node registry and the hand-off signer. */
   cluster?: { registry: NodeRegistry; handoff: Handoff };
   /** The wake-up flow (push configured): agents with no session are woken on their devices. */
@@ -113,6 +118,7 @@ export class CallManager implements SignalingHandler {
   readonly #router: Router;
   readonly #calls = new Map<string, Call>();
   readonly #accepting: () => boolean;
+  readonly #stateReady: () => boolean;
   readonly #cluster: { registry: NodeRegistry; handoff: Handoff } | undefined;
   readonly #wake: WakeService | undefined;
   readonly #metrics: CallMetrics | undefined;
@@ -129,6 +135,7 @@ export class CallManager implements SignalingHandler {
     this.#trunks = new TrunkDirectory(opts.config.trunks);
     this.#router = new Router(opts.config.routing);
     this.#accepting = opts.accepting ?? (() => true);
+    this.#stateReady = opts.stateReady ?? (() => true);
     this.#cluster = opts.cluster;
     this.#wake = opts.wake;
     this.#metrics = opts.metrics;
@@ -197,6 +204,13 @@ export class CallManager implements SignalingHandler {
     const log = this.#log.child({ sipCallId });
     if (!this.#accepting()) {
       res.send(503, { headers: { 'Retry-After': '30' } });
+
+      return;
+    }
+    if (!this.#stateReady()) {
+      // no presence, no call state: nobody can be rung reliably; a trunk or dispatcher retries elsewhere
+      log.warn('rejecting INVITE: the state store (Redis) is unavailable');
+      res.send(503, { headers: { 'Retry-After': '10', Warning: '399 ringbridge "state store unavailable"' } });
 
       return;
     }
@@ -958,6 +972,9 @@ export class CallManager implements SignalingHandler {
   async #dial(session: AgentSession, data: RequestData<'call.dial'>): Promise<ResponseData['call.dial']> {
     if (!this.#accepting()) {
       throw new SignalingError('UNAVAILABLE', 'this gateway is draining');
+    }
+    if (!this.#stateReady()) {
+      throw new SignalingError('UNAVAILABLE', 'state store unavailable; try again');
     }
     if (this.#activity(session.agentId) === 'on_call') {
       throw new SignalingError('INVALID_STATE', 'you are already on a call');
