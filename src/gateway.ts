@@ -134,6 +134,7 @@ export class Gateway {
       port: config.http.port,
       logger: logger.child({ component: 'http' }),
       webRoot: path.join(projectRoot(), 'dist', 'web'),
+      ...(config.http.tls.enabled ? { tls: { certFile: config.http.tls.certFile, keyFile: config.http.tls.keyFile } } : {}),
       routes: {
         health: () => this.#healthReply(),
         metrics: () => this.#metricsReply(),
@@ -158,7 +159,7 @@ export class Gateway {
     });
     const publicMedia = config.media.announcedAddress || config.sip.publicAddress || firstExternalAddress();
     const sip = this.#sip;
-    const httpUrl = `http://${config.http.host === '0.0.0.0' || config.http.host === '::' ? publicMedia : config.http.host}:${this.#http.address().port}`;
+    const httpUrl = `${this.#http.secure ? 'https' : 'http'}://${config.http.host === '0.0.0.0' || config.http.host === '::' ? publicMedia : config.http.host}:${this.#http.address().port}`;
     const startedAt = new Date(this.#startedAt).toISOString();
     this.#registry = new NodeRegistry({
       store: this.#store,

@@ -29,10 +29,20 @@ const nodeSchema = z.strictObject({
   id: z.string().regex(/^[A-Za-z0-9._-]{0,64}$/, 'letters, digits, ".", "_" and "-", at most 64'),
 });
 
+const httpTlsSchema = z.strictObject({
+  /** Serve HTTPS and WSS on http.port instead of plain HTTP and WS. */
+  enabled: z.boolean(),
+  /** PEM certificate chain file; required when enabled. Reloaded when it changes. */
+  certFile: z.string(),
+  /** PEM private key file; required when enabled. Reloaded when it changes. */
+  keyFile: z.string(),
+});
+
 const httpSchema = z.strictObject({
   /** Address of the HTTP and WebSocket listener (/health, /metrics, /ws). */
   host: hostOrIp,
   port: portOrZero,
+  tls: httpTlsSchema,
 });
 
 const sipTransportSchema = z.strictObject({
@@ -436,14 +446,15 @@ export const configSchema = z
         message: 'a non-empty shared secret because sip.engine is "external"',
       });
     }
-    if (cfg.sip.tls.enabled) {
-      for (const key of ['certFile', 'keyFile'] as const) {
-        if (cfg.sip.tls[key] === '') {
-          ctx.addIssue({
-            code: 'custom',
-            path: ['sip', 'tls', key],
-            message: 'a file path because sip.tls.enabled is true',
-          });
+    for (const [section, tlsCfg] of [
+      ['sip', cfg.sip.tls],
+      ['http', cfg.http.tls],
+    ] as const) {
+      if (tlsCfg.enabled) {
+        for (const key of ['certFile', 'keyFile'] as const) {
+          if (tlsCfg[key] === '') {
+            ctx.addIssue({ code: 'custom', path: [section, 'tls', key], message: `a file path because ${section}.tls.enabled is true` });
+          }
         }
       }
     }

@@ -5,8 +5,10 @@
  * Plain node:http; the few routes do not justify a framework.
  */
 import http from 'node:http';
+import https from 'node:https';
 import { type AddressInfo } from 'node:net';
 import { type Logger } from '../log/logger.js';
+import { loadTlsFiles, TlsFileWatcher, type TlsFilePaths } from '../net/tls-files.js';
 import { WEB_SECURITY_HEADERS, isStaticPath, readStaticFile } from './static.js';
 
 /** A route's answer. */
@@ -93,11 +95,17 @@ export interface HttpServerOptions {
    * are 404. Read per request, so a page built after the start is served.
    */
   webRoot?: string;
+  /** Serve HTTPS (and WSS) with these PEM files, reloaded when they change (net/tls-files.ts). */
+  tls?: TlsFilePaths;
+  /** Poll interval of the certificate files, ms (default 2000). */
+  tlsReloadIntervalMs?: number;
 }
 
 /** A listening HTTP server. */
 export interface HttpServerHandle {
-  server: http.Server;
+  server: http.Server | https.Server;
+  /** Whether it serves HTTPS. */
+  secure: boolean;
   /** The bound address and port. */
   address(): AddressInfo;
   /** Stops accepting connections and closes idle and active ones within graceMs. */
@@ -143,7 +151,7 @@ export const json = (status: number, body: unknown): HttpReply => ({ status, con
  */
 export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServerHandle> {
   const { routes, logger } = opts;
-  const server = http.createServer((req, res) => {
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const head = req.method === 'HEAD';
     if ((url.pathname === '/admin' || url.pathname.startsWith('/admin/')) && routes.admin) {
@@ -208,7 +216,20 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
           res.destroy();
         }
       });
-  });
+  };
+  // TLS files are read before anything listens: a bad path or pair stops the start, naming the file
+  const loaded = opts.tls ? loadTlsFiles(opts.tls) : undefined;
+  const server = loaded ? https.createServer(loaded.options, onRequest) : http.createServer(onRequest);
+  const watcher =
+    opts.tls && server instanceof https.Server
+      ? new TlsFileWatcher({
+          paths: opts.tls,
+          name: 'https',
+          logger,
+          ...(opts.tlsReloadIntervalMs === undefined ? {} : { intervalMs: opts.tlsReloadIntervalMs }),
+          onReload: (next) => server.setSecureContext(next.options),
+        })
+      : undefined;
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   await new Promise<void>((resolve, reject) => {
@@ -221,9 +242,11 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
 
   return {
     server,
+    secure: loaded !== undefined,
     address: () => server.address() as AddressInfo,
     close: (graceMs = 2000) =>
       new Promise<void>((resolve) => {
+        watcher?.close();
         const t = setTimeout(() => server.closeAllConnections(), graceMs);
         server.close(() => {
           clearTimeout(t);

@@ -7,11 +7,11 @@ import { randomUUID } from 'node:crypto';
 import dgram from 'node:dgram';
 import dns from 'node:dns/promises';
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import tls from 'node:tls';
 import { type Logger } from '../../../log/logger.js';
+import { loadTlsFiles, TlsFileWatcher } from '../../../net/tls-files.js';
 import { formatVia, parseMessage, parseVia, SipMessage, SipParseError } from '../message.js';
 import { StreamFramer } from './framer.js';
 import { type Destination, type Flow, type HostPort, type ListenPoint, type SipProtocol } from './types.js';
@@ -24,7 +24,8 @@ export interface TransportOptions {
   publicAddress: string;
   udp: { enabled: boolean; port: number };
   tcp: { enabled: boolean; port: number };
-  tls: { enabled: boolean; port: number; certFile: string; keyFile: string; caFile?: string; verifyPeer?: boolean };
+  /** TLS listener and outbound TLS; the PEM files are reloaded when they change (every `reloadIntervalMs`, default 2000). */
+  tls: { enabled: boolean; port: number; certFile: string; keyFile: string; caFile?: string; verifyPeer?: boolean; reloadIntervalMs?: number };
   /** Largest message accepted, bytes (default 65535). */
   maxMessageBytes?: number;
   /** Largest header section, bytes (default 16384). */
@@ -106,6 +107,7 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
   readonly #connsPerSource = new Map<string, number>();
   #lastRefusalLog = 0;
   #tlsContext?: tls.SecureContextOptions;
+  #tlsWatcher?: TlsFileWatcher;
   #idleTimer?: NodeJS.Timeout;
   #closed = false;
   readonly stats: TransportStats = { received: 0, sent: 0, rejected: 0, dropped: 0, connections: 0 };
@@ -177,11 +179,23 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
   async #bindAll(): Promise<void> {
     const { listenAddresses, udp, tcp, tls: tlsOpts } = this.#opts;
     if (tlsOpts.enabled) {
-      this.#tlsContext = {
-        cert: fs.readFileSync(tlsOpts.certFile),
-        key: fs.readFileSync(tlsOpts.keyFile),
-        ...(tlsOpts.caFile ? { ca: fs.readFileSync(tlsOpts.caFile) } : {}),
-      };
+      const paths = { certFile: tlsOpts.certFile, keyFile: tlsOpts.keyFile, ...(tlsOpts.caFile ? { caFile: tlsOpts.caFile } : {}) };
+      this.#tlsContext = loadTlsFiles(paths).options;
+      // renewed files: new inbound and outbound TLS connections use them, open ones keep theirs
+      this.#tlsWatcher = new TlsFileWatcher({
+        paths,
+        name: 'sip-tls',
+        logger: this.#opts.logger,
+        ...(tlsOpts.reloadIntervalMs === undefined ? {} : { intervalMs: tlsOpts.reloadIntervalMs }),
+        onReload: (loaded) => {
+          this.#tlsContext = loaded.options;
+          for (const server of this.#servers) {
+            if (server instanceof tls.Server) {
+              server.setSecureContext(loaded.options);
+            }
+          }
+        },
+      });
     }
     for (const address of listenAddresses) {
       const family: 4 | 6 = net.isIPv6(address) ? 6 : 4;
@@ -602,6 +616,7 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
       return;
     }
     this.#closed = true;
+    this.#tlsWatcher?.close();
     if (this.#idleTimer) {
       clearInterval(this.#idleTimer);
     }
