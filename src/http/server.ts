@@ -83,6 +83,18 @@ export class HttpError extends Error {
   }
 }
 
+/**
+ * The URL of a request target (RFC 9112 §3.2), or undefined when it does not parse: a target
+ * such as `//[` makes `new URL()` throw, and one bad request must not reach an uncaught exception.
+ */
+export function requestUrl(target: string | undefined): URL | undefined {
+  try {
+    return new URL(target ?? '/', 'http://localhost');
+  } catch {
+    return undefined;
+  }
+}
+
 /** Options of startHttpServer(). */
 export interface HttpServerOptions {
   host: string;
@@ -152,8 +164,13 @@ export const json = (status: number, body: unknown): HttpReply => ({ status, con
 export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServerHandle> {
   const { routes, logger } = opts;
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
     const head = req.method === 'HEAD';
+    const url = requestUrl(req.url);
+    if (!url) {
+      send(res, json(400, { error: 'bad_request', message: 'the request target is not a valid URL' }), head);
+
+      return;
+    }
     if ((url.pathname === '/admin' || url.pathname.startsWith('/admin/')) && routes.admin) {
       const admin = routes.admin.bind(routes);
       let segments: string[];

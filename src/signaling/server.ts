@@ -9,6 +9,7 @@ import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { type IncomingMessage, type Server } from 'node:http';
 import { type Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
+import { requestUrl } from '../http/server.js';
 import { type Logger } from '../log/logger.js';
 import { AuthError, type JwtVerifier } from './auth.js';
 import {
@@ -113,7 +114,12 @@ export class SignalingServer {
     this.#log = opts.logger;
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: this.#opts.maxFrameBytes, perMessageDeflate: false });
     this.#onUpgrade = (req, socket, head) => {
-      const url = new URL(req.url ?? '/', 'http://localhost');
+      const url = requestUrl(req.url);
+      if (!url) {
+        socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+
+        return;
+      }
       if (url.pathname !== this.#opts.path || this.#closed) {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
 

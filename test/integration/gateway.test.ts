@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gateway } from '../../src/gateway.js';
 import { LocalRedisServer } from '../../src/state/redis.js';
@@ -91,6 +92,24 @@ describe('Gateway (in process)', () => {
     const post = await fetch(`${base}/health`, { method: 'POST' });
     expect(post.status).toBe(405);
     expect(post.headers.get('allow')).toBe('GET, HEAD');
+  });
+
+  it('answers 400 to a request target that is not a URL (plain request and WebSocket upgrade) and keeps serving', async () => {
+    const { port } = new URL(base);
+    const raw = (request: string) =>
+      new Promise<string>((resolve, reject) => {
+        const sock = net.connect(Number(port), '127.0.0.1', () => sock.write(request));
+        let got = '';
+        sock.on('data', (d: Buffer) => {
+          got += d.toString('latin1');
+        });
+        sock.on('end', () => resolve(got));
+        sock.on('error', reject);
+        sock.setTimeout(5000, () => sock.destroy(new Error('no answer')));
+      });
+    expect(await raw('GET //[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 /);
+    expect(await raw('GET //[ HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 /);
+    expect((await fetch(`${base}/health`)).status).toBe(200);
   });
 
 });
