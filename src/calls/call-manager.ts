@@ -853,6 +853,13 @@ export class CallManager implements SignalingHandler {
     if (call.state !== 'ringing') {
       throw new SignalingError(call.agentId && call.agentId !== session.agentId ? 'ALREADY_ANSWERED' : 'INVALID_STATE', `call ${callId} is ${call.state}`);
     }
+    // One call at a time per agent: a second answer would leave the first call up with nobody
+    // able to see it (the agent's app shows one call); the ringing call stays for others.
+    for (const other of this.#calls.values()) {
+      if (other !== call && other.agentId === session.agentId && other.live && other.state !== 'ringing') {
+        throw new SignalingError('INVALID_STATE', 'you are already on a call: hang it up first');
+      }
+    }
     // First answer wins: the transition happens before anything asynchronous.
     call.transition('answering');
     call.agentId = session.agentId;

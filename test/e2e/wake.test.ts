@@ -5,6 +5,7 @@
  * with its device id, the call rings there, it answers and audio flows.
  */
 import { generateKeyPairSync } from 'node:crypto';
+import { isRingbridgeError } from '../../src/client/index.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { agentToken, captureUdp, type CallFixture, startCallGateway } from '../helpers/calls.js';
 import { type NodeAgent, startNodeAgent } from '../helpers/agent.js';
@@ -122,6 +123,32 @@ describe('waking sleeping devices by push', () => {
     expect(metrics).toMatch(/ringbridge_push_sent_total\{channel="apns",kind="call",result="delivered"\} 1/);
     expect(metrics).toMatch(/ringbridge_push_to_connect_seconds_count 1/);
     expect(metrics).toMatch(/ringbridge_wake_outcomes_total\{outcome="answered"\} 1/);
+  }, 60_000);
+
+  it('two calls wait for one woken device: it may answer one; answering the other meanwhile is refused, declining it works', async () => {
+    await gateway('agent-2c');
+    await registerDevices('agent-2c', [{ deviceId: 'phone-1', token: tok(7), alertToken: tok(107) }]);
+    const first = startSipp({ scenario: 'trunk-in-wait-bye', target: fx!.sipTarget, extraArgs: ['-mp', String(await freePort())], timeoutMs: 30_000 });
+    const second = startSipp({ scenario: 'trunk-in-expect-603', target: fx!.sipTarget, extraArgs: ['-mp', String(await freePort())], timeoutMs: 30_000 });
+    await waitUntil('two wake pushes', () => pushesTo(tok(7)).length === 2);
+    const [oneId, twoId] = pushesTo(tok(7)).map((p) => String(p.payload.callId));
+    const phone = await agent('agent-2c', 'phone-1');
+    await phone.waitForEvent('incoming', (e) => e.call.id === oneId, 5000);
+    await phone.waitForEvent('incoming', (e) => e.call.id === twoId, 5000);
+    await phone.client.answer(oneId!);
+    const refused = await phone.client.answer(twoId!).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(isRingbridgeError(refused) && refused.code, String(refused)).toBe('INVALID_STATE');
+    expect(fx!.gw.calls!.call(twoId!)?.state).toBe('ringing');
+    await phone.client.decline(twoId!, 'decline');
+    const r2 = await second.result;
+    expect(r2.exitCode, r2.describe()).toBe(0);
+    expect(fx!.gw.calls!.call(oneId!)?.state).toBe('active');
+    await phone.client.hangup(oneId!);
+    const r1 = await first.result;
+    expect(r1.exitCode, r1.describe()).toBe(0);
   }, 60_000);
 
   it('answers 480 when the device never wakes, and sends it a missed-call notice', async () => {
