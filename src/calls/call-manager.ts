@@ -863,6 +863,7 @@ export class CallManager implements SignalingHandler {
     // First answer wins: the transition happens before anything asynchronous.
     call.transition('answering');
     call.agentId = session.agentId;
+    call.sessionId = session.id;
     call.ringing.delete(session.agentId);
     this.#settleWakes(call, 'answered_elsewhere', session.agentId);
     for (const a of [...call.ringing]) {
@@ -994,6 +995,7 @@ export class CallManager implements SignalingHandler {
     const ruri = formatUri({ ...base, user: data.to });
     const call = new Call({ direction: 'outbound', trunk, from: { number: trunk.outbound.callerId || session.agentId }, to: { number: data.to } });
     call.agentId = session.agentId;
+    call.sessionId = session.id;
     this.#calls.set(call.id, call);
     this.presence.refresh(session.agentId);
     const log = this.#log.child({ callId: call.id, agent: session.agentId, trunk: trunk.id });
@@ -1404,6 +1406,16 @@ export class CallManager implements SignalingHandler {
     void this.#store.removeSession(session.agentId, session.id);
     const remaining = this.#signaling?.sessionsOf(session.agentId).length ?? 0;
     if (remaining > 0) {
+      // the agent is still signed in elsewhere: calls keep ringing there, but a call whose media
+      // lived in this session (its app closed) cannot go on without it
+      for (const call of this.calls) {
+        if (call.sessionId === session.id && call.live && reason !== 'shutdown') {
+          this.#log.info({ callId: call.id, agent: session.agentId }, 'the session holding the call ended; ending the call');
+          this.#hangupTrunk(call, 'session_lost', 'SIP;cause=480;text="agent connection lost"');
+        }
+      }
+      this.presence.refresh(session.agentId);
+
       return;
     }
     for (const call of this.calls) {

@@ -71,6 +71,8 @@ export class Call {
   qualitySummary: QualitySummary | undefined;
   /** The agent on the call (answered inbound, or dialling outbound). */
   agentId: string | undefined;
+  /** The agent's session that answered or dialled the call: its WebRTC media lives there. */
+  sessionId: string | undefined;
   media: CallMedia | undefined;
   /** Inbound: the trunk's INVITE until answered; outbound: the INVITE sent. */
   inviteReq: Srf.SrfRequest | undefined;

@@ -121,6 +121,23 @@ describe('during the call', () => {
     expect((await capture.stop()).byPayloadType.get(8) ?? 0).toBeGreaterThan(50);
   }, 30_000);
 
+  it('ends the call when the session that answered it closes, though the agent is still signed in elsewhere', async () => {
+    fx = await startCallGateway(toAgent('agent-1'));
+    const desk = await fx.agent('agent-1');
+    const phone = await fx.agent('agent-1');
+    const trunk = startSipp({ scenario: 'trunk-in-wait-bye', target: fx.sipTarget, extraArgs: ['-mp', String(await freePort())] });
+    const incoming = await desk.waitForEvent('incoming', undefined, 10_000);
+    await phone.waitForEvent('incoming', undefined, 10_000);
+    await desk.client.answer(incoming.call.id);
+    // the desk app closes (close 1000: signed off at once); the phone session stays
+    desk.client.close();
+    const r = await trunk.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    expect(sipHeader(r.received('BYE')[0]!, 'Reason')).toMatch(/cause=480;text="agent connection lost"/);
+    expect(fx.gw.calls!.call(incoming.call.id)).toBeUndefined();
+    expect(fx.gw.signaling!.sessionsOf('agent-1')).toHaveLength(1);
+  }, 30_000);
+
   it('carries DTMF both ways as RFC 4733 events', async () => {
     fx = await startCallGateway(toAgent('agent-1'));
     const agent = await fx.agent('agent-1');
