@@ -8,7 +8,7 @@
  * the agent turns wake-ups on: then it stays in localStorage until sign-out.
  */
 import { RingbridgeClient, isRingbridgeError, type AgentStatus, type CallStats, type ClientCall, type ConnectionState, type Presence } from '../client/index.js';
-import { browserDeviceId, disableWakeUps, enableWakeUps, forgetSavedSession, loadSavedSession } from './wake.js';
+import { browserDeviceId, closeCallNotifications, disableWakeUps, enableWakeUps, forgetSavedSession, loadSavedSession } from './wake.js';
 
 /** How often the quality readout is refreshed, in ms. */
 const QUALITY_INTERVAL_MS = 1000;
@@ -71,6 +71,10 @@ const ringing = new Map<string, ClientCall>();
 let current: ClientCall | undefined;
 let tick: ReturnType<typeof setInterval> | undefined;
 let lastStats: CallStats | undefined;
+/** Counts sign-ins and sign-outs: a wake-up enable started for an earlier one must not finish. */
+let generation = 0;
+/** The wake-up enable in progress, awaited by sign-out. */
+let enabling: Promise<void> | undefined;
 
 // ---------------------------------------------------------------- errors
 
@@ -184,12 +188,21 @@ function render(): void {
   ui.signin.hidden = signedIn;
   ui.phone.hidden = !signedIn;
 
+  // a call answered in another tab of the agent, or ended, stops ringing here
+  for (const [id, c] of ringing) {
+    if (c.state !== 'ringing') {
+      ringing.delete(id);
+    }
+  }
   const first = ringing.values().next().value;
   ui.incoming.hidden = first === undefined;
   if (first) {
     ui.incoming.dataset.callId = first.id;
     ui.incomingFrom.textContent = party(first);
   }
+  // one call at a time: finish the current one before answering another
+  ui.answer.disabled = current !== undefined;
+  ui.answer.title = current ? 'Hang up the current call first' : '';
 
   ui.call.hidden = current === undefined;
   if (current) {
@@ -368,7 +381,16 @@ function wire(c: RingbridgeClient): void {
     }
     render();
   });
-  c.on('error', (err) => showError(err));
+  c.on('wakecancelled', ({ reason }) => {
+    showNotice(`The call this browser was woken for is over: ${reason.replace(/_/g, ' ')}.`);
+  });
+  c.on('error', (err) => {
+    showError(err);
+    if (isRingbridgeError(err) && (err.code === 'AUTH_FAILED' || err.code === 'TOKEN_EXPIRED')) {
+      // a kept token that no longer works must not keep waking this browser
+      void disableWakeUps(undefined);
+    }
+  });
 }
 
 function renderWake(state: 'off' | 'pending' | 'on' | 'error', text: string): void {
@@ -381,6 +403,7 @@ function renderWake(state: 'off' | 'pending' | 'on' | 'error', text: string): vo
  * after the session starts (a failure there is shown but leaves the agent signed in).
  */
 async function signIn(url: string, token: string, wake: boolean): Promise<void> {
+  const mine = ++generation;
   const c = new RingbridgeClient({ url, token, ...(wake ? { deviceId: browserDeviceId() } : {}) });
   wire(c);
   client = c;
@@ -388,12 +411,25 @@ async function signIn(url: string, token: string, wake: boolean): Promise<void> 
     const session = await c.connect();
     if (wake) {
       renderWake('pending', 'turning wake-ups on…');
-      enableWakeUps(c, { url, token }, session.webPush?.vapidPublicKey).then(
-        () => renderWake('on', 'wake-ups on: this browser rings when the tab is closed'),
-        (err: unknown) => renderWake('error', `wake-ups unavailable: ${describeError(err)}`),
+      enabling = enableWakeUps(c, { url, token }, session.webPush?.vapidPublicKey, () => mine === generation).then(
+        () => {
+          if (mine === generation) {
+            renderWake('on', 'wake-ups on: this browser rings when the tab is closed');
+          }
+        },
+        (err: unknown) => {
+          if (mine === generation) {
+            renderWake('error', `wake-ups unavailable: ${describeError(err)}`);
+          }
+        },
       );
+      void closeCallNotifications();
     } else {
       renderWake('off', 'wake-ups off');
+      if (loadSavedSession()) {
+        // signed in without the box: an earlier kept session and its wake-ups go
+        await disableWakeUps(c);
+      }
     }
     ui.agent.textContent = session.agentId;
     renderPresence(c.presence);
@@ -415,13 +451,15 @@ async function signOut(): Promise<void> {
   if (!c) {
     return;
   }
+  generation++;
   if (current) {
     await c.hangup(current.id).catch(() => undefined);
   }
-  if (ui.wakeStatus.dataset.state !== 'off') {
-    await disableWakeUps(c);
-    renderWake('off', 'wake-ups off');
-  }
+  await enabling?.catch(() => undefined);
+  enabling = undefined;
+  // whatever the status line says: nothing kept, no device, no subscription after a sign-out
+  await disableWakeUps(c);
+  renderWake('off', 'wake-ups off');
   c.close();
   client = undefined;
   ringing.clear();
@@ -474,6 +512,9 @@ ui.answer.addEventListener('click', () => {
   act([ui.answer, ui.decline], async () => {
     try {
       const call = await requireClient().answer(callId);
+      if (call.state === 'ended') {
+        return; // the caller hung up meanwhile; 'ended' told the agent
+      }
       setCurrent(call);
       // the track may have come before answer() resolved
       if (call.remoteTrack) {
@@ -549,7 +590,13 @@ ui.dialForm.addEventListener('submit', (ev) => {
     return;
   }
   act([ui.dial], async () => {
-    setCurrent(await requireClient().dial(to));
+    const call = await requireClient().dial(to);
+    if (call.state === 'ended') {
+      showNotice(`The call to ${to} ended before it started.`);
+
+      return;
+    }
+    setCurrent(call);
   });
 });
 
@@ -570,12 +617,33 @@ if (saved) {
       await signIn(saved.url, saved.token, true);
     } catch (err) {
       if (isRingbridgeError(err) && (err.code === 'AUTH_FAILED' || err.code === 'TOKEN_EXPIRED')) {
+        // the kept token is no good: forget it and stop the pushes it would keep bringing
         forgetSavedSession();
+        await disableWakeUps(undefined);
       }
       throw err;
     }
   });
 }
+
+// The service worker tells an open tab about a call it was clicked for (notificationclick): a tab
+// that lost its session signs in again with the kept token.
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker.addEventListener('message', (ev: MessageEvent) => {
+    const data = ev.data as { type?: string } | null;
+    const kept = loadSavedSession();
+    if (data?.type === 'ring' && kept && (client === undefined || client.closed)) {
+      act([ui.signinButton], () => signIn(kept.url, kept.token, true));
+    }
+  });
+}
+// Back from the back/forward cache after pagehide closed the client: sign in again if kept.
+window.addEventListener('pageshow', (ev) => {
+  const kept = loadSavedSession();
+  if (ev.persisted && kept && (client === undefined || client.closed)) {
+    act([ui.signinButton], () => signIn(kept.url, kept.token, true));
+  }
+});
 if (new URLSearchParams(location.search).has('call')) {
   history.replaceState(null, '', '/');
 }

@@ -110,10 +110,12 @@ async function activeWorker(reg: ServiceWorkerRegistration): Promise<void> {
 /**
  * Turns wake-ups on for the signed-in client (steps 2–4 above).
  * @param vapidPublicKey the gateway's key from the auth response, or undefined when it sends no Web Push
+ * @param stillWanted checked before registering and before keeping the token: false once the agent
+ *   signed out meanwhile (then nothing is registered or kept)
  * @throws {Error} with a sentence an agent can read: the gateway or the browser cannot do it,
  *   notifications are blocked, or the push service refused the subscription
  */
-export async function enableWakeUps(client: RingbridgeClient, session: SavedSession, vapidPublicKey: string | undefined): Promise<void> {
+export async function enableWakeUps(client: RingbridgeClient, session: SavedSession, vapidPublicKey: string | undefined, stillWanted: () => boolean = () => true): Promise<void> {
   if (vapidPublicKey === undefined) {
     throw new Error('this gateway does not send Web Push');
   }
@@ -137,8 +139,27 @@ export async function enableWakeUps(client: RingbridgeClient, session: SavedSess
   } catch (err) {
     throw new Error(`the browser's push service refused the subscription (${(err as Error).message})`, { cause: err });
   }
+  if (!stillWanted()) {
+    return; // signed out meanwhile: register nothing, keep nothing
+  }
   await client.registerDevice({ deviceId: browserDeviceId(), platform: 'web', channel: 'webpush', token: JSON.stringify(sub) });
+  if (!stillWanted()) {
+    await disableWakeUps(client);
+
+    return;
+  }
   localStorage.setItem(SESSION_KEY, JSON.stringify(session));
+}
+
+/** Closes the notifications the service worker shows (a call rings in the page now). */
+export async function closeCallNotifications(): Promise<void> {
+  if (!('serviceWorker' in navigator)) {
+    return;
+  }
+  const reg = await navigator.serviceWorker.getRegistration(WORKER_SCOPE).catch(() => undefined);
+  for (const n of (await reg?.getNotifications().catch(() => [])) ?? []) {
+    n.close();
+  }
 }
 
 /**

@@ -228,6 +228,20 @@ describe.skipIf(!haveChromium)('softphone page in headless Chromium', () => {
     expect(pageErrors).toEqual([]);
   }, 60_000);
 
+  it('a caller who hangs up right after the answer leaves the page ready for the next call', async () => {
+    fx = await startCallGateway(routeAll('agent-1'));
+    const p = await signIn('agent-1');
+    const sipp = trunk({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '0' }, extraArgs: ['-mp', String(await freePort())], timeoutMs: 30_000 });
+    await p.getByTestId('incoming').waitFor({ state: 'visible', timeout: 10_000 });
+    await p.getByTestId('answer').click();
+    const r = await sipp.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    await p.getByTestId('call').waitFor({ state: 'hidden', timeout: 10_000 });
+    await expect.poll(() => p.getByTestId('dial').isEnabled(), { timeout: 10_000 }).toBe(true);
+    await expect.poll(() => p.getByTestId('effective').textContent(), { timeout: 10_000 }).toBe('available');
+    expect(pageErrors).toEqual([]);
+  }, 40_000);
+
   it('sends DTMF from the dial pad, mutes, holds and resumes (sipp sees the digits and both re-INVITEs)', async () => {
     fx = await startCallGateway(routeAll('agent-1'));
     const p = await signIn('agent-1');
@@ -324,11 +338,17 @@ describe.skipIf(!haveChromium)('softphone page in headless Chromium', () => {
       context = await browser!.newContext();
       await context.grantPermissions(['notifications'], { origin });
       // (page scripts as strings: the tests are compiled without the DOM types)
+      // Its state lives in localStorage, as the browser keeps a subscription across pages.
       await context.addInitScript(`{
         const sub = ${subscription};
-        const fake = { endpoint: sub.endpoint, expirationTime: null, options: { userVisibleOnly: true, applicationServerKey: null }, toJSON: () => sub, unsubscribe: () => Promise.resolve(true) };
-        PushManager.prototype.subscribe = () => Promise.resolve(fake);
-        PushManager.prototype.getSubscription = () => Promise.resolve(null);
+        const b64 = ${JSON.stringify(vapidPublicKey)}.replace(/-/g, '+').replace(/_/g, '/');
+        const key = Uint8Array.from(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)), (ch) => ch.charCodeAt(0)).buffer;
+        const fake = {
+          endpoint: sub.endpoint, expirationTime: null, options: { userVisibleOnly: true, applicationServerKey: key }, toJSON: () => sub,
+          unsubscribe: () => { localStorage.removeItem('test.subscribed'); localStorage.setItem('test.unsubscribed', '1'); return Promise.resolve(true); },
+        };
+        PushManager.prototype.subscribe = () => { localStorage.setItem('test.subscribed', '1'); return Promise.resolve(fake); };
+        PushManager.prototype.getSubscription = () => Promise.resolve(localStorage.getItem('test.subscribed') ? fake : null);
       }`);
 
       // 1. sign in with wake-ups on: a webpush device with the subscription
@@ -389,6 +409,8 @@ describe.skipIf(!haveChromium)('softphone page in headless Chromium', () => {
       await woken.goto(shown!.url!);
       await woken.locator('[data-testid="connection"][data-state="connected"]').waitFor({ timeout: 10_000 });
       expect(new URL(woken.url()).search).toBe('');
+      // the woken page found the subscription it had (same key): no new one, none dropped
+      expect(await woken.evaluate("[localStorage.getItem('test.subscribed'), localStorage.getItem('test.unsubscribed')]")).toEqual(['1', null]);
       await answer(woken);
       await audioBothWays(woken);
       expect(service.accepted, 'no second wake-up push while the page is connected').toHaveLength(1);
@@ -402,7 +424,7 @@ describe.skipIf(!haveChromium)('softphone page in headless Chromium', () => {
       await woken.getByTestId('signout').click();
       await woken.getByTestId('signin').waitFor({ state: 'visible', timeout: 10_000 });
       await expect.poll(() => fx!.gw.store!.devices('agent-1').then((d) => d.length), { timeout: 5000 }).toBe(0);
-      expect(await woken.evaluate("localStorage.getItem('ringbridge.wake.session')")).toBeNull();
+      expect(await woken.evaluate("[localStorage.getItem('ringbridge.wake.session'), localStorage.getItem('test.subscribed'), localStorage.getItem('test.unsubscribed')]")).toEqual([null, null, '1']);
       expect(pageErrors).toEqual([]);
     } finally {
       await service.close();

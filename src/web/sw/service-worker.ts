@@ -96,6 +96,8 @@ self.addEventListener('notificationclick', (event) => {
       const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
       const open = windows.find((w) => new URL(w.url).pathname === '/');
       if (open) {
+        // the tab may have lost its session: it signs in again on this message (app.ts)
+        open.postMessage({ type: 'ring', callId: (event.notification.data as { callId?: string } | null)?.callId });
         await open.focus();
 
         return;
