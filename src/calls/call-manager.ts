@@ -13,7 +13,8 @@ import type Srf from 'drachtio-srf';
 import { type Config } from '../config/schema.js';
 import { type Logger } from '../log/logger.js';
 import { formatUri, parseNameAddr, parseUri } from '../sip/engine/message.js';
-import { buildOffer, negotiateAnswer, negotiateFromAnswer, reanswer, reofferFormats, SdpError } from '../sip/sdp.js';
+import { buildOffer, negotiateAnswer, negotiateFromAnswer, type PlanSrtp, reanswer, reofferFormats, SdpError, type SrtpAnswerer } from '../sip/sdp.js';
+import { fromKeyParams, newMasterKey, SRTP_SUITE, toKeyParams } from '../media/rtp/srtp.js';
 import { TrunkDirectory, trunkSource, type TrunkConfig } from '../sip/trunks.js';
 import { type AgentSession, SignalingError, type SignalingHandler, type SignalingServer } from '../signaling/server.js';
 import { type AgentStatus, type CancelReason, type DeviceInfo, type EffectivePresence, type EndReason, type RequestData, type RequestType, type ResponseData } from '../signaling/protocol.js';
@@ -79,6 +80,29 @@ function isLateOfferLeg(r: Srf.Dialog | LateOfferLeg): r is LateOfferLeg {
 }
 
 /** Whether a request carries an SDP body (else it is a late offer). */
+/**
+ * The negotiation's `srtp` option for a trunk (RFC 4568 SDES): accept the first offered
+ * AES_CM_128_HMAC_SHA1_80 line with a usable inline key, answering with a new key of ours, or with
+ * the key we already use when a re-INVITE offers the same line again (keeping the SRTP state).
+ */
+function srtpOption(trunk: TrunkConfig, current?: PlanSrtp): { srtp?: SrtpAnswerer } {
+  if (trunk.media.srtp === 'off') {
+    return {};
+  }
+
+  return {
+    srtp: (offered) => {
+      const same = current && offered.find((c) => c.tag === current.local.tag && c.suite === current.local.suite && c.keyParams === current.remote.keyParams);
+      if (same) {
+        return current.local;
+      }
+      const usable = offered.find((c) => c.suite === SRTP_SUITE && fromKeyParams(c.keyParams) !== undefined);
+
+      return usable ? { tag: usable.tag, suite: usable.suite, keyParams: toKeyParams(newMasterKey()) } : undefined;
+    },
+  };
+}
+
 function hasSdp(req: Srf.SrfRequest): boolean {
   return typeof req.body === 'string' && req.body.includes('m=');
 }
@@ -268,7 +292,10 @@ export class CallManager implements SignalingHandler {
     // An INVITE without SDP is a late offer (RFC 3261 §13.2.1): we offer in the 200 OK.
     try {
       if (hasSdp(req)) {
-        negotiateAnswer(req.body, { allowedCodecs: trunk.codecs, localAddress: this.#localAddress(this.#mediaSettings.relayAnnouncedAddress || '0.0.0.0'), localPort: 9 });
+        const { plan } = negotiateAnswer(req.body, { allowedCodecs: trunk.codecs, localAddress: this.#localAddress(this.#mediaSettings.relayAnnouncedAddress || '0.0.0.0'), localPort: 9, ...srtpOption(trunk) });
+        if (trunk.media.srtp === 'required' && !plan.srtp) {
+          throw new SdpError('SRTP_REQUIRED', `trunk ${trunk.id} requires SDES-SRTP (${SRTP_SUITE})`);
+        }
       }
     } catch (err) {
       if (err instanceof SdpError) {
@@ -889,7 +916,7 @@ export class CallManager implements SignalingHandler {
         // RFC 3264 §5: our offer goes in the 200 OK; the trunk's answer comes in the ACK.
         call.localSdp = buildOffer({ codecs: call.trunk.codecs, localAddress: local.address, localPort: local.port, direction: 'sendrecv' }).offerSdp;
       } else {
-        const { answerSdp, plan } = negotiateAnswer(call.inviteReq!.body, { allowedCodecs: call.trunk.codecs, localAddress: this.#localAddress(local.address), localPort: local.port });
+        const { answerSdp, plan } = negotiateAnswer(call.inviteReq!.body, { allowedCodecs: call.trunk.codecs, localAddress: this.#localAddress(local.address), localPort: local.port, ...srtpOption(call.trunk) });
         call.localSdp = answerSdp;
         await media.applyPlan(plan);
       }
@@ -1160,7 +1187,12 @@ export class CallManager implements SignalingHandler {
 
       return;
     }
-    const r = reanswer(media.plan, req.body ?? '', { previous: call.localSdp, localDirection: call.heldLocal ? 'sendonly' : 'sendrecv' });
+    const r = reanswer(media.plan, req.body ?? '', { previous: call.localSdp, localDirection: call.heldLocal ? 'sendonly' : 'sendrecv', ...srtpOption(call.trunk, media.plan.srtp) });
+    if (call.trunk.media.srtp === 'required' && !r.plan.srtp) {
+      res.send(488, { headers: { Warning: `302 ringbridge "trunk ${call.trunk.id} requires SDES-SRTP"` } });
+
+      return;
+    }
     await media.applyPlan(r.plan);
     call.localSdp = r.answerSdp;
     const held = r.plan.hold !== 'none';

@@ -14,9 +14,10 @@ import { type types as ms } from 'mediasoup';
 import { type Logger } from '../log/logger.js';
 import { ROUTER_MEDIA_CODECS } from '../media/codecs.js';
 import { RtpRelay } from '../media/rtp-relay.js';
+import { fromKeyParams, type SrtpKeys } from '../media/rtp/srtp.js';
 import { type MediaWorkerPool } from '../media/worker-pool.js';
 import { type CallCodec, type MediaOffer, type TransportInfo } from '../signaling/protocol.js';
-import { consumerPayloadTypeMap, type MediaPlan, toProducerRtpParameters, toRtpCapabilities } from '../sip/sdp.js';
+import { consumerPayloadTypeMap, type MediaPlan, type PlanSrtp, toProducerRtpParameters, toRtpCapabilities } from '../sip/sdp.js';
 
 /** Media settings shared by every call. */
 export interface CallMediaSettings {
@@ -35,6 +36,20 @@ export interface CallMediaSettings {
 /** Thrown when mediasoup refuses a media request (the agent gets MEDIA_ERROR). */
 export class CallMediaError extends Error {
   override readonly name = 'CallMediaError';
+}
+
+/**
+ * The master keys of an accepted SDES pair.
+ * @throws {CallMediaError} when a key is not one inline key of 30 bytes (the negotiation accepts only such)
+ */
+function srtpKeys(p: PlanSrtp): SrtpKeys {
+  const local = fromKeyParams(p.local.keyParams);
+  const remote = fromKeyParams(p.remote.keyParams);
+  if (!local || !remote) {
+    throw new CallMediaError('unusable SDES key parameters');
+  }
+
+  return { local, remote };
 }
 
 function transportInfo(t: ms.WebRtcTransport): TransportInfo {
@@ -128,6 +143,11 @@ export class CallMedia {
       if (plan.hold !== 'null-address') {
         this.relay.setRemote({ address: plan.remote.address, port: plan.remote.port, rtcpPort: plan.remote.rtcpPort, rtcpMux: plan.remote.rtcpMux });
       }
+    }
+    // SDES-SRTP: new keys (a new call, or a re-INVITE with new a=crypto) replace the context;
+    // the same keys keep it (and its rollover and replay state)
+    if (previous?.srtp?.local.keyParams !== plan.srtp?.local.keyParams || previous?.srtp?.remote.keyParams !== plan.srtp?.remote.keyParams) {
+      this.relay.setSrtp(plan.srtp ? srtpKeys(plan.srtp) : undefined);
     }
     // The trunk sends with the payload types of our SDP (localPayloadType).
     this.relay.setTelephoneEventPt(plan.telephoneEvent?.localPayloadType, plan.telephoneEvent?.clockRate);

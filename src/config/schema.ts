@@ -162,6 +162,13 @@ const trunkSchema = z.strictObject({
   media: z.strictObject({
     /** Learn the trunk's RTP address from its first packet (trunks behind NAT, RFC 4961). */
     latching: z.boolean(),
+    /**
+     * SDES-SRTP (RFC 4568, AES_CM_128_HMAC_SHA1_80) on calls the trunk offers: "optional" (the
+     * default) answers RTP/SAVP with a=crypto when offered and plain RTP otherwise; "required"
+     * refuses plain RTP offers (488); "off" refuses RTP/SAVP offers (488). Our own offers
+     * (outbound calls, late offers) are plain RTP.
+     */
+    srtp: z.enum(['off', 'optional', 'required']).optional(),
   }),
 });
 

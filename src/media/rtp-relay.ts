@@ -38,6 +38,7 @@ import net from 'node:net';
 import { type Logger } from '../log/logger.js';
 import { RTP_FIXED_HEADER_BYTES, RTP_OFFSET, rtpHeaderLength, rtpPaddingLength } from './rtp/rtp-packet.js';
 import { isRtcpPacketType, rewriteRtcp, type RtcpRewrite } from './rtp/rtcp-packet.js';
+import { SrtpContext, type SrtpKeys, type SrtpStats } from './rtp/srtp.js';
 import { dtmfDigit, dtmfEventCode, type DtmfDigit, TELEPHONE_EVENT_BYTES, writeTelephoneEvent } from './rtp/telephone-event.js';
 
 /** RFC 3550 A.1: a forward jump of this many sequence numbers or more is a restart, not loss. */
@@ -355,6 +356,8 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
   readonly #from: RtpRelayDirectionStats = { rtpPackets: 0, rtpBytes: 0, rtcpPackets: 0, rtcpBytes: 0 };
   readonly #to: RtpRelayDirectionStats = { rtpPackets: 0, rtpBytes: 0, rtcpPackets: 0, rtcpBytes: 0 };
   readonly #dropFrom = { malformed: 0, unknownSource: 0, noMediasoup: 0 };
+  /** SDES-SRTP toward the trunk (setSrtp), or undefined for plain RTP. */
+  #srtp: SrtpContext | undefined;
   readonly #dropTo = { malformed: 0, noMediasoup: 0, noRemote: 0, hold: 0, dtmf: 0 };
   #trunkRestarts = 0;
   #dtmfReceived = 0;
@@ -730,6 +733,19 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
     return played;
   }
 
+  /**
+   * Turns SDES-SRTP on the trunk side on (with the keys of the accepted a=crypto lines) or off.
+   * Called again when a re-INVITE changes the keys; packets then use the new keys at once.
+   */
+  setSrtp(keys: SrtpKeys | undefined): void {
+    this.#srtp = keys ? new SrtpContext(keys) : undefined;
+  }
+
+  /** SRTP drops (bad tag, replay) on the trunk side, when SRTP is on. */
+  get srtpStats(): SrtpStats | undefined {
+    return this.#srtp ? { ...this.#srtp.stats } : undefined;
+  }
+
   /** Closes the sockets, stops the timers, settles pending sendDtmf() promises with false and emits 'close'. Idempotent. */
   close(): void {
     if (this.#closed) {
@@ -746,10 +762,15 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
   // ---------------------------------------------------------------------------------------------
   // trunk → mediasoup
 
-  readonly #onTrunkRtp = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
-    if (msg.length >= 2 && isRtcpPacketType(msg[1]!)) {
-      this.#onTrunkRtcp(msg, rinfo, true);
+  readonly #onTrunkRtp = (packet: Buffer, rinfo: dgram.RemoteInfo): void => {
+    if (packet.length >= 2 && isRtcpPacketType(packet[1]!)) {
+      this.#onTrunkRtcp(packet, rinfo, true);
 
+      return;
+    }
+    // SRTP: authenticated and decrypted before anything else (latching included) looks at it
+    const msg = this.#srtp ? this.#srtp.unprotectRtp(packet) : packet;
+    if (!msg) {
       return;
     }
     const hl = rtpHeaderLength(msg);
@@ -821,7 +842,11 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
     this.#onTrunkRtcp(msg, rinfo, false);
   };
 
-  #onTrunkRtcp(msg: Buffer, rinfo: dgram.RemoteInfo, muxed: boolean): void {
+  #onTrunkRtcp(packet: Buffer, rinfo: dgram.RemoteInfo, muxed: boolean): void {
+    const msg = this.#srtp ? this.#srtp.unprotectRtcp(packet) : packet;
+    if (!msg) {
+      return;
+    }
     if (muxed) {
       if (rinfo.port !== this.#rtpPort || rinfo.address !== this.#rtpAddress || (this.#o.latching && !this.#rtpLatched)) {
         this.#dropFrom.unknownSource++;
@@ -995,7 +1020,7 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
     this.#outLastSeq = outSeq;
     this.#to.rtpPackets++;
     this.#to.rtpBytes += msg.length;
-    this.#pubRtp!.send(msg, this.#rtpPort, this.#rtpAddress);
+    this.#pubRtp!.send(this.#srtp ? this.#srtp.protectRtp(msg) : msg, this.#rtpPort, this.#rtpAddress);
   };
 
   readonly #onMediasoupRtcp = (msg: Buffer): void => {
@@ -1021,10 +1046,11 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
     }
     this.#to.rtcpPackets++;
     this.#to.rtcpBytes += msg.length;
+    const out = this.#srtp ? this.#srtp.protectRtcp(msg) : msg;
     if (this.#rtcpMux) {
-      this.#pubRtp!.send(msg, this.#rtpPort, this.#rtpAddress);
+      this.#pubRtp!.send(out, this.#rtpPort, this.#rtpAddress);
     } else {
-      this.#pubRtcp!.send(msg, this.#rtcpPort, this.#rtcpAddress);
+      this.#pubRtcp!.send(out, this.#rtcpPort, this.#rtcpAddress);
     }
   };
 
@@ -1109,7 +1135,7 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
     writeTelephoneEvent(pkt, RTP_FIXED_HEADER_BYTES, { event: job.code, end, volume: job.volume, duration });
     this.#to.rtpPackets++;
     this.#to.rtpBytes += pkt.length;
-    this.#pubRtp!.send(pkt, this.#rtpPort, this.#rtpAddress);
+    this.#pubRtp!.send(this.#srtp ? this.#srtp.protectRtp(pkt) : pkt, this.#rtpPort, this.#rtpAddress);
   }
 
   #stopDtmf(): void {
