@@ -273,7 +273,7 @@ export interface Baresip {
 
 const BARESIP_BIN = '/usr/bin/baresip';
 const MODULE_PATH = '/usr/lib/baresip/modules';
-/** Port range for SIP and control ports: below Linux's ephemeral range (32768+), above the gateway's test media range (20000–29999). */
+/** Port range for SIP and control ports: below Linux's ephemeral range (32768+), in the test peers' range (config/test.yaml's port plan). */
 const PORT_MIN = 30000;
 const PORT_MAX = 32766;
 

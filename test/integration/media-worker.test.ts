@@ -8,7 +8,7 @@ describe('mediasoup worker built offline', () => {
   let pool: MediaWorkerPool;
 
   beforeEach(async () => {
-    pool = await MediaWorkerPool.create({ size: 1, logLevel: 'warn', rtcMinPort: 30000, rtcMaxPort: 30999, logger: quietLogger() });
+    pool = await MediaWorkerPool.create({ size: 1, logLevel: 'warn', rtcMinPort: 57000, rtcMaxPort: 57999, logger: quietLogger() });
   });
 
   afterEach(async () => {
@@ -70,7 +70,7 @@ describe('mediasoup worker built offline', () => {
 
   it('replaces a worker that dies', async () => {
     const { logger, lines } = captureLogger('info');
-    const replacing = await MediaWorkerPool.create({ size: 1, logLevel: 'none', rtcMinPort: 31000, rtcMaxPort: 31999, logger, respawnDelayMs: 50 });
+    const replacing = await MediaWorkerPool.create({ size: 1, logLevel: 'none', rtcMinPort: 58000, rtcMaxPort: 58999, logger, respawnDelayMs: 50 });
     try {
       const first = replacing.leastLoaded();
       process.kill(first.pid, 'SIGKILL');

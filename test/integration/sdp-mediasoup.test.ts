@@ -84,7 +84,7 @@ describe('SDP plans in a real mediasoup router', () => {
   let router: ms.Router;
 
   beforeAll(async () => {
-    pool = await MediaWorkerPool.create({ size: 1, logLevel: 'warn', rtcMinPort: 36000, rtcMaxPort: 36999, logger: quietLogger() });
+    pool = await MediaWorkerPool.create({ size: 1, logLevel: 'warn', rtcMinPort: 39000, rtcMaxPort: 39999, logger: quietLogger() });
     router = await pool.leastLoaded().createRouter({ mediaCodecs: ROUTER_MEDIA_CODECS });
   });
 
