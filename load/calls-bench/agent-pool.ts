@@ -8,7 +8,7 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { processTree } from '../sip-bench/procfs.js';
-import { type CallSample, type FromWorker, type StatsReply, type ToWorker, type ToneMode, type WorkerCounters } from './ipc.js';
+import { type AgentBehaviour, type CallSample, type FromWorker, type StatsReply, type ToWorker, type ToneMode, type WorkerCounters } from './ipc.js';
 
 /** Options of the agent pool. */
 export interface AgentPoolOptions {
@@ -21,6 +21,8 @@ export interface AgentPoolOptions {
   nice: number;
   tone: ToneMode;
   sampleRate: 8000 | 48000;
+  /** How the agents take calls (load runner scenarios); default: answer at once, all with media. */
+  behaviour?: AgentBehaviour;
   log: (msg: string) => void;
 }
 
@@ -161,6 +163,7 @@ export class AgentPool {
             sampleRate: o.sampleRate,
             connectConcurrency: 10,
             requestTimeoutMs: 30_000,
+            ...(o.behaviour ? { behaviour: o.behaviour } : {}),
           }),
         ),
       );
@@ -233,6 +236,11 @@ export class AgentPool {
       doubleBooked: 0,
       reconnects: 0,
       errors: {},
+      hungUp: 0,
+      holds: 0,
+      dtmf: 0,
+      mediaAgents: 0,
+      signalingAgents: 0,
     };
     let p99 = 0;
     let max = 0;
@@ -259,6 +267,11 @@ export class AgentPool {
       sum.doubleBooked += c.doubleBooked;
       sum.reconnects += c.reconnects;
       add(sum.errors, c.errors);
+      sum.hungUp += c.hungUp;
+      sum.holds += c.holds;
+      sum.dtmf += c.dtmf;
+      sum.mediaAgents += c.mediaAgents;
+      sum.signalingAgents += c.signalingAgents;
       p99 = Math.max(p99, w.last!.loopDelayP99Ms);
       max = Math.max(max, w.last!.loopDelayMaxMs);
     }
