@@ -58,6 +58,8 @@ export interface WakeBenchOptions {
   agents: number;
   /** How long the provider waits before it answers a push, ms. */
   providerLatencyMs: number;
+  /** Share (0..1) of pushes the provider answers 503 ServiceUnavailable. */
+  providerFailureRate: number;
   /** The gateway's calls.ringTimeoutMs: how long each call rings before its 480. */
   ringTimeoutMs: number;
   /** Calls placed (at 10/s) before the measured run and left out of the figures (TLS set-up, JIT). */
@@ -481,9 +483,9 @@ export async function runWakeBench(o: WakeBenchOptions, command: string): Promis
     const providerOut = path.join(workDir, 'provider-records.json');
     const keylogFile = path.join(workDir, 'provider-tls-keys.log');
 
-    provider = spawnBenchProcess('provider', process.execPath, [path.join(projectRoot(), 'dist', 'load', 'wake-bench', 'provider.js'), '--cert', certFile, '--key', keyFile, '--team', TEAM, '--kid', KID, '--public-key', publicKeyFile, '--out', providerOut, '--latency-ms', String(o.providerLatencyMs), ...(o.capture ? ['--keylog', keylogFile] : [])], { cwd: workDir });
+    provider = spawnBenchProcess('provider', process.execPath, [path.join(projectRoot(), 'dist', 'load', 'wake-bench', 'provider.js'), '--cert', certFile, '--key', keyFile, '--team', TEAM, '--kid', KID, '--public-key', publicKeyFile, '--out', providerOut, '--latency-ms', String(o.providerLatencyMs), '--failure-rate', String(o.providerFailureRate), ...(o.capture ? ['--keylog', keylogFile] : [])], { cwd: workDir });
     const providerPort = Number((await waitForLine(provider, /listening (\d+)/, 15_000))[1]);
-    o.log(`provider (APNs) listening on https://localhost:${providerPort}, answer latency ${o.providerLatencyMs} ms`);
+    o.log(`provider (APNs) listening on https://localhost:${providerPort}, answer latency ${o.providerLatencyMs} ms, failure rate ${o.providerFailureRate}`);
 
     const configFile = path.join(workDir, 'gateway.yaml');
     fs.writeFileSync(
