@@ -30,6 +30,17 @@ interface Agent {
   source: ToneSource;
   /** Live calls of this agent (answered, not ended). */
   calls: Set<string>;
+  /** Calls ringing this agent, not yet answered (it dials only when idle). */
+  ringing: Set<string>;
+  /** The outbound call this agent is dialling (one at a time). */
+  out?: Outbound;
+}
+
+/** An outbound call in progress: when call.dial was sent, its id once known. */
+interface Outbound {
+  t0: number;
+  callId?: string;
+  progressed: boolean;
 }
 
 /** What the benchmark uses of @roamhq/wrtc's RTCPeerConnection. */
@@ -114,6 +125,12 @@ const counters: WorkerCounters = {
   dtmf: 0,
   mediaAgents: 0,
   signalingAgents: 0,
+  dialed: 0,
+  dialAnswered: 0,
+  dialFailed: 0,
+  dialNoIdle: 0,
+  dialPddMs: [],
+  dialAnswerMs: [],
 };
 const agents: Agent[] = [];
 const sources: ToneSource[] = [];
@@ -210,24 +227,98 @@ function scheduleTalk(ops: CallOps, callId: string, b: AgentBehaviour): void {
   step('hangup', b.talkMs, () => ops.hangup(callId), () => counters.hungUp++);
 }
 
+/** What an agent of either kind needs for outbound calls. */
+interface Dialler {
+  calls: Set<string>;
+  ringing: Set<string>;
+  out?: Outbound;
+}
+
+/** Whether an event of call `callId` belongs to the agent's outbound call (adopting the id when still unknown). */
+function outboundOf(a: Dialler, callId: string): Outbound | undefined {
+  if (!a.out || (a.out.callId !== undefined && a.out.callId !== callId)) {
+    return undefined;
+  }
+  a.out.callId = callId;
+
+  return a.out;
+}
+
+/** call.progress of an outbound call: the first one gives the post-dial delay. */
+function outboundProgress(a: Dialler, callId: string): void {
+  const o = outboundOf(a, callId);
+  if (o && !o.progressed) {
+    o.progressed = true;
+    counters.dialPddMs.push(Math.round(performance.now() - o.t0));
+  }
+}
+
+/** call.answered of an outbound call: the trunk answered; the talk starts. */
+function outboundAnswered(a: Dialler, callId: string, ops: CallOps, b: AgentBehaviour | undefined): void {
+  const o = outboundOf(a, callId);
+  if (!o) {
+    return;
+  }
+  a.out = undefined;
+  counters.dialAnswered++;
+  counters.dialAnswerMs.push(Math.round(performance.now() - o.t0));
+  a.calls.add(callId);
+  counters.activeCalls++;
+  if (b) {
+    scheduleTalk(ops, callId, b);
+  }
+}
+
+/** call.ended of a call that may be an unanswered outbound call (counted as a failed dial). */
+function outboundEnded(a: Dialler, callId: string, reason: string): void {
+  if (outboundOf(a, callId)) {
+    a.out = undefined;
+    counters.dialFailed++;
+    bump(counters.endReasons, `dial:${reason}`);
+  }
+}
+
+/** Starts an outbound call from an idle agent; failures of call.dial itself count as failed dials. */
+function startDial(a: Dialler, dial: () => Promise<{ id?: string; callId?: string }>): void {
+  a.out = { t0: performance.now(), progressed: false };
+  const out = a.out;
+  counters.dialed++;
+  dial().then(
+    (r) => {
+      out.callId ??= r.callId ?? r.id;
+    },
+    (err: unknown) => {
+      if (a.out === out) {
+        a.out = undefined;
+      }
+      counters.dialFailed++;
+      bump(counters.errors, `dial:${codeOf(err)}`);
+    },
+  );
+}
+
 /** A signaling-only agent: signs in, answers and hangs up over the WebSocket, never opens media. */
 interface SignalingAgent {
   id: string;
   signaling: Signaling;
   calls: Set<string>;
+  ringing: Set<string>;
+  out?: Outbound;
+  ops: CallOps;
 }
 const signalingAgents: SignalingAgent[] = [];
 
 function makeSignalingAgent(id: string, msg: Extract<ToWorker, { type: 'start' }>, b: AgentBehaviour): SignalingAgent {
-  const agent: SignalingAgent = { id, calls: new Set(), signaling: undefined as unknown as Signaling };
   const ops: CallOps = {
     hangup: (callId) => agent.signaling.request('call.hangup', { callId }),
     hold: (callId) => agent.signaling.request('call.hold', { callId }),
     resume: (callId) => agent.signaling.request('call.resume', { callId }),
     dtmf: (callId, digits) => agent.signaling.request('call.dtmf', { callId, digits }),
   };
+  const agent: SignalingAgent = { id, calls: new Set(), ringing: new Set(), signaling: undefined as unknown as Signaling, ops };
   const ended = (callId: string, reason: string): void => {
     clearCall(callId);
+    outboundEnded(agent, callId, reason);
     if (agent.calls.delete(callId)) {
       counters.ended++;
       bump(counters.endReasons, reason);
@@ -249,9 +340,11 @@ function makeSignalingAgent(id: string, msg: Extract<ToWorker, { type: 'start' }
           counters.doubleBooked++;
         }
         const t0 = performance.now();
+        agent.ringing.add(callId);
         later(callId, b.answerDelayMs, () => {
           agent.signaling.request('call.answer', { callId }).then(
             () => {
+              agent.ringing.delete(callId);
               counters.answered++;
               counters.setupMs.push(Math.round(performance.now() - t0));
               agent.calls.add(callId);
@@ -260,13 +353,19 @@ function makeSignalingAgent(id: string, msg: Extract<ToWorker, { type: 'start' }
               scheduleTalk(ops, callId, b);
             },
             (err: unknown) => {
+              agent.ringing.delete(callId);
               counters.answerErrors++;
               bump(counters.answerErrorCodes, codeOf(err));
             },
           );
         });
       } else if (type === 'call.cancelled') {
+        agent.ringing.delete(callId);
         clearCall(callId);
+      } else if (type === 'call.progress') {
+        outboundProgress(agent, callId);
+      } else if (type === 'call.answered') {
+        outboundAnswered(agent, callId, ops, b);
       } else if (type === 'call.ended') {
         ended(callId, (data as { reason?: string }).reason ?? 'unknown');
       }
@@ -294,7 +393,7 @@ function makeAgent(id: string, msg: Extract<ToWorker, { type: 'start' }>, source
     getAudioTrack: () => Promise.resolve(source.source.createTrack() as AudioTrack),
     requestTimeoutMs: msg.requestTimeoutMs,
   });
-  const agent: Agent = { id, client, source, calls: new Set() };
+  const agent: Agent = { id, client, source, calls: new Set(), ringing: new Set() };
   const b = msg.behaviour;
   const ops: CallOps = {
     hangup: (callId) => client.hangup(callId),
@@ -308,9 +407,11 @@ function makeAgent(id: string, msg: Extract<ToWorker, { type: 'start' }>, source
     if (agent.calls.size > 0) {
       counters.doubleBooked++;
     }
+    agent.ringing.add(call.id);
     const answer = (): void => {
       client.answer(call.id).then(
         (c) => {
+          agent.ringing.delete(call.id);
           if (c.state === 'ended') {
             return;
           }
@@ -324,6 +425,7 @@ function makeAgent(id: string, msg: Extract<ToWorker, { type: 'start' }>, source
           }
         },
         (err: unknown) => {
+          agent.ringing.delete(call.id);
           counters.answerErrors++;
           bump(counters.answerErrorCodes, codeOf(err));
         },
@@ -335,9 +437,15 @@ function makeAgent(id: string, msg: Extract<ToWorker, { type: 'start' }>, source
       answer();
     }
   });
-  client.on('cancelled', ({ call }) => clearCall(call.id));
+  client.on('cancelled', ({ call }) => {
+    agent.ringing.delete(call.id);
+    clearCall(call.id);
+  });
+  client.on('progress', ({ call }) => outboundProgress(agent, call.id));
+  client.on('answered', ({ call }) => outboundAnswered(agent, call.id, ops, b));
   client.on('ended', ({ call, reason }) => {
     clearCall(call.id);
+    outboundEnded(agent, call.id, reason);
     counters.ended++;
     bump(counters.endReasons, reason);
     if (agent.calls.delete(call.id)) {
@@ -474,6 +582,28 @@ async function stats(): Promise<StatsReply> {
   return { calls, failed, tookMs: Math.round(performance.now() - t0) };
 }
 
+let dialCursor = 0;
+
+/** Has up to `count` idle agents (no call, not dialling) dial `to`; resolves with the calls started. */
+function dialOut(count: number, to: string): Promise<{ started: number }> {
+  const all: { a: Dialler; dial: () => Promise<{ id?: string; callId?: string }> }[] = [
+    ...agents.map((a) => ({ a, dial: () => a.client.dial(to) })),
+    ...signalingAgents.map((a) => ({ a, dial: () => a.signaling.request('call.dial', { to }) })),
+  ];
+  let started = 0;
+  for (let i = 0; i < all.length && started < count; i++) {
+    const { a, dial } = all[(dialCursor + i) % all.length]!;
+    if (a.calls.size === 0 && a.ringing.size === 0 && !a.out) {
+      startDial(a, dial);
+      started++;
+    }
+  }
+  dialCursor = (dialCursor + started) % Math.max(1, all.length);
+  counters.dialNoIdle += count - started;
+
+  return Promise.resolve({ started });
+}
+
 async function hangupAll(): Promise<{ hungUp: number; failed: number }> {
   let hungUp = 0;
   let failed = 0;
@@ -541,6 +671,9 @@ process.on('message', (raw: ToWorker) => {
     case 'hangup-all':
       reply(hangupAll());
       break;
+    case 'dial':
+      reply(dialOut(raw.count, raw.to));
+      break;
     case 'stop':
       send({ type: 'reply', id: raw.id, ok: true });
       shutdown(0);
@@ -554,6 +687,8 @@ loop.enable();
 const tickTimer = setInterval(() => {
   send({ type: 'tick', counters: { ...counters, setupMs: counters.setupMs }, loopDelayP99Ms: loop.percentile(99) / 1e6, loopDelayMaxMs: loop.max / 1e6 });
   counters.setupMs = [];
+  counters.dialPddMs = [];
+  counters.dialAnswerMs = [];
   loop.reset();
 }, 1000);
 

@@ -46,6 +46,13 @@ export type ToWorker =
       /** Scenario behaviour (load runner); absent: answer at once, WebRTC media for every agent. */
       behaviour?: AgentBehaviour;
     }
+  | {
+      /** Outbound calls: `count` idle agents dial `to` (load runner; needs a behaviour for the talk). */
+      type: 'dial';
+      id: number;
+      count: number;
+      to: string;
+    }
   | { type: 'stats'; id: number }
   | { type: 'hangup-all'; id: number }
   | { type: 'stop'; id: number };
@@ -109,6 +116,15 @@ export interface WorkerCounters {
   /** Agents with WebRTC media / signaling only. */
   mediaAgents: number;
   signalingAgents: number;
+  /** Outbound calls dialled, answered by the trunk, failed (call.dial refused or ended before the answer). */
+  dialed: number;
+  dialAnswered: number;
+  dialFailed: number;
+  /** Dial asked but no idle agent to dial with. */
+  dialNoIdle: number;
+  /** call.dial → first call.progress (post-dial delay) and → call.answered, ms, since the last tick. */
+  dialPddMs: number[];
+  dialAnswerMs: number[];
   /** incoming → answer() resolved (media flowing), ms, of answers since the last tick. */
   setupMs: number[];
 }
