@@ -49,6 +49,8 @@ Scenario:
   --hold-share F           share of calls (0..1) with hold and resume (default 0.1)
   --dtmf-share F           share of calls (0..1) with DTMF digits (default 0.1)
   --media-share F          share of agents (0..1) with WebRTC media (default 0.2; the rest signaling only)
+  --outbound-share F       share of the rate (0..1) placed as outbound calls: idle agents dial, a sipp
+                           UAS on the trunk answers after the ring time (ringbridge only; default 0)
   --agents N               agents (default: peak rate × (ring + talk + 2 s) × 1.5)
   --agents-per-process K   agents per agent process (default 50)
   --agents-nice N          nice value of the agent processes (default 10)
@@ -154,6 +156,7 @@ export function parseCli(argv: string[]): Cli {
       'hold-share': { type: 'string', default: '0.1' },
       'dtmf-share': { type: 'string', default: '0.1' },
       'media-share': { type: 'string', default: '0.2' },
+      'outbound-share': { type: 'string', default: '0' },
       agents: { type: 'string', default: '0' },
       'agents-per-process': { type: 'string', default: '50' },
       'agents-nice': { type: 'string', default: '10' },
@@ -212,6 +215,7 @@ export function parseCli(argv: string[]): Cli {
       holdShare: share('hold-share', values['hold-share']),
       dtmfShare: share('dtmf-share', values['dtmf-share']),
       mediaShare: share('media-share', values['media-share']),
+      outboundShare: share('outbound-share', values['outbound-share']),
       agents: int('agents', values.agents),
       agentsPerProcess: int('agents-per-process', values['agents-per-process'], 1),
       agentsNice: int('agents-nice', values['agents-nice']),
@@ -304,15 +308,20 @@ export async function main(argv: string[]): Promise<number> {
       report.preset = { name: cli.preset.name, report: r.report, summary: r.summary, charts: r.charts };
     } else {
       const o = cli.inbound!;
+      const shape = validateShape(o.shape);
       report.scenario = {
         scenario: o.shape.kind,
-        ...validateShape(o.shape),
+        durationMs: shape.durationMs,
+        rate: shape.rate,
+        ...(shape.kind === 'ramp' ? { rampFrom: shape.rampFrom, rampMs: shape.rampMs } : {}),
+        ...(shape.kind === 'burst' ? { burstRate: shape.burstRate, burstEveryMs: shape.burstEveryMs, burstLengthMs: shape.burstLengthMs } : {}),
         plannedCalls: plannedCalls(o.shape),
         ringMs: o.ringMs,
         talkMs: o.talkMs,
         holdShare: o.holdShare,
         dtmfShare: o.dtmfShare,
         mediaShare: o.mediaShare,
+        outboundShare: o.outboundShare,
         agents: o.agents || 'auto',
         targets: o.targets.join(','),
         drainMs: o.drainMs,
@@ -326,6 +335,7 @@ export async function main(argv: string[]): Promise<number> {
           `${t.name}: attempted ${t.totals.attempted}, answered ${t.totals.answered} (${t.totals.answerRatePct ?? '–'} %), failed ${t.totals.failed}, ` +
             `PDD p50/p99 ${t.pddMs.p50 ?? '–'}/${t.pddMs.p99 ?? '–'} ms, peak concurrent ${t.totals.peakConcurrent}` +
             (t.mos?.mean != null ? `, MOS mean ${t.mos.mean}` : '') +
+            (t.outbound ? `; outbound dialled ${t.outbound.dialed}, answered ${t.outbound.answered}, failed ${t.outbound.failed}, PDD p50/p99 ${t.outbound.pddMs.p50 ?? '–'}/${t.outbound.pddMs.p99 ?? '–'} ms` : '') +
             `; ${Object.entries(t.resources).map(([g, x]) => `${g} ${x.cpuPctMean} % CPU, ${x.rssMbMax} MiB`).join(', ')}`,
         );
       }

@@ -17,6 +17,8 @@ export interface ProgressFigures {
   /** Offered rate now, calls/s. */
   offeredCps: number;
   concurrent: number;
+  /** Outbound calls dialled and answered so far, when the scenario has them. */
+  outbound?: { dialed: number; answered: number };
 }
 
 /** One progress line (no newline). */
@@ -24,7 +26,8 @@ export function formatProgress(f: ProgressFigures): string {
   return (
     `[${f.target}] ${f.elapsedS.toFixed(0)}/${f.durationS.toFixed(0)} s  ` +
     `attempted ${f.attempted}  answered ${f.answered}  failed ${f.failed}  ` +
-    `rate ${f.cps.toFixed(1)}/s (offered ${f.offeredCps.toFixed(1)})  concurrent ${f.concurrent}`
+    `rate ${f.cps.toFixed(1)}/s (offered ${f.offeredCps.toFixed(1)})  concurrent ${f.concurrent}` +
+    (f.outbound ? `  outbound ${f.outbound.answered}/${f.outbound.dialed}` : '')
   );
 }
 

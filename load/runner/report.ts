@@ -34,6 +34,11 @@ export interface TargetSeries {
   cps: number[];
   /** Calls up at the sample (the trunk's view). */
   concurrent: number[];
+  /**
+   * Of the calls attempted in each interval, the share answered, % (null: none attempted); from
+   * the trunk's trace after the run, so a call counts in the second it was attempted.
+   */
+  answerRatePct?: (number | null)[];
   /** Cumulative counts. */
   attempted: number[];
   answered: number[];
@@ -72,9 +77,23 @@ export interface TargetResult {
   /** INVITE sent → 200 OK, ms (includes the configured ring time). */
   answerMs: Latency;
   mos: MosDistribution | null;
+  /** Outbound calls (agents dialling a sipp UAS on the trunk), when the scenario had them. */
+  outbound?: {
+    dialed: number;
+    answered: number;
+    failed: number;
+    /** Dials asked for while every agent was busy. */
+    noIdleAgent: number;
+    /** call.dial → first call.progress at the agent, ms. */
+    pddMs: Latency;
+    /** call.dial → call.answered at the agent, ms (includes the ring time). */
+    answerMs: Latency;
+    /** The trunk UAS's sipp counters. */
+    trunk: { created: number; current: number; successful: number; failed: number; retransmissions: number } | null;
+  };
   series: TargetSeries;
-  /** Mean CPU (% of a core) and peak RSS (MiB) per process group over the run. */
-  resources: Record<string, { cpuPctMean: number; rssMbMax: number }>;
+  /** Mean and highest CPU (% of a core, 1 s samples) and peak RSS (MiB) per process group over the run. */
+  resources: Record<string, { cpuPctMean: number; cpuPctMax: number; rssMbMax: number }>;
   /** Further figures of this target (agents' counters, push provider counts, ...). */
   extra: Record<string, unknown>;
   notes: string[];
@@ -103,8 +122,15 @@ const r1 = (v: number): number => Math.round(v * 10) / 10;
 /** A scenario value as text (objects as JSON). */
 const text = (v: unknown): string => (typeof v === 'string' ? v : v === undefined ? '' : JSON.stringify(v));
 
-/** Per-interval answer rate (%), from the cumulative attempted/answered series. */
+/**
+ * Answer rate (%) per interval: of the calls attempted in the interval when the series has it
+ * (answerRatePct), else answers over attempts in the interval from the cumulative counts.
+ */
 export function answerRateSeries(s: TargetSeries): (number | null)[] {
+  if (s.answerRatePct) {
+    return s.answerRatePct;
+  }
+
   return s.t.map((_, i) => {
     const att = s.attempted[i]! - (i > 0 ? s.attempted[i - 1]! : 0);
     const ans = s.answered[i]! - (i > 0 ? s.answered[i - 1]! : 0);
@@ -165,9 +191,11 @@ export function renderHtml(r: RunReport): string {
           row('peak concurrent', (t) => t.totals.peakConcurrent),
           row('PDD p50 / p90 / p99 ms', (t) => `${ms(t.pddMs.p50) ?? '–'} / ${ms(t.pddMs.p90) ?? '–'} / ${ms(t.pddMs.p99) ?? '–'}`),
           row('INVITE → 200 p50 / p99 ms', (t) => `${ms(t.answerMs.p50) ?? '–'} / ${ms(t.answerMs.p99) ?? '–'}`),
+          row('outbound dialled / answered / failed', (t) => (t.outbound ? `${t.outbound.dialed} / ${t.outbound.answered} / ${t.outbound.failed}` : null)),
+          row('outbound PDD p50 / p99 ms (at the agent)', (t) => (t.outbound ? `${ms(t.outbound.pddMs.p50) ?? '–'} / ${ms(t.outbound.pddMs.p99) ?? '–'}` : null)),
           row('MOS mean (legs)', (t) => (t.mos?.mean == null ? null : `${t.mos.mean.toFixed(2)} (${t.mos.count})`)),
           ...[...new Set(r.targets.flatMap((t) => Object.keys(t.resources)))].map((g) =>
-            row(`${g}: CPU % mean / RSS MiB max`, (t) => (t.resources[g] ? `${t.resources[g].cpuPctMean} / ${t.resources[g].rssMbMax}` : null)),
+            row(`${g}: CPU % mean / max, RSS MiB max`, (t) => (t.resources[g] ? `${t.resources[g].cpuPctMean} / ${t.resources[g].cpuPctMax}, ${t.resources[g].rssMbMax}` : null)),
           ),
         ],
         ['', ...names],
@@ -191,7 +219,7 @@ export function renderHtml(r: RunReport): string {
         { title: 'Post-dial delay percentiles (INVITE → 180)', xLabel: 'percentile', yLabel: 'ms' },
       ),
     );
-    parts.push(lineChart(longest, per((t) => answerRateSeries(t.series)), { title: 'Answer rate per second', xLabel: 's since start', yLabel: '% of attempts' }));
+    parts.push(lineChart(longest, per((t) => answerRateSeries(t.series)), { title: 'Answer rate (calls attempted each second)', xLabel: 's since start', yLabel: '% of attempts' }));
     const mosTargets = r.targets.filter((t) => t.mos && t.mos.count > 0);
     if (mosTargets.length > 0) {
       const bounds = mosTargets[0]!.mos!.buckets.map((b) => b.le);

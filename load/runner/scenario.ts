@@ -13,6 +13,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { stringify as toYaml } from 'yaml';
 import { AgentPool } from '../calls-bench/agent-pool.js';
 import { type GatewayUnderTest, startGateway } from '../calls-bench/gateway.js';
 import { pcmaFromPcap } from '../calls-bench/rtp-capture.js';
@@ -22,7 +23,7 @@ import { type Progress } from './progress.js';
 import { type MosDistribution, type TargetResult, type TargetSeries } from './report.js';
 import { ProcessSampler } from './sampler.js';
 import { peakRate, rateSteps, type ScenarioShape } from './schedule.js';
-import { pickMediaPort, SippUac, startSippUas } from './sipp.js';
+import { pickMediaPort, readCounters, SippUac, startSippUas } from './sipp.js';
 import { latency } from './stats.js';
 
 /** Which systems the inbound scenario runs against. */
@@ -40,6 +41,11 @@ export interface InboundOptions {
   dtmfShare: number;
   /** Share of agents (0..1) with real WebRTC media; the rest are signaling only. */
   mediaShare: number;
+  /**
+   * Share of the offered rate (0..1) placed as outbound calls (ringbridge only): idle agents dial,
+   * the gateway calls a sipp UAS on the trunk, which answers after the ring time.
+   */
+  outboundShare: number;
   /** Agents (0: enough for the peak rate × (ring + talk), with a margin). */
   agents: number;
   agentsPerProcess: number;
@@ -175,23 +181,36 @@ interface Drive {
   name: string;
   uac: SippUac;
   sampler: ProcessSampler;
-  /** Calls up now, when the target knows better than sipp (ringbridge's /health); else undefined. */
-  concurrent?: () => number | undefined;
+  /** Outbound calls: the share of the offered rate, and how to start n of them. */
+  outbound?: { share: number; dial(n: number): Promise<number>; counts(): { dialed: number; answered: number; open: number } };
   notes: string[];
 }
 
 /** Runs the schedule on one target; returns the series and whether it was interrupted. */
-async function drive(d: Drive, o: InboundOptions, ctx: RunContext): Promise<{ series: TargetSeries; interrupted: boolean }> {
+async function drive(d: Drive, o: InboundOptions, ctx: RunContext): Promise<{ series: TargetSeries; interrupted: boolean; t0Us: number }> {
   const steps = rateSteps(o.shape);
   const series = emptySeries();
   const answers = new AnswerCounter(d.uac.shortFile);
   const t0 = performance.now();
+  const t0Us = Date.now() * 1000;
   d.sampler.start();
   let lastAttempted = 0;
   let tick = 0;
   let draining = false;
   let drainStart = 0;
   let interrupted = false;
+  let owed = 0;
+  const outShare = d.outbound?.share ?? 0;
+  /** Outbound calls due over the coming second at `rate` (the fractions carry over). */
+  const dialFor = (rate: number): void => {
+    if (d.outbound && outShare > 0) {
+      owed += rate * outShare;
+      const n = Math.floor(owed + 1e-9);
+      owed -= n;
+      d.outbound.dial(n).catch((err: unknown) => d.notes.push(`dial failed: ${(err as Error).message}`));
+    }
+  };
+  dialFor(steps[0]?.rate ?? 0);
   for (;;) {
     tick++;
     await sleep(Math.max(0, t0 + tick * 1000 - performance.now()), ctx.signal);
@@ -208,7 +227,8 @@ async function drive(d: Drive, o: InboundOptions, ctx: RunContext): Promise<{ se
     }
     if (!draining) {
       offered = [...steps].reverse().find((s) => s.atMs <= elapsedMs)?.rate ?? 0;
-      await d.uac.setRate(offered);
+      await d.uac.setRate(Math.round(offered * (1 - outShare) * 1000) / 1000);
+      dialFor(offered);
     }
     const c = d.uac.counters();
     const res = d.sampler.sample();
@@ -238,6 +258,7 @@ async function drive(d: Drive, o: InboundOptions, ctx: RunContext): Promise<{ se
       cps: series.cps[series.cps.length - 1]!,
       offeredCps: offered,
       concurrent,
+      ...(d.outbound ? { outbound: d.outbound.counts() } : {}),
     });
     if (d.uac.proc.hasExited()) {
       if (!draining) {
@@ -247,9 +268,10 @@ async function drive(d: Drive, o: InboundOptions, ctx: RunContext): Promise<{ se
     }
     if (draining) {
       const bound = interrupted ? Math.min(o.drainMs, 10_000) : o.drainMs;
-      if ((c !== undefined && c.current === 0 && performance.now() - drainStart > 1500) || performance.now() - drainStart > bound) {
-        if (c && c.current > 0) {
-          d.notes.push(`${c.current} calls still open ${Math.round(bound / 1000)} s after the end; stopped`);
+      const open = (c?.current ?? 0) + (d.outbound?.counts().open ?? 0);
+      if ((c !== undefined && open === 0 && performance.now() - drainStart > 1500) || performance.now() - drainStart > bound) {
+        if (open > 0) {
+          d.notes.push(`${open} calls still open ${Math.round(bound / 1000)} s after the end; stopped`);
         }
         break;
       }
@@ -258,13 +280,22 @@ async function drive(d: Drive, o: InboundOptions, ctx: RunContext): Promise<{ se
   ctx.progress.end();
   await d.uac.finish(5000);
 
-  return { series, interrupted };
+  return { series, interrupted, t0Us };
 }
 
-/** Post-run figures of a target from its sipp UAC's trace and counters. */
-function figures(name: string, description: string, uac: SippUac, series: TargetSeries, notes: string[]): TargetResult {
+/** Post-run figures of a target from its sipp UAC's trace and counters; `t0Us`: the scenario's start, µs since the epoch. */
+function figures(name: string, description: string, uac: SippUac, series: TargetSeries, notes: string[], t0Us: number): TargetResult {
   const calls = [...uac.calls().values()];
   const answered = calls.filter((c) => c.final?.status === 200);
+  const perSecond = series.t.map(() => ({ attempted: 0, answered: 0 }));
+  for (const c of calls) {
+    const i = Math.min(perSecond.length - 1, Math.max(0, Math.floor((c.inviteUs - t0Us) / 1e6)));
+    if (perSecond[i]) {
+      perSecond[i].attempted++;
+      perSecond[i].answered += c.final?.status === 200 ? 1 : 0;
+    }
+  }
+  series.answerRatePct = perSecond.map((p) => (p.attempted > 0 ? Math.round((p.answered / p.attempted) * 1000) / 10 : null));
   const pdd = calls.flatMap((c) => {
     const first = c.t180 ?? (c.final && c.final.status < 300 ? c.final.tUs : undefined);
 
@@ -276,6 +307,7 @@ function figures(name: string, description: string, uac: SippUac, series: Target
     const cpu = series.cpuPct[g]!;
     resources[g] = {
       cpuPctMean: cpu.length > 0 ? Math.round((cpu.reduce((a, b) => a + b, 0) / cpu.length) * 10) / 10 : 0,
+      cpuPctMax: Math.max(0, ...cpu),
       rssMbMax: Math.max(0, ...(series.rssMb[g] ?? [])),
     };
   }
@@ -336,7 +368,26 @@ async function runRingbridge(o: InboundOptions, ctx: RunContext, pcmaFile: strin
   let gw: GatewayUnderTest | undefined;
   let pool: AgentPool | undefined;
   let uac: SippUac | undefined;
+  let uas: Awaited<ReturnType<typeof startSippUas>> | undefined;
   try {
+    const trunkEnv: Record<string, string> = {};
+    if (o.outboundShare > 0) {
+      const uasScenario = writeScenario('trunk-uas.xml', dir, { PCMA_FILE: pcmaFile, RING_MS: String(o.ringMs) });
+      uas = await startSippUas({ name: 'sipp trunk UAS', scenarioFile: uasScenario, dir, mediaPort: pickMediaPort(), timeoutMs: sippTimeoutMs(o) });
+      // a whole list cannot come from the environment: the trunk goes in a configuration file
+      const file = path.join(dir, 'gateway-trunks.yaml');
+      const trunks = [
+        {
+          id: 'loopback',
+          inbound: { allow: ['127.0.0.0/8', '::1/128'], auth: { username: '', password: '', realm: 'ringbridge.test' } },
+          outbound: { uri: `sip:127.0.0.1:${uas.port}`, proxy: '', auth: { username: '', password: '' }, callerId: '' },
+          codecs: ['PCMA', 'PCMU', 'G722', 'opus'],
+          media: { latching: false },
+        },
+      ];
+      fs.writeFileSync(file, toYaml({ trunks }));
+      trunkEnv.RINGBRIDGE_CONFIG = file;
+    }
     ctx.log(`ringbridge: starting the gateway and ${nAgents} agents (${Math.round(o.mediaShare * 100)} % with WebRTC media)`);
     gw = await startGateway({
       agentIds,
@@ -345,7 +396,7 @@ async function runRingbridge(o: InboundOptions, ctx: RunContext, pcmaFile: strin
       logLevel: o.gatewayLogLevel,
       rtcPorts: { min: 40000, max: 49999 },
       relayPorts: { min: 34000, max: 35999 },
-      extraEnv: { RINGBRIDGE_METRICS__QUALITY_INTERVAL_MS: '2000', ...o.gatewayEnv },
+      extraEnv: { RINGBRIDGE_METRICS__QUALITY_INTERVAL_MS: '2000', ...trunkEnv, ...o.gatewayEnv },
     });
     const g = gw;
     pool = await AgentPool.start({
@@ -362,7 +413,7 @@ async function runRingbridge(o: InboundOptions, ctx: RunContext, pcmaFile: strin
     const p = pool;
     const maxHoldMs = o.ringMs + o.talkMs + 60_000;
     const scenario = writeScenario('trunk-uac.xml', dir, { PCMA_FILE: pcmaFile, MAX_HOLD_MS: String(maxHoldMs) });
-    const first = rateSteps(o.shape)[0]!.rate;
+    const first = Math.round(rateSteps(o.shape)[0]!.rate * (1 - o.outboundShare) * 1000) / 1000;
     uac = await SippUac.start({
       name: 'sipp trunk UAC',
       scenarioFile: scenario,
@@ -379,22 +430,47 @@ async function runRingbridge(o: InboundOptions, ctx: RunContext, pcmaFile: strin
       gateway: () => [g.mainPid()],
       workers: () => g.workerPids(),
       agents: () => p.pids(),
-      sipp: () => u.proc.tree(),
+      sipp: () => [...u.proc.tree(), ...(uas?.proc.tree() ?? [])],
     });
-    const { series, interrupted } = await drive({ name: 'ringbridge', uac: u, sampler, notes }, o, ctx);
+    const outbound = o.outboundShare > 0
+      ? {
+          share: o.outboundShare,
+          dial: (n: number) => p.dial(n, '+4930999000'),
+          counts: () => {
+            const s = p.status().counters;
+
+            return { dialed: s.dialed, answered: s.dialAnswered, open: s.activeCalls };
+          },
+        }
+      : undefined;
+    const { series, interrupted, t0Us } = await drive({ name: 'ringbridge', uac: u, sampler, notes, ...(outbound ? { outbound } : {}) }, o, ctx);
     const metrics = await g.metrics().catch(() => '');
     fs.writeFileSync(path.join(dir, 'gateway-metrics.txt'), metrics);
     const status = p.status();
     notes.push(...p.takeExitNotes());
-    const result = figures('ringbridge', `ringbridge gateway (node dist/src/main.js, ${g.workerPids().length} mediasoup workers) with ${nAgents} simulated agents`, u, series, notes);
+    const result = figures('ringbridge', `ringbridge gateway (node dist/src/main.js, ${g.workerPids().length} mediasoup workers) with ${nAgents} simulated agents`, u, series, notes, t0Us);
     result.mos = parseHistogram(metrics, 'ringbridge_leg_mos');
     result.extra = { ...result.extra, agents: status.counters, agentLoopDelayMaxMs: status.loopDelayMaxMs, gatewayEnv: g.env };
+    if (o.outboundShare > 0) {
+      const times = p.takeDialTimes();
+      const c = status.counters;
+      result.outbound = {
+        dialed: c.dialed,
+        answered: c.dialAnswered,
+        failed: c.dialFailed,
+        noIdleAgent: c.dialNoIdle,
+        pddMs: latency(times.pddMs),
+        answerMs: latency(times.answerMs),
+        trunk: uas ? readCounters(uas.statsFile) ?? null : null,
+      };
+    }
 
     return { result, interrupted };
   } finally {
     await uac?.finish(1000).catch(() => undefined);
     await pool?.stop().catch(() => undefined);
     await gw?.stop().catch(() => undefined);
+    await uas?.proc.stop(3000).catch(() => undefined);
   }
 }
 
@@ -430,8 +506,8 @@ async function runPeer(o: InboundOptions, ctx: RunContext, pcmaFile: string): Pr
       rtpengine: () => peer.rtpengine.tree(),
       sipp: () => [...uac.proc.tree(), ...uas.proc.tree()],
     });
-    const { series, interrupted } = await drive({ name: 'kamailio+rtpengine', uac, sampler, notes }, o, ctx);
-    const result = figures('kamailio+rtpengine', peer.description, uac, series, notes);
+    const { series, interrupted, t0Us } = await drive({ name: 'kamailio+rtpengine', uac, sampler, notes }, o, ctx);
+    const result = figures('kamailio+rtpengine', peer.description, uac, series, notes, t0Us);
     notes.push('no MOS: neither Kamailio nor rtpengine (without its kernel module and Homer) reports per-call quality here');
 
     return { result, interrupted };

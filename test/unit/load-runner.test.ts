@@ -120,7 +120,7 @@ describe('svg and html', () => {
     answerMs: latency([1001, 1002]),
     mos: { buckets: [{ le: 4, count: 1 }, { le: 4.4, count: 5 }, { le: 5, count: 0 }], count: 6, mean: 4.2 },
     series: { t: [1, 2], offeredCps: [2, 2], cps: [2, 2], concurrent: [1, 2], attempted: [2, 4], answered: [1, 3], failed: [0, 1], cpuPct: { gateway: [10, 12] }, rssMb: { gateway: [100, 101] } },
-    resources: { gateway: { cpuPctMean: 11, rssMbMax: 101 } },
+    resources: { gateway: { cpuPctMean: 11, cpuPctMax: 12, rssMbMax: 101 } },
     extra: {},
     notes: ['a <note>'],
   });
@@ -150,8 +150,9 @@ describe('svg and html', () => {
     expect(html).toContain('SIPp v3.6.1');
   });
 
-  it('answerRateSeries gives the per-interval answer rate', () => {
+  it('answerRateSeries gives the per-interval answer rate, by attempt second when known', () => {
     expect(answerRateSeries(target('x').series)).toEqual([50, 100]);
+    expect(answerRateSeries({ ...target('x').series, answerRatePct: [100, null] })).toEqual([100, null]);
   });
 });
 
@@ -182,6 +183,10 @@ describe('progress', () => {
     expect(formatProgress(f)).toBe('[ringbridge] 12/60 s  attempted 24  answered 20  failed 1  rate 2.0/s (offered 2.0)  concurrent 7');
   });
 
+  it('adds the outbound calls when the scenario has them', () => {
+    expect(formatProgress({ ...f, outbound: { dialed: 5, answered: 4 } })).toMatch(/concurrent 7 {2}outbound 4\/5$/);
+  });
+
   it('rewrites the line on a TTY and prints throttled plain lines otherwise', () => {
     const tty: string[] = [];
     const p1 = new Progress({ isTTY: true, write: (s: string) => tty.push(s) });
@@ -202,7 +207,8 @@ describe('cli', () => {
   it('parses a scenario with its shape and behaviour', () => {
     const c = parseCli(['--scenario', 'burst', '--rate', '1', '--burst-rate', '8', '--burst-every', '20s', '--burst-length', '2s', '--duration', '60s', '--ring', '500ms', '--talk', '5s', '--media-share', '0.5', '--target', 'ringbridge', '--work-dir', '/tmp/x']);
     expect(c.inbound?.shape).toEqual({ kind: 'burst', rate: 1, durationMs: 60_000, rampFrom: 0, rampMs: 60_000, burstRate: 8, burstEveryMs: 20_000, burstLengthMs: 2000 });
-    expect(c.inbound).toMatchObject({ ringMs: 500, talkMs: 5000, mediaShare: 0.5, targets: ['ringbridge'] });
+    expect(c.inbound).toMatchObject({ ringMs: 500, talkMs: 5000, mediaShare: 0.5, outboundShare: 0, targets: ['ringbridge'] });
+    expect(parseCli(['--outbound-share', '0.25', '--work-dir', '/tmp/x']).inbound?.outboundShare).toBe(0.25);
   });
 
   it('gives soak a 30-minute default', () => {
@@ -211,6 +217,7 @@ describe('cli', () => {
 
   it('rejects bad values naming the option', () => {
     expect(() => parseCli(['--hold-share', '2'])).toThrow(/--hold-share/);
+    expect(() => parseCli(['--outbound-share', '-0.1'])).toThrow(/--outbound-share/);
     expect(() => parseCli(['--target', 'asterisk'])).toThrow(/--target/);
     expect(() => parseCli(['--gateway-env', 'FOO=1'])).toThrow(/--gateway-env/);
     expect(() => parseCli(['--preset', 'dial'])).toThrow(/--preset/);
