@@ -8,7 +8,7 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { processTree } from '../sip-bench/procfs.js';
-import { type CallSample, type FromWorker, type StatsReply, type ToWorker, type ToneMode, type WorkerCounters } from './ipc.js';
+import { type AgentBehaviour, type CallSample, type FromWorker, type StatsReply, type ToWorker, type ToneMode, type WorkerCounters } from './ipc.js';
 
 /** Options of the agent pool. */
 export interface AgentPoolOptions {
@@ -21,6 +21,8 @@ export interface AgentPoolOptions {
   nice: number;
   tone: ToneMode;
   sampleRate: 8000 | 48000;
+  /** How the agents take calls (load runner scenarios); default: answer at once, all with media. */
+  behaviour?: AgentBehaviour;
   log: (msg: string) => void;
 }
 
@@ -34,6 +36,8 @@ interface Worker {
   pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>;
   last?: { counters: WorkerCounters; loopDelayP99Ms: number; loopDelayMaxMs: number; at: number };
   setupMs: number[];
+  dialPddMs: number[];
+  dialAnswerMs: number[];
   /** Set when the benchmark asked it to stop. */
   stopping: boolean;
   /** Why it exited, when it exited on its own. */
@@ -42,7 +46,7 @@ interface Worker {
 
 /** Sum of the children's counters plus their worst event-loop delay. */
 export interface PoolStatus {
-  counters: Omit<WorkerCounters, 'setupMs'>;
+  counters: Omit<WorkerCounters, 'setupMs' | 'dialPddMs' | 'dialAnswerMs'>;
   /** Worst p99 / max event-loop delay over the agent processes in the last second, ms. */
   loopDelayP99Ms: number;
   loopDelayMaxMs: number;
@@ -110,6 +114,8 @@ export class AgentPool {
         stderr: '',
         pending: new Map(),
         setupMs: [],
+        dialPddMs: [],
+        dialAnswerMs: [],
         stopping: false,
       };
       void w.exited.then((code) => {
@@ -131,6 +137,8 @@ export class AgentPool {
         if (m.type === 'tick') {
           w.last = { counters: m.counters, loopDelayP99Ms: m.loopDelayP99Ms, loopDelayMaxMs: m.loopDelayMaxMs, at: Date.now() };
           w.setupMs.push(...m.counters.setupMs);
+          w.dialPddMs.push(...m.counters.dialPddMs);
+          w.dialAnswerMs.push(...m.counters.dialAnswerMs);
         } else {
           const p = w.pending.get(m.id);
           if (p) {
@@ -161,6 +169,7 @@ export class AgentPool {
             sampleRate: o.sampleRate,
             connectConcurrency: 10,
             requestTimeoutMs: 30_000,
+            ...(o.behaviour ? { behaviour: o.behaviour } : {}),
           }),
         ),
       );
@@ -233,6 +242,15 @@ export class AgentPool {
       doubleBooked: 0,
       reconnects: 0,
       errors: {},
+      hungUp: 0,
+      holds: 0,
+      dtmf: 0,
+      mediaAgents: 0,
+      signalingAgents: 0,
+      dialed: 0,
+      dialAnswered: 0,
+      dialFailed: 0,
+      dialNoIdle: 0,
     };
     let p99 = 0;
     let max = 0;
@@ -259,11 +277,40 @@ export class AgentPool {
       sum.doubleBooked += c.doubleBooked;
       sum.reconnects += c.reconnects;
       add(sum.errors, c.errors);
+      sum.hungUp += c.hungUp;
+      sum.holds += c.holds;
+      sum.dtmf += c.dtmf;
+      sum.mediaAgents += c.mediaAgents;
+      sum.signalingAgents += c.signalingAgents;
+      sum.dialed += c.dialed;
+      sum.dialAnswered += c.dialAnswered;
+      sum.dialFailed += c.dialFailed;
+      sum.dialNoIdle += c.dialNoIdle;
       p99 = Math.max(p99, w.last!.loopDelayP99Ms);
       max = Math.max(max, w.last!.loopDelayMaxMs);
     }
 
     return { counters: sum, loopDelayP99Ms: p99, loopDelayMaxMs: max, exited: this.#workers.filter((w) => w.done).length };
+  }
+
+  /** Outbound post-dial delays (call.dial → call.progress) and answer times (→ call.answered) since the last call, ms. */
+  takeDialTimes(): { pddMs: number[]; answerMs: number[] } {
+    return { pddMs: this.#workers.flatMap((w) => w.dialPddMs.splice(0)), answerMs: this.#workers.flatMap((w) => w.dialAnswerMs.splice(0)) };
+  }
+
+  /**
+   * Has `count` idle agents dial `to` (outbound calls), spread over the processes; resolves with
+   * the calls started (fewer when agents are busy).
+   */
+  async dial(count: number, to: string): Promise<number> {
+    const live = this.#workers.filter((w) => !w.done);
+    if (count <= 0 || live.length === 0) {
+      return 0;
+    }
+    const shares = live.map((_, i) => Math.floor(count / live.length) + (i < count % live.length ? 1 : 0));
+    const replies = await Promise.allSettled(live.map((w, i) => (shares[i]! > 0 ? this.#ask<{ started: number }>(w, { type: 'dial', id: 0, count: shares[i]!, to }, 30_000) : Promise.resolve({ started: 0 }))));
+
+    return replies.reduce((n, r) => n + (r.status === 'fulfilled' ? r.value.started : 0), 0);
   }
 
   /** Call set-up times (incoming → media flowing) collected since the last call, ms. */

@@ -7,6 +7,11 @@
  * exits on `stop`, when the IPC channel closes (the benchmark died) and on SIGTERM; @roamhq/wrtc
  * can keep a process alive after everything is closed, so it always ends with process.exit().
  *
+ * With a `behaviour` (the load runner's scenarios) an agent answers after the ring time, hangs up
+ * after the talk time, holds and resumes or sends DTMF in a share of its calls, and only the first
+ * `mediaShare` of the agents have WebRTC media: the others are signaling only (the SDK's signaling
+ * connection, src/client/signaling.ts, without media transports).
+ *
  * Tone: `shared` feeds one RTCAudioSource per process and gives every call a track of it (each
  * call still encodes and sends its own RTP stream); `per-agent` gives every agent a source of its
  * own, all fed by the same 10 ms timer, as separate apps would.
@@ -16,7 +21,8 @@ import wrtc from '@roamhq/wrtc';
 import { SignJWT } from 'jose';
 import { WebSocket } from 'ws';
 import { type AudioTrack, RingbridgeClient, isRingbridgeError } from '../../src/client/index.js';
-import { type CallSample, type FromWorker, type StatsReply, type ToWorker, type WorkerCounters } from './ipc.js';
+import { Signaling } from '../../src/client/signaling.js';
+import { type AgentBehaviour, type CallSample, type FromWorker, type StatsReply, type ToWorker, type WorkerCounters } from './ipc.js';
 
 interface Agent {
   id: string;
@@ -24,6 +30,17 @@ interface Agent {
   source: ToneSource;
   /** Live calls of this agent (answered, not ended). */
   calls: Set<string>;
+  /** Calls ringing this agent, not yet answered (it dials only when idle). */
+  ringing: Set<string>;
+  /** The outbound call this agent is dialling (one at a time). */
+  out?: Outbound;
+}
+
+/** An outbound call in progress: when call.dial was sent, its id once known. */
+interface Outbound {
+  t0: number;
+  callId?: string;
+  progressed: boolean;
 }
 
 /** What the benchmark uses of @roamhq/wrtc's RTCPeerConnection. */
@@ -103,6 +120,17 @@ const counters: WorkerCounters = {
   reconnects: 0,
   errors: {},
   setupMs: [],
+  hungUp: 0,
+  holds: 0,
+  dtmf: 0,
+  mediaAgents: 0,
+  signalingAgents: 0,
+  dialed: 0,
+  dialAnswered: 0,
+  dialFailed: 0,
+  dialNoIdle: 0,
+  dialPddMs: [],
+  dialAnswerMs: [],
 };
 const agents: Agent[] = [];
 const sources: ToneSource[] = [];
@@ -150,6 +178,211 @@ async function signToken(agentId: string, secret: string): Promise<string> {
   return new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(agentId).setIssuedAt(now).setExpirationTime(now + 24 * 3600).sign(Buffer.from(secret));
 }
 
+/** What a scenario does with an answered call, whichever kind of agent holds it. */
+interface CallOps {
+  hangup(callId: string): Promise<unknown>;
+  hold(callId: string): Promise<unknown>;
+  resume(callId: string): Promise<unknown>;
+  dtmf(callId: string, digits: string): Promise<unknown>;
+}
+
+/** Timers of each call's scenario (answer, hold, resume, DTMF, hang-up), cleared when it ends. */
+const callTimers = new Map<string, NodeJS.Timeout[]>();
+
+function later(callId: string, ms: number, fn: () => void): void {
+  const t = setTimeout(fn, ms);
+  const list = callTimers.get(callId) ?? [];
+  list.push(t);
+  callTimers.set(callId, list);
+}
+
+function clearCall(callId: string): void {
+  for (const t of callTimers.get(callId) ?? []) {
+    clearTimeout(t);
+  }
+  callTimers.delete(callId);
+}
+
+const codeOf = (err: unknown): string => (isRingbridgeError(err) ? err.code : String((err as Error).message).slice(0, 60));
+
+/**
+ * Schedules an answered call's talk per the behaviour: hold at a third of the talk time, resume at
+ * two thirds, DTMF at five sixths (a held call takes no DTMF), the hang-up at the end.
+ */
+function scheduleTalk(ops: CallOps, callId: string, b: AgentBehaviour): void {
+  if (b.talkMs <= 0) {
+    return;
+  }
+  const step = (what: 'hold' | 'resume' | 'dtmf' | 'hangup', ms: number, run: () => Promise<unknown>, done: () => void): void =>
+    later(callId, ms, () => {
+      run().then(done, (err: unknown) => bump(counters.errors, `${what}:${codeOf(err)}`));
+    });
+  if (Math.random() < b.holdShare) {
+    step('hold', b.talkMs / 3, () => ops.hold(callId), () => counters.holds++);
+    step('resume', (2 * b.talkMs) / 3, () => ops.resume(callId), () => counters.holds++);
+  }
+  if (Math.random() < b.dtmfShare) {
+    step('dtmf', (5 * b.talkMs) / 6, () => ops.dtmf(callId, '1234#'), () => counters.dtmf++);
+  }
+  step('hangup', b.talkMs, () => ops.hangup(callId), () => counters.hungUp++);
+}
+
+/** What an agent of either kind needs for outbound calls. */
+interface Dialler {
+  calls: Set<string>;
+  ringing: Set<string>;
+  out?: Outbound;
+}
+
+/** Whether an event of call `callId` belongs to the agent's outbound call (adopting the id when still unknown). */
+function outboundOf(a: Dialler, callId: string): Outbound | undefined {
+  if (!a.out || (a.out.callId !== undefined && a.out.callId !== callId)) {
+    return undefined;
+  }
+  a.out.callId = callId;
+
+  return a.out;
+}
+
+/** call.progress of an outbound call: the first one gives the post-dial delay. */
+function outboundProgress(a: Dialler, callId: string): void {
+  const o = outboundOf(a, callId);
+  if (o && !o.progressed) {
+    o.progressed = true;
+    counters.dialPddMs.push(Math.round(performance.now() - o.t0));
+  }
+}
+
+/** call.answered of an outbound call: the trunk answered; the talk starts. */
+function outboundAnswered(a: Dialler, callId: string, ops: CallOps, b: AgentBehaviour | undefined): void {
+  const o = outboundOf(a, callId);
+  if (!o) {
+    return;
+  }
+  a.out = undefined;
+  counters.dialAnswered++;
+  counters.dialAnswerMs.push(Math.round(performance.now() - o.t0));
+  a.calls.add(callId);
+  counters.activeCalls++;
+  if (b) {
+    scheduleTalk(ops, callId, b);
+  }
+}
+
+/** call.ended of a call that may be an unanswered outbound call (counted as a failed dial). */
+function outboundEnded(a: Dialler, callId: string, reason: string): void {
+  if (outboundOf(a, callId)) {
+    a.out = undefined;
+    counters.dialFailed++;
+    bump(counters.endReasons, `dial:${reason}`);
+  }
+}
+
+/** Starts an outbound call from an idle agent; failures of call.dial itself count as failed dials. */
+function startDial(a: Dialler, dial: () => Promise<{ id?: string; callId?: string }>): void {
+  a.out = { t0: performance.now(), progressed: false };
+  const out = a.out;
+  counters.dialed++;
+  dial().then(
+    (r) => {
+      out.callId ??= r.callId ?? r.id;
+    },
+    (err: unknown) => {
+      if (a.out === out) {
+        a.out = undefined;
+      }
+      counters.dialFailed++;
+      bump(counters.errors, `dial:${codeOf(err)}`);
+    },
+  );
+}
+
+/** A signaling-only agent: signs in, answers and hangs up over the WebSocket, never opens media. */
+interface SignalingAgent {
+  id: string;
+  signaling: Signaling;
+  calls: Set<string>;
+  ringing: Set<string>;
+  out?: Outbound;
+  ops: CallOps;
+}
+const signalingAgents: SignalingAgent[] = [];
+
+function makeSignalingAgent(id: string, msg: Extract<ToWorker, { type: 'start' }>, b: AgentBehaviour): SignalingAgent {
+  const ops: CallOps = {
+    hangup: (callId) => agent.signaling.request('call.hangup', { callId }),
+    hold: (callId) => agent.signaling.request('call.hold', { callId }),
+    resume: (callId) => agent.signaling.request('call.resume', { callId }),
+    dtmf: (callId, digits) => agent.signaling.request('call.dtmf', { callId, digits }),
+  };
+  const agent: SignalingAgent = { id, calls: new Set(), ringing: new Set(), signaling: undefined as unknown as Signaling, ops };
+  const ended = (callId: string, reason: string): void => {
+    clearCall(callId);
+    outboundEnded(agent, callId, reason);
+    if (agent.calls.delete(callId)) {
+      counters.ended++;
+      bump(counters.endReasons, reason);
+      counters.activeCalls--;
+    }
+  };
+  agent.signaling = new Signaling({
+    url: msg.url,
+    token: () => signToken(id, msg.secret),
+    deviceId: undefined,
+    WebSocket,
+    requestTimeoutMs: msg.requestTimeoutMs,
+    reconnect: false,
+    onEvent: (type, data) => {
+      const callId = (data as { callId?: string }).callId ?? '';
+      if (type === 'call.incoming') {
+        counters.incoming++;
+        if (agent.calls.size > 0) {
+          counters.doubleBooked++;
+        }
+        const t0 = performance.now();
+        agent.ringing.add(callId);
+        later(callId, b.answerDelayMs, () => {
+          agent.signaling.request('call.answer', { callId }).then(
+            () => {
+              agent.ringing.delete(callId);
+              counters.answered++;
+              counters.setupMs.push(Math.round(performance.now() - t0));
+              agent.calls.add(callId);
+              counters.activeCalls++;
+              counters.maxCallsPerAgent = Math.max(counters.maxCallsPerAgent, agent.calls.size);
+              scheduleTalk(ops, callId, b);
+            },
+            (err: unknown) => {
+              agent.ringing.delete(callId);
+              counters.answerErrors++;
+              bump(counters.answerErrorCodes, codeOf(err));
+            },
+          );
+        });
+      } else if (type === 'call.cancelled') {
+        agent.ringing.delete(callId);
+        clearCall(callId);
+      } else if (type === 'call.progress') {
+        outboundProgress(agent, callId);
+      } else if (type === 'call.answered') {
+        outboundAnswered(agent, callId, ops, b);
+      } else if (type === 'call.ended') {
+        ended(callId, (data as { reason?: string }).reason ?? 'unknown');
+      }
+    },
+    onStateChange: (state) => {
+      if (state === 'reconnecting') {
+        counters.reconnects++;
+      }
+    },
+    onAuthenticated: () => undefined,
+    onSessionLost: (err) => bump(counters.errors, `session:${err.code}`),
+    onError: (err) => bump(counters.errors, err.code),
+  });
+
+  return agent;
+}
+
 function makeAgent(id: string, msg: Extract<ToWorker, { type: 'start' }>, source: ToneSource): Agent {
   const client = new RingbridgeClient({
     url: msg.url,
@@ -160,31 +393,59 @@ function makeAgent(id: string, msg: Extract<ToWorker, { type: 'start' }>, source
     getAudioTrack: () => Promise.resolve(source.source.createTrack() as AudioTrack),
     requestTimeoutMs: msg.requestTimeoutMs,
   });
-  const agent: Agent = { id, client, source, calls: new Set() };
+  const agent: Agent = { id, client, source, calls: new Set(), ringing: new Set() };
+  const b = msg.behaviour;
+  const ops: CallOps = {
+    hangup: (callId) => client.hangup(callId),
+    hold: (callId) => client.hold(callId),
+    resume: (callId) => client.resume(callId),
+    dtmf: (callId, digits) => client.sendDtmf(callId, digits),
+  };
   client.on('incoming', ({ call }) => {
     counters.incoming++;
     const t0 = performance.now();
     if (agent.calls.size > 0) {
       counters.doubleBooked++;
     }
-    client.answer(call.id).then(
-      (c) => {
-        if (c.state === 'ended') {
-          return;
-        }
-        counters.answered++;
-        counters.setupMs.push(Math.round(performance.now() - t0));
-        agent.calls.add(c.id);
-        counters.activeCalls++;
-        counters.maxCallsPerAgent = Math.max(counters.maxCallsPerAgent, agent.calls.size);
-      },
-      (err: unknown) => {
-        counters.answerErrors++;
-        bump(counters.answerErrorCodes, isRingbridgeError(err) ? err.code : String((err as Error).message).slice(0, 60));
-      },
-    );
+    agent.ringing.add(call.id);
+    const answer = (): void => {
+      client.answer(call.id).then(
+        (c) => {
+          agent.ringing.delete(call.id);
+          if (c.state === 'ended') {
+            return;
+          }
+          counters.answered++;
+          counters.setupMs.push(Math.round(performance.now() - t0));
+          agent.calls.add(c.id);
+          counters.activeCalls++;
+          counters.maxCallsPerAgent = Math.max(counters.maxCallsPerAgent, agent.calls.size);
+          if (b) {
+            scheduleTalk(ops, c.id, b);
+          }
+        },
+        (err: unknown) => {
+          agent.ringing.delete(call.id);
+          counters.answerErrors++;
+          bump(counters.answerErrorCodes, codeOf(err));
+        },
+      );
+    };
+    if (b && b.answerDelayMs > 0) {
+      later(call.id, b.answerDelayMs, answer);
+    } else {
+      answer();
+    }
   });
+  client.on('cancelled', ({ call }) => {
+    agent.ringing.delete(call.id);
+    clearCall(call.id);
+  });
+  client.on('progress', ({ call }) => outboundProgress(agent, call.id));
+  client.on('answered', ({ call }) => outboundAnswered(agent, call.id, ops, b));
   client.on('ended', ({ call, reason }) => {
+    clearCall(call.id);
+    outboundEnded(agent, call.id, reason);
     counters.ended++;
     bump(counters.endReasons, reason);
     if (agent.calls.delete(call.id)) {
@@ -206,7 +467,12 @@ async function start(msg: Extract<ToWorker, { type: 'start' }>): Promise<unknown
   if (shared) {
     sources.push(shared);
   }
-  for (const id of msg.agentIds) {
+  const withMedia = msg.behaviour ? Math.round(msg.behaviour.mediaShare * msg.agentIds.length) : msg.agentIds.length;
+  for (const [i, id] of msg.agentIds.entries()) {
+    if (i >= withMedia) {
+      signalingAgents.push(makeSignalingAgent(id, msg, msg.behaviour!));
+      continue;
+    }
     let source = shared;
     if (!source) {
       source = { source: new wrtc.nonstandard.RTCAudioSource() };
@@ -214,16 +480,22 @@ async function start(msg: Extract<ToWorker, { type: 'start' }>): Promise<unknown
     }
     agents.push(makeAgent(id, msg, source));
   }
-  counters.agents = agents.length;
+  counters.agents = agents.length + signalingAgents.length;
+  counters.mediaAgents = agents.length;
+  counters.signalingAgents = signalingAgents.length;
   startTone(msg.sampleRate);
   // connect a few at a time: a burst of hundreds of WebSocket sign-ins is not what we measure
   let next = 0;
   const failures: string[] = [];
+  const all: { id: string; connect: () => Promise<unknown> }[] = [
+    ...agents.map((a) => ({ id: a.id, connect: () => a.client.connect() })),
+    ...signalingAgents.map((a) => ({ id: a.id, connect: () => a.signaling.connect() })),
+  ];
   const worker = async (): Promise<void> => {
-    while (next < agents.length) {
-      const a = agents[next++]!;
+    while (next < all.length) {
+      const a = all[next++]!;
       try {
-        await a.client.connect();
+        await a.connect();
         counters.connected++;
       } catch (err) {
         failures.push(`${a.id}: ${(err as Error).message}`);
@@ -310,11 +582,33 @@ async function stats(): Promise<StatsReply> {
   return { calls, failed, tookMs: Math.round(performance.now() - t0) };
 }
 
+let dialCursor = 0;
+
+/** Has up to `count` idle agents (no call, not dialling) dial `to`; resolves with the calls started. */
+function dialOut(count: number, to: string): Promise<{ started: number }> {
+  const all: { a: Dialler; dial: () => Promise<{ id?: string; callId?: string }> }[] = [
+    ...agents.map((a) => ({ a, dial: () => a.client.dial(to) })),
+    ...signalingAgents.map((a) => ({ a, dial: () => a.signaling.request('call.dial', { to }) })),
+  ];
+  let started = 0;
+  for (let i = 0; i < all.length && started < count; i++) {
+    const { a, dial } = all[(dialCursor + i) % all.length]!;
+    if (a.calls.size === 0 && a.ringing.size === 0 && !a.out) {
+      startDial(a, dial);
+      started++;
+    }
+  }
+  dialCursor = (dialCursor + started) % Math.max(1, all.length);
+  counters.dialNoIdle += count - started;
+
+  return Promise.resolve({ started });
+}
+
 async function hangupAll(): Promise<{ hungUp: number; failed: number }> {
   let hungUp = 0;
   let failed = 0;
-  await Promise.all(
-    agents.flatMap((a) =>
+  await Promise.all([
+    ...agents.flatMap((a) =>
       [...a.calls].map((callId) =>
         a.client.hangup(callId).then(
           () => hungUp++,
@@ -322,7 +616,15 @@ async function hangupAll(): Promise<{ hungUp: number; failed: number }> {
         ),
       ),
     ),
-  );
+    ...signalingAgents.flatMap((a) =>
+      [...a.calls].map((callId) =>
+        a.signaling.request('call.hangup', { callId }).then(
+          () => hungUp++,
+          () => failed++,
+        ),
+      ),
+    ),
+  ]);
 
   return { hungUp, failed };
 }
@@ -330,9 +632,19 @@ async function hangupAll(): Promise<{ hungUp: number; failed: number }> {
 function shutdown(code: number): void {
   clearInterval(toneTimer);
   clearInterval(tickTimer);
+  for (const t of callTimers.keys()) {
+    clearCall(t);
+  }
   for (const a of agents) {
     try {
       a.client.close();
+    } catch {
+      // closing anyway
+    }
+  }
+  for (const a of signalingAgents) {
+    try {
+      a.signaling.close();
     } catch {
       // closing anyway
     }
@@ -359,6 +671,9 @@ process.on('message', (raw: ToWorker) => {
     case 'hangup-all':
       reply(hangupAll());
       break;
+    case 'dial':
+      reply(dialOut(raw.count, raw.to));
+      break;
     case 'stop':
       send({ type: 'reply', id: raw.id, ok: true });
       shutdown(0);
@@ -372,6 +687,8 @@ loop.enable();
 const tickTimer = setInterval(() => {
   send({ type: 'tick', counters: { ...counters, setupMs: counters.setupMs }, loopDelayP99Ms: loop.percentile(99) / 1e6, loopDelayMaxMs: loop.max / 1e6 });
   counters.setupMs = [];
+  counters.dialPddMs = [];
+  counters.dialAnswerMs = [];
   loop.reset();
 }, 1000);
 

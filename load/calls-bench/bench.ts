@@ -19,7 +19,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { projectRoot } from '../../src/util/paths.js';
-import { lastStatsRow, latency, type Latency } from '../sip-bench/bench.js';
+import { fitLine, type Fit, latency, type Latency } from '../runner/stats.js';
+import { lastStatsRow } from '../sip-bench/bench.js';
 import { cpuMeter, memoryMb } from '../sip-bench/procfs.js';
 import { type BenchProcess, pickFreePort, spawnBenchProcess, waitListening } from '../sip-bench/procs.js';
 import { AgentPool, type PoolStatus } from './agent-pool.js';
@@ -210,12 +211,8 @@ export interface StepResult {
   dir: string;
 }
 
-/** A least-squares line y = a + b·x. */
-export interface Fit {
-  intercept: number;
-  slope: number;
-  r2: number;
-}
+
+export { fitLine, parseDuration, type Fit } from '../runner/stats.js';
 
 /** Everything one run measured. */
 export interface CallsBenchReport {
@@ -247,37 +244,6 @@ const r1 = (v: number): number => Math.round(v * 10) / 10;
 const r2 = (v: number): number => Math.round(v * 100) / 100;
 const r3 = (v: number): number => Math.round(v * 1000) / 1000;
 
-/** Parses `30s`, `500ms`, `2m` or a bare number of seconds into ms. */
-export function parseDuration(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/.exec(s.trim());
-  if (!m) {
-    throw new TypeError(`invalid duration ${JSON.stringify(s)} (examples: 30s, 500ms, 2m)`);
-  }
-  const n = Number(m[1]);
-
-  return Math.round(m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000);
-}
-
-/** Least-squares fit of y on x, or null with fewer than two distinct x. */
-export function fitLine(points: { x: number; y: number }[]): Fit | null {
-  if (new Set(points.map((p) => p.x)).size < 2) {
-    return null;
-  }
-  const n = points.length;
-  const mx = points.reduce((a, p) => a + p.x, 0) / n;
-  const my = points.reduce((a, p) => a + p.y, 0) / n;
-  let sxy = 0;
-  let sxx = 0;
-  let syy = 0;
-  for (const p of points) {
-    sxy += (p.x - mx) * (p.y - my);
-    sxx += (p.x - mx) ** 2;
-    syy += (p.y - my) ** 2;
-  }
-  const slope = sxy / sxx;
-
-  return { intercept: r3(my - slope * mx), slope: r3(slope), r2: syy > 0 ? r3((sxy * sxy) / (sxx * syy)) : 1 };
-}
 
 /**
  * Trunk → agent loss from two readings of the agents' counters, calls present in both: packets

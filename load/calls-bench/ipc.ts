@@ -7,6 +7,26 @@
 /** How the agents of one process make their tone. */
 export type ToneMode = 'shared' | 'per-agent';
 
+/**
+ * How the agents take calls (the load runner's scenarios). Without it an agent answers every call
+ * at once, keeps it until told to hang up (`hangup-all`) and every agent has WebRTC media.
+ */
+export interface AgentBehaviour {
+  /** Ring time: incoming → answer, ms. */
+  answerDelayMs: number;
+  /** Talk time: answered → the agent hangs up, ms (0: never). */
+  talkMs: number;
+  /** Share of calls (0..1) the agent puts on hold at a third of the talk time and resumes at two thirds. */
+  holdShare: number;
+  /** Share of calls (0..1) in which the agent sends DTMF digits (`1234#`) at five sixths of the talk time. */
+  dtmfShare: number;
+  /**
+   * Share of this process's agents (0..1, the first ones) with real WebRTC media; the others are
+   * signaling only: they answer and hang up over the WebSocket and never open media transports.
+   */
+  mediaShare: number;
+}
+
 /** Parent → child. */
 export type ToWorker =
   | {
@@ -23,6 +43,15 @@ export type ToWorker =
       /** How many agents connect at once. */
       connectConcurrency: number;
       requestTimeoutMs: number;
+      /** Scenario behaviour (load runner); absent: answer at once, WebRTC media for every agent. */
+      behaviour?: AgentBehaviour;
+    }
+  | {
+      /** Outbound calls: `count` idle agents dial `to` (load runner; needs a behaviour for the talk). */
+      type: 'dial';
+      id: number;
+      count: number;
+      to: string;
     }
   | { type: 'stats'; id: number }
   | { type: 'hangup-all'; id: number }
@@ -77,8 +106,25 @@ export interface WorkerCounters {
   doubleBooked: number;
   /** Times an agent's session went to `reconnecting`. */
   reconnects: number;
-  /** Other client errors, counted by code. */
+  /** Other client errors, counted by code (failed hold, resume, DTMF and hang-up requests as `hold:CODE`, ...). */
   errors: Record<string, number>;
+  /** Calls the agents hung up themselves after the talk time. */
+  hungUp: number;
+  /** Holds and resumes done, DTMF requests sent. */
+  holds: number;
+  dtmf: number;
+  /** Agents with WebRTC media / signaling only. */
+  mediaAgents: number;
+  signalingAgents: number;
+  /** Outbound calls dialled, answered by the trunk, failed (call.dial refused or ended before the answer). */
+  dialed: number;
+  dialAnswered: number;
+  dialFailed: number;
+  /** Dial asked but no idle agent to dial with. */
+  dialNoIdle: number;
+  /** call.dial → first call.progress (post-dial delay) and → call.answered, ms, since the last tick. */
+  dialPddMs: number[];
+  dialAnswerMs: number[];
   /** incoming → answer() resolved (media flowing), ms, of answers since the last tick. */
   setupMs: number[];
 }

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { projectRoot } from '../../src/util/paths.js';
+import { latency, type Latency } from '../runner/stats.js';
 import { cpuMeter, memoryMb } from './procfs.js';
 import { pickFreePort, spawnBenchProcess, waitListening, type BenchProcess } from './procs.js';
 import { startCommand, startKamailio, type Target } from './targets.js';
@@ -58,14 +59,8 @@ export interface BenchOptions {
   log: (msg: string) => void;
 }
 
-/** Percentiles of a sample, ms. */
-export interface Latency {
-  samples: number;
-  p50: number | null;
-  p90: number | null;
-  p99: number | null;
-  max: number | null;
-}
+
+export { latency, parseDuration, type Latency } from '../runner/stats.js';
 
 /** One rate step's figures. */
 export interface StepResult {
@@ -144,25 +139,6 @@ export interface BenchReport {
 
 const BENCH_DIR = (): string => path.join(projectRoot(), 'load', 'sip-bench');
 
-/** Parses `20s`, `500ms`, `2m` or a bare number of seconds into ms. */
-export function parseDuration(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/.exec(s.trim());
-  if (!m) {
-    throw new TypeError(`invalid duration ${JSON.stringify(s)} (examples: 20s, 500ms, 2m)`);
-  }
-  const n = Number(m[1]);
-
-  return Math.round(m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000);
-}
-
-/** Nearest-rank percentiles of a sample. */
-export function latency(samples: number[]): Latency {
-  const s = [...samples].sort((a, b) => a - b);
-  const pick = (q: number): number | null => (s.length === 0 ? null : s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!);
-  const round = (v: number | null): number | null => (v === null ? null : Math.round(v * 100) / 100);
-
-  return { samples: s.length, p50: round(pick(0.5)), p90: round(pick(0.9)), p99: round(pick(0.99)), max: round(pick(1)) };
-}
 
 /** The last row of a sipp statistics CSV, by column name. */
 export function lastStatsRow(file: string): Record<string, string> | undefined {

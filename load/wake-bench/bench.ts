@@ -36,6 +36,7 @@ import { StateStore } from '../../src/state/store.js';
 import { projectRoot } from '../../src/util/paths.js';
 import { agentDid, type GatewayUnderTest, startGateway } from '../calls-bench/gateway.js';
 import { machineTicks } from '../calls-bench/sysinfo.js';
+import { latency, type Latency, parseDuration as parseDurationAs } from '../runner/stats.js';
 import { cpuMeter, memoryMb } from '../sip-bench/procfs.js';
 import { type BenchProcess, pickFreePort, spawnBenchProcess } from '../sip-bench/procs.js';
 import { type ProviderDump } from './provider.js';
@@ -57,6 +58,8 @@ export interface WakeBenchOptions {
   agents: number;
   /** How long the provider waits before it answers a push, ms. */
   providerLatencyMs: number;
+  /** Share (0..1) of pushes the provider answers 503 ServiceUnavailable. */
+  providerFailureRate: number;
   /** The gateway's calls.ringTimeoutMs: how long each call rings before its 480. */
   ringTimeoutMs: number;
   /** Calls placed (at 10/s) before the measured run and left out of the figures (TLS set-up, JIT). */
@@ -76,15 +79,6 @@ export interface WakeBenchOptions {
   log: (msg: string) => void;
 }
 
-/** Percentiles of a sample, ms (nearest rank), rounded to µs. */
-export interface Latency {
-  samples: number;
-  p50: number | null;
-  p90: number | null;
-  p99: number | null;
-  max: number | null;
-  mean: number | null;
-}
 
 /** Wake latency of the measured calls, from one pair of time stamps. */
 export interface WakeFigures {
@@ -183,30 +177,14 @@ export interface WakeBenchReport {
   notes: string[];
 }
 
-/** Percentiles of ms values. */
-export function latency(values: number[]): Latency {
-  if (values.length === 0) {
-    return { samples: 0, p50: null, p90: null, p99: null, max: null, mean: null };
-  }
-  const s = [...values].sort((a, b) => a - b);
-  const at = (q: number): number => r3(s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!);
-
-  return { samples: s.length, p50: at(0.5), p90: at(0.9), p99: at(0.99), max: r3(s[s.length - 1]!), mean: r3(s.reduce((a, b) => a + b, 0) / s.length) };
-}
 
 const r3 = (v: number): number => Math.round(v * 1000) / 1000;
 const r1 = (v: number): number => Math.round(v * 10) / 10;
 
-/** Parses a duration: 30s, 500ms, 2m, or plain ms. */
-export function parseDuration(v: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v.trim());
-  if (!m) {
-    throw new TypeError(`not a duration: ${JSON.stringify(v)} (e.g. 30s, 500ms, 2m)`);
-  }
-  const n = Number(m[1]);
+export { latency, type Latency } from '../runner/stats.js';
 
-  return Math.round(m[2] === 's' ? n * 1000 : m[2] === 'm' ? n * 60_000 : n);
-}
+/** Parses a duration: 30s, 500ms, 2m, or plain ms. */
+export const parseDuration = (v: string): number => parseDurationAs(v, 'ms');
 
 /** The VoIP (`f`) or alert (`a`) token of device `j` of agent `i`: 64 hex digits that encode both. */
 export function deviceToken(kind: 'voip' | 'alert', i: number, j: number): string {
@@ -505,9 +483,9 @@ export async function runWakeBench(o: WakeBenchOptions, command: string): Promis
     const providerOut = path.join(workDir, 'provider-records.json');
     const keylogFile = path.join(workDir, 'provider-tls-keys.log');
 
-    provider = spawnBenchProcess('provider', process.execPath, [path.join(projectRoot(), 'dist', 'load', 'wake-bench', 'provider.js'), '--cert', certFile, '--key', keyFile, '--team', TEAM, '--kid', KID, '--public-key', publicKeyFile, '--out', providerOut, '--latency-ms', String(o.providerLatencyMs), ...(o.capture ? ['--keylog', keylogFile] : [])], { cwd: workDir });
+    provider = spawnBenchProcess('provider', process.execPath, [path.join(projectRoot(), 'dist', 'load', 'wake-bench', 'provider.js'), '--cert', certFile, '--key', keyFile, '--team', TEAM, '--kid', KID, '--public-key', publicKeyFile, '--out', providerOut, '--latency-ms', String(o.providerLatencyMs), '--failure-rate', String(o.providerFailureRate), ...(o.capture ? ['--keylog', keylogFile] : [])], { cwd: workDir });
     const providerPort = Number((await waitForLine(provider, /listening (\d+)/, 15_000))[1]);
-    o.log(`provider (APNs) listening on https://localhost:${providerPort}, answer latency ${o.providerLatencyMs} ms`);
+    o.log(`provider (APNs) listening on https://localhost:${providerPort}, answer latency ${o.providerLatencyMs} ms, failure rate ${o.providerFailureRate}`);
 
     const configFile = path.join(workDir, 'gateway.yaml');
     fs.writeFileSync(

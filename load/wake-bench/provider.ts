@@ -11,6 +11,8 @@
  * ending `.voip` exactly when `apns-push-type` is `voip`, a JSON body; then 200 with an
  * `apns-id`, after `--latency-ms` (the provider's own answer time, which sets how many pushes the
  * gateway keeps in flight). Anything else gets APNs' 400/403/404 answer and is recorded as such.
+ * `--failure-rate F` answers that share (0..1, at random) of otherwise valid pushes with APNs' 503
+ * `ServiceUnavailable`, as a provider under trouble does.
  *
  * Clock: time stamps are CLOCK_REALTIME in microseconds, the clock sipp's -trace_shortmsg uses
  * (gettimeofday), taken as `performance.now()` (CLOCK_MONOTONIC, which NTP slews like the real-time
@@ -24,7 +26,7 @@
  *
  * `--keylog FILE` appends the TLS session secrets (NSS key-log format) for tshark to decrypt a capture.
  *
- * Usage: node provider.js --cert FILE --key FILE --team ID --kid ID --public-key FILE --out FILE [--latency-ms N] [--keylog FILE]
+ * Usage: node provider.js --cert FILE --key FILE --team ID --kid ID --public-key FILE --out FILE [--latency-ms N] [--failure-rate F] [--keylog FILE]
  */
 import { randomUUID } from 'node:crypto';
 import { createPublicKey } from 'node:crypto';
@@ -90,6 +92,7 @@ function main(): void {
       'public-key': { type: 'string' },
       out: { type: 'string' },
       'latency-ms': { type: 'string', default: '0' },
+      'failure-rate': { type: 'string', default: '0' },
       keylog: { type: 'string' },
     },
   });
@@ -100,6 +103,11 @@ function main(): void {
     }
   }
   const latencyMs = Number(values['latency-ms']);
+  const failureRate = Number(values['failure-rate']);
+  if (!(failureRate >= 0 && failureRate <= 1)) {
+    console.error(`provider: --failure-rate must be from 0 to 1, got ${values['failure-rate']}`);
+    process.exit(2);
+  }
   const teamId = values.team!;
   const keyId = values.kid!;
   const publicKey = createPublicKey(fs.readFileSync(values['public-key']!));
@@ -232,6 +240,11 @@ function main(): void {
         const b = body as Record<string, unknown>;
         rec.callId = typeof b.callId === 'string' ? b.callId : '';
         rec.sentAtMs = typeof b.sentAt === 'string' && /^\d+$/.test(b.sentAt) ? Number(b.sentAt) : null;
+        if (failureRate > 0 && Math.random() < failureRate) {
+          answer(503, 'ServiceUnavailable');
+
+          return;
+        }
         answer(200);
       })();
     });

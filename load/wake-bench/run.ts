@@ -32,6 +32,8 @@ Options:
   --devices N              registered devices per agent = wake pushes per call (default 1)
   --provider-latency T     how long the provider takes to answer each push (default 0ms;
                            real APNs answers in tens of ms, which keeps more pushes in flight)
+  --provider-failure-rate F  share of pushes (0..1) the provider answers 503 ServiceUnavailable
+                           (default 0); they are counted under "refused"
   --agents N               agents, one DID each, called in turn (default: enough that an agent is
                            called again only after 10 s, at least 100; at most 2000)
   --ring-timeout T         the gateway's calls.ringTimeoutMs (default 1s)
@@ -62,6 +64,7 @@ export function parseCli(argv: string[]): { help: boolean; options: WakeBenchOpt
       duration: { type: 'string', default: '30s' },
       devices: { type: 'string', default: '1' },
       'provider-latency': { type: 'string', default: '0ms' },
+      'provider-failure-rate': { type: 'string', default: '0' },
       agents: { type: 'string' },
       'ring-timeout': { type: 'string', default: '1s' },
       warmup: { type: 'string', default: '20' },
@@ -81,6 +84,14 @@ export function parseCli(argv: string[]): { help: boolean; options: WakeBenchOpt
     const n = Number(v);
     if (!Number.isInteger(n) || n < min || n > max) {
       throw new TypeError(`--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+    }
+
+    return n;
+  };
+  const share = (name: string, v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0 || n > 1) {
+      throw new TypeError(`--${name} must be a number from 0 to 1, got ${JSON.stringify(v)}`);
     }
 
     return n;
@@ -119,6 +130,7 @@ export function parseCli(argv: string[]): { help: boolean; options: WakeBenchOpt
     devices: int('devices', values.devices, 1, 16),
     agents,
     providerLatencyMs: dur('provider-latency', values['provider-latency'], 0),
+    providerFailureRate: share('provider-failure-rate', values['provider-failure-rate']),
     ringTimeoutMs,
     warmupCalls: int('warmup', values.warmup, 0, 10_000),
     notices: !values['no-notices'],

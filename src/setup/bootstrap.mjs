@@ -24,6 +24,7 @@ export const TEST_TOOLS = [
   { cmd: 'promtool', deb: 'prometheus', why: 'checking /metrics output and alert rules' },
   { cmd: 'sipp', deb: 'sip-tester', why: 'the real SIP peer of the SIP tests' },
   { cmd: 'kamailio', deb: 'kamailio', why: 'the SIP proxy that the SIP benchmark measures against (load/sip-bench, its smoke test)' },
+  { cmd: 'rtpengine', deb: 'rtpengine-daemon', why: 'the media relay of the peer bridge (Kamailio + rtpengine) that load/runner compares ringbridge with' },
   { cmd: 'baresip', deb: 'baresip-core', why: 'a real SIP user agent over UDP/TCP/TLS with RTP (test/helpers/baresip.ts)' },
   { cmd: 'openssl', deb: 'openssl', why: 'throwaway test certificates (test/helpers/tls-certs.ts)' },
   { cmd: 'tshark', deb: 'tshark', why: 'counting the RTP that reaches sipp trunks in call tests (test/helpers/calls.ts)' },
