@@ -6,7 +6,8 @@
  *
  * Every frame must get a well-formed protocol response (an error with a documented code for
  * every bad frame) or a documented close code; meanwhile another agent's session, its presence
- * and its stored state stay as they were, and a clean sign-in still works at the end.
+ * and its stored state stay as they were, a third agent's active call (sipp trunk, Node WebRTC
+ * agent) goes on with audio flowing, and a clean sign-in still works at the end.
  *
  * Runs: FUZZ_RUNS (default 400 connections, each up to 8 frames). Long run:
  *   FUZZ_RUNS=20000 npx vitest run --config .config/vitest.config.ts test/integration/signaling-fuzz.test.ts
@@ -17,7 +18,9 @@ import { SignJWT, UnsecuredJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { CLOSE_CODES, ENVELOPE, ERROR_CODES, REQUESTS, type RequestType } from '../../src/signaling/protocol.js';
+import { type NodeAgent } from '../helpers/agent.js';
 import { agentToken, type CallFixture, startCallGateway, TEST_JWT_SECRET } from '../helpers/calls.js';
+import { type SippProcess, startSipp } from '../helpers/sipp.js';
 
 const DEFAULT_RUNS = 400;
 const RUNS = Math.max(1, Number(process.env.FUZZ_RUNS ?? DEFAULT_RUNS) || DEFAULT_RUNS);
@@ -136,8 +139,15 @@ interface Frame {
 
 const METHODS = Object.keys(REQUESTS);
 
-/** Plausible `data` for each method, so that mutations start from something close to valid. */
-function validData(type: string): Record<string, unknown> {
+/** The id of another agent's live call, once it exists: fuzzed call requests aim at it too. */
+let liveCallId: string | undefined;
+
+/**
+ * Plausible `data` for each method, so that mutations start from something close to valid;
+ * `live`: call requests name another agent's live call.
+ */
+function validData(type: string, live = false): Record<string, unknown> {
+  const cid = live && liveCallId ? liveCallId : 'c-1';
   switch (type) {
     case 'auth':
       return { token: 'eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl' };
@@ -151,23 +161,23 @@ function validData(type: string): Record<string, unknown> {
     case 'call.hangup':
     case 'call.hold':
     case 'call.resume':
-      return { callId: 'c-1' };
+      return { callId: cid };
     case 'call.decline':
-      return { callId: 'c-1', reason: 'busy' };
+      return { callId: cid, reason: 'busy' };
     case 'call.dial':
       return { to: '+4930123456' };
     case 'call.mute':
-      return { callId: 'c-1', muted: true };
+      return { callId: cid, muted: true };
     case 'call.dtmf':
-      return { callId: 'c-1', digits: '12#' };
+      return { callId: cid, digits: '12#' };
     case 'media.connect':
-      return { callId: 'c-1', transportId: 't-1', dtlsParameters: { role: 'client', fingerprints: [] } };
+      return { callId: cid, transportId: 't-1', dtlsParameters: { role: 'client', fingerprints: [] } };
     case 'media.produce':
-      return { callId: 'c-1', transportId: 't-1', kind: 'audio', rtpParameters: { codecs: [] } };
+      return { callId: cid, transportId: 't-1', kind: 'audio', rtpParameters: { codecs: [] } };
     case 'media.consume':
-      return { callId: 'c-1', rtpCapabilities: { codecs: [] } };
+      return { callId: cid, rtpCapabilities: { codecs: [] } };
     case 'media.resume':
-      return { callId: 'c-1', consumerId: 'k-1' };
+      return { callId: cid, consumerId: 'k-1' };
     default:
       return {};
   }
@@ -207,13 +217,14 @@ const evilKey = fc.constantFrom('__proto__', 'constructor', 'prototype', 'hasOwn
 const mutatedRequest: fc.Arbitrary<Frame> = fc
   .record({
     type: fc.constantFrom(...METHODS),
+    live: fc.boolean(),
     op: fc.constantFrom('replace', 'drop', 'extra', 'evil', 'envelope', 'version', 'id'),
     value: weird,
     extraKey: fc.string({ minLength: 1, maxLength: 12 }),
     evil: evilKey,
   })
-  .map(({ type, op, value, extraKey, evil }) => {
-    const data = validData(type);
+  .map(({ type, live, op, value, extraKey, evil }) => {
+    const data = validData(type, live);
     const keys = Object.keys(data);
     const env: Record<string, unknown> = { v: 1, id: 'fz', type, data };
     let bad = true;
@@ -260,7 +271,10 @@ const mutatedRequest: fc.Arbitrary<Frame> = fc
 
     const payload = JSON.stringify(env);
     // the hand-made verdict must agree with the protocol's schemas (a null `data` counts as none)
-    return { what: `${type} ${op}`, payload, binary: false, bad: bad && !isValidRequest(payload) };
+    // a request on another agent's call must fail even when its form is valid
+    const foreign = live && payload.includes(String(liveCallId));
+
+    return { what: `${type} ${op}${foreign ? " on another agent's call" : ''}`, payload, binary: false, bad: foreign || (bad && !isValidRequest(payload)) };
   });
 
 /** Text that is not a request: broken JSON, JSON of the wrong shape, byte-level mutations. */
@@ -311,7 +325,15 @@ const binaryFrame: fc.Arbitrary<Frame> = fc.oneof(
 );
 
 /** Frames that are valid on their own; out of order they must still get a clean answer. */
-const validRequest: fc.Arbitrary<Frame> = fc.constantFrom(...METHODS).map((t) => ({ what: `valid ${t}`, payload: JSON.stringify({ v: 1, id: 'fz', type: t, data: validData(t) }), binary: false, bad: false }));
+const validRequest: fc.Arbitrary<Frame> = fc
+  .tuple(fc.constantFrom(...METHODS), fc.boolean())
+  .map(([t, live]) => {
+    const data = validData(t, live);
+    // a request on another agent's call is valid in form but must never succeed
+    const foreign = live && 'callId' in data;
+
+    return { what: `valid ${t}${foreign ? " on another agent's call" : ''}`, payload: JSON.stringify({ v: 1, id: 'fz', type: t, data }), binary: false, bad: foreign };
+  });
 
 /** Token forgeries and resume attempts; built per run (they need the victim's ids). */
 function authAttacks(victim: { agentId: string; sessionId: string }): fc.Arbitrary<() => Promise<Frame>> {
@@ -355,6 +377,11 @@ let fx: CallFixture;
 let victim: Conn;
 let victimSession: { agentId: string; sessionId: string };
 const VICTIM = 'fz-victim';
+/** An agent on an active call with a sipp trunk for the whole run. */
+const ON_CALL = 'fz-on-call';
+let onCall: NodeAgent;
+let onCallId: string;
+let trunk: SippProcess | undefined;
 
 /** Checks that a reply is a well-formed answer to a frame; returns whether the connection is gone. */
 function checkReply(f: Frame, r: Reply, problems: string[]): boolean {
@@ -389,7 +416,12 @@ function checkReply(f: Frame, r: Reply, problems: string[]): boolean {
 describe('agent signaling protocol fuzzing', () => {
   beforeAll(async () => {
     // a rate limit the fuzzer does not hit constantly, so that validation is what answers
-    fx = await startCallGateway({ signaling: { maxRequestsPerSecond: 10_000 } });
+    fx = await startCallGateway({ signaling: { maxRequestsPerSecond: 10_000 }, routing: { dids: [{ number: '*', agent: ON_CALL }], groups: [], defaultTrunk: '' } });
+    onCall = await fx.agent(ON_CALL, { autoAnswer: true });
+    // talks longer than any fuzz run; stopped in afterAll
+    trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: String(120_000 + RUNS * 20) }, timeoutMs: 240_000 + RUNS * 20 });
+    onCallId = (await onCall.waitForEvent('answered', undefined, 20_000)).call.id;
+    liveCallId = onCallId;
     victim = await Conn.open(fx.wsUrl);
     const auth = await victim.request('auth', { token: await agentToken(VICTIM) });
     expect(auth).toMatchObject({ ok: true });
@@ -399,6 +431,7 @@ describe('agent signaling protocol fuzzing', () => {
   }, 60_000);
 
   afterAll(async () => {
+    await trunk?.stop().catch(() => undefined);
     victim?.ws.terminate();
     await fx?.close();
   });
@@ -408,6 +441,7 @@ describe('agent signaling protocol fuzzing', () => {
     let fuzzAgents = 0;
     const seen = new Map<string, number>();
     let sent = 0;
+    let foreign = 0;
     const frameArb = fc.oneof({ weight: 4, arbitrary: mutatedRequest }, { weight: 2, arbitrary: garbageText }, { weight: 2, arbitrary: oddRequest }, { weight: 1, arbitrary: binaryFrame }, { weight: 2, arbitrary: validRequest });
     const step = fc.oneof({ weight: 5, arbitrary: frameArb.map((f) => () => Promise.resolve(f)) }, { weight: 1, arbitrary: authAttacks(victimSession) });
     await fc.assert(
@@ -422,6 +456,7 @@ describe('agent signaling protocol fuzzing', () => {
             const f = await make();
             c.ws.send(f.payload, { binary: f.binary });
             sent++;
+            foreign += f.what.endsWith("on another agent's call") ? 1 : 0;
             const r = await c.next();
             const outcome = 'close' in r ? `close ${r.close}` : r.frame.ok ? 'ok' : String((r.frame.error as { code?: string }).code);
             seen.set(outcome, (seen.get(outcome) ?? 0) + 1);
@@ -444,11 +479,12 @@ describe('agent signaling protocol fuzzing', () => {
       expect(seen.get(outcome) ?? 0, `${outcome} in ${JSON.stringify([...seen])}`).toBeGreaterThan(0);
     }
     if (RUNS >= 100) {
+      expect(foreign, "requests on another agent's live call").toBeGreaterThan(0);
       for (const outcome of ['AUTH_FAILED', 'NOT_FOUND', 'ok', 'close 1009']) {
         expect(seen.get(outcome) ?? 0, `${outcome} in ${JSON.stringify([...seen])}`).toBeGreaterThan(0);
       }
     }
-    console.info(`signaling fuzz: ${sent} frames; outcomes ${JSON.stringify(Object.fromEntries(seen))}`);
+    console.info(`signaling fuzz: ${sent} frames (${foreign} on another agent's call); outcomes ${JSON.stringify(Object.fromEntries(seen))}`);
   }, 30_000 + RUNS * 2_000);
 
   it("leaves another agent's session, presence and stored state as they were", async () => {
@@ -461,6 +497,22 @@ describe('agent signaling protocol fuzzing', () => {
     expect(fx.gw.calls!.presence.effective(VICTIM)).toBe('away');
     const stored = await fx.gw.redis!.client.hgetall(`${fx.gw.config.redis.keyPrefix}agent:{${VICTIM}}`);
     expect(stored).toMatchObject({ status: 'away', effective: 'away' });
+  });
+
+  it("leaves a third agent's active call up, with audio flowing both ways", async () => {
+    const call = fx.gw.calls!.call(onCallId);
+    expect(call?.state).toBe('active');
+    expect(call?.agentId).toBe(ON_CALL);
+    // audio still flows: both counts grow (polled: a loaded machine delays the stats)
+    const before = await onCall.packetCounts(onCallId);
+    let after = before;
+    for (let i = 0; i < 100 && (after.received - before.received < 10 || after.sent - before.sent < 10); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await onCall.packetCounts(onCallId);
+    }
+    expect(after.received - before.received, 'RTP from the trunk').toBeGreaterThanOrEqual(10);
+    expect(after.sent - before.sent, 'RTP to the trunk').toBeGreaterThanOrEqual(10);
+    expect(onCall.events.filter((e) => e.name === 'ended')).toEqual([]);
   });
 
   it('still serves a clean sign-in after the fuzzing', async () => {
