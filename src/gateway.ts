@@ -327,6 +327,11 @@ export class Gateway {
     return this.#store;
   }
 
+  /** The node registry: live nodes as this node sees them (after start). */
+  get registry(): NodeRegistry | undefined {
+    return this.#registry;
+  }
+
   /** The agents' signaling server (after start). */
   get signaling(): SignalingServer | undefined {
     return this.#signaling;

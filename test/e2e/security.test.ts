@@ -234,6 +234,39 @@ describe('concurrent-call caps', () => {
   });
 });
 
+describe('per-agent call cap across nodes', () => {
+  it("refuses an agent's dial on one node (CALL_LIMIT) while it is on a call on another, and allows it once that call ends", async () => {
+    const keyPrefix = `rbtest:${randomBytes(4).toString('hex')}:`;
+    const port = await freePort();
+    const cfg = {
+      redis: { keyPrefix },
+      cluster: { secret: 'security-test-cluster-secret-0123456789ab', heartbeatIntervalMs: 300, nodeTtlMs: 1500 },
+      trunks: [trunk({ outbound: { uri: `sip:127.0.0.1:${port}`, proxy: '', auth: { username: '', password: '' }, callerId: '' } })],
+    };
+    const a = await gateway({ ...cfg, node: { id: 'sec-node-a' } });
+    const b = await gateway({ ...cfg, node: { id: 'sec-node-b' }, media: { relayMinPort: 36000, relayMaxPort: 36999 } });
+    const onA = await a.agent('agent-1');
+    const onB = await b.agent('agent-1');
+    // a call on node A (to a port where nothing answers: it stays dialing)
+    const call = await onA.client.dial('+4930123456');
+    await until('node B sees the agent on a call on node A', async () => {
+      const view = (await b.gw.store!.agentHash('agent-1'))['n:sec-node-a'];
+
+      return view !== undefined && (JSON.parse(view) as { a: string }).a === 'on_call' && b.gw.registry!.isLive('sec-node-a');
+    });
+    await expect(onB.client.dial('+4930123457')).rejects.toMatchObject({ code: 'CALL_LIMIT' });
+    expect(await rejections(b, 'agent_cap')).toBe(1);
+    await onA.client.hangup(call.id);
+    await until('node A reports the agent idle', async () => {
+      const view = (await b.gw.store!.agentHash('agent-1'))['n:sec-node-a'];
+
+      return view === undefined || (JSON.parse(view) as { a: string }).a !== 'on_call';
+    });
+    const second = await onB.client.dial('+4930123457');
+    await onB.client.hangup(second.id);
+  });
+});
+
 describe('outbound dialling policy', () => {
   it('refuses numbers the policy does not allow (DIAL_POLICY) and more dials per minute than allowed (RATE_LIMITED)', async () => {
     const port = await freePort();
