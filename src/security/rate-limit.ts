@@ -8,6 +8,11 @@
  *
  * Failure policy: limits fail open. When Redis does not answer within `timeoutMs` (or errors)
  * the hit is allowed and a warning is logged once until Redis answers again.
+ *
+ * An in-process count fronts each limit: once this node alone has seen more than the limit in a
+ * window, it refuses without asking Redis. The cluster's count is never below one node's, so this
+ * refuses nothing Redis would allow; it spares Redis the flood, and keeps at least the per-node
+ * limit when a flood makes Redis too slow to answer (which would otherwise fail open).
  */
 import { type Logger } from '../log/logger.js';
 import { type StoreRedis } from '../state/store.js';
@@ -23,6 +28,9 @@ end
 return {n, ttl}
 `;
 
+/** Most keys of the in-process front (sources, trunks, agents in their current windows). */
+const MAX_LOCAL_KEYS = 50_000;
+
 /** One counted hit: the window's count including it, and when the window ends. */
 export interface WindowHit {
   count: number;
@@ -35,7 +43,7 @@ export interface LimitVerdict {
   allowed: boolean;
   /** Whole seconds until the window ends (at least 1), for Retry-After (RFC 3261 §20.33). */
   retryAfterS: number;
-  /** Whether Redis answered; false: allowed because the limits fail open. */
+  /** Whether a count decided; false: allowed uncounted (limit 0, or Redis failed: fail open). */
   counted: boolean;
 }
 
@@ -61,6 +69,8 @@ export class WindowCounter {
   readonly #log: Logger;
   readonly #timeoutMs: number;
   #warned = false;
+  /** This node's own counts per limit key: window end (ms) and hits. */
+  readonly #local = new Map<string, { until: number; count: number }>();
 
   constructor(opts: WindowCounterOptions) {
     this.#redis = opts.redis;
@@ -97,12 +107,39 @@ export class WindowCounter {
     if (limit <= 0) {
       return { allowed: true, retryAfterS: 0, counted: false };
     }
+    const local = this.#localHit(`${scope}:${id}`, windowMs);
+    if (local.count > limit) {
+      return { allowed: false, retryAfterS: retryAfterSeconds(local.until - Date.now()), counted: true };
+    }
     const h = await this.hit(scope, id, windowMs);
     if (!h) {
       return { allowed: true, retryAfterS: 0, counted: false };
     }
 
     return { allowed: h.count <= limit, retryAfterS: retryAfterSeconds(h.resetMs), counted: true };
+  }
+
+  /** Counts a hit in this node's own window of a key (bounded: a flood of spoofed sources cannot grow it without end). */
+  #localHit(key: string, windowMs: number): { until: number; count: number } {
+    const now = Date.now();
+    let e = this.#local.get(key);
+    if (!e || e.until <= now) {
+      if (this.#local.size >= MAX_LOCAL_KEYS) {
+        for (const [k, v] of this.#local) {
+          if (v.until <= now) {
+            this.#local.delete(k);
+          }
+        }
+        if (this.#local.size >= MAX_LOCAL_KEYS) {
+          this.#local.clear(); // only the front goes; Redis still counts
+        }
+      }
+      e = { until: now + windowMs, count: 0 };
+      this.#local.set(key, e);
+    }
+    e.count++;
+
+    return e;
   }
 
   /** The Redis client (for the other security stores, which share the fail-open policy through safely()). */

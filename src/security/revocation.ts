@@ -87,6 +87,14 @@ export class RevocationList {
     });
     if (sub.status === 'wait') {
       await sub.connect();
+    } else if (sub.status !== 'ready') {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the revocation subscriber did not connect to Redis within 10 s')), 10_000);
+        sub.once('ready', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
     }
     await sub.subscribe(this.channel);
   }
