@@ -273,8 +273,9 @@ export class CallManager implements SignalingHandler {
       if (source.ignored) {
         log.warn({ source: req.source_address, ignored: source.ignored }, 'X-RB-Source not used to admit a trunk');
       }
-      // the address the defences count: the trunk's own (behind a trusted proxy, from X-RB-Source)
-      const address = source.address || req.source_address;
+      // the address the defences count: the trunk's own (behind a trusted proxy, from X-RB-Source;
+      // '' when the proxy named none: then nothing is counted, never the proxy's own address)
+      const address = source.address;
       const sec = this.#security;
       if (sec && (await sec.lockout.isLocked('sip', address))) {
         log.info({ source: address }, 'rejecting INVITE: the source is locked after failed authentications');
@@ -283,7 +284,7 @@ export class CallManager implements SignalingHandler {
 
         return;
       }
-      const perSource = sec ? await sec.sourceLimit(address) : undefined;
+      const perSource = sec && address !== '' ? await sec.sourceLimit(address) : undefined;
       if (sec && perSource && !perSource.allowed) {
         log.info({ source: address }, 'rejecting INVITE: the source sends more than its rate limit');
         sec.rejected('source_rate');
