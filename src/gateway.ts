@@ -18,7 +18,7 @@ import { createMetrics, type Metrics } from './metrics/registry.js';
 import { CallManager } from './calls/call-manager.js';
 import { Handoff } from './calls/handoff.js';
 import { JwtVerifier } from './signaling/auth.js';
-import { SignalingServer } from './signaling/server.js';
+import { type SignInGuard, SignalingServer } from './signaling/server.js';
 import { SipService } from './sip/sip-service.js';
 import { NodeRegistry } from './state/node-registry.js';
 import { PushBridge } from './push/bridge.js';
@@ -34,6 +34,7 @@ import { presenceOf, StateStore } from './state/store.js';
 import { connectRedis, type RedisHandle } from './state/redis.js';
 import { projectRoot } from './util/paths.js';
 import { ringbridgeVersion } from './util/version.js';
+import { SecurityGuard, screenOptions } from './security/guard.js';
 
 function isWildcard(a: string): boolean {
   return a === '0.0.0.0' || a === '::';
@@ -79,6 +80,7 @@ export class Gateway {
   #http?: HttpServerHandle;
   #calls?: CallManager;
   #signaling?: SignalingServer;
+  #security?: SecurityGuard;
   #store?: StateStore;
   #registry?: NodeRegistry;
   #push?: PushBridge;
@@ -128,7 +130,16 @@ export class Gateway {
       rtcMaxPort: config.media.rtcMaxPort,
       logger: logger.child({ component: 'media' }),
     });
-    this.#sip = await SipService.start({ config: config.sip, logger: logger.child({ component: 'sip' }), logLevel: config.log.level, logPretty: config.log.pretty });
+    this.#sip = await SipService.start({ config: config.sip, screen: screenOptions(config), logger: logger.child({ component: 'sip' }), logLevel: config.log.level, logPretty: config.log.pretty });
+    const sipEngine = this.#sip.engine;
+    this.#security = new SecurityGuard({
+      config: config.security,
+      redis: this.#redis.client,
+      keyPrefix: config.redis.keyPrefix,
+      logger: logger.child({ component: 'security' }),
+      metrics: { registry: this.metrics.registry, prefix: this.metrics.prefix },
+      engineScreened: async () => ((await sipEngine?.stats()) as { counters?: { screened?: Record<string, number> } } | undefined)?.counters?.screened,
+    });
     this.#http = await startHttpServer({
       host: config.http.host,
       port: config.http.port,
@@ -156,6 +167,7 @@ export class Gateway {
       recordTtlS: config.calls.recordTtlS,
       maskNumbers: config.calls.maskNumbers,
       nodeTtlMs: config.cluster.nodeTtlMs,
+      trunkIds: config.trunks.map((t) => t.id),
     });
     const publicMedia = config.media.announcedAddress || config.sip.publicAddress || firstExternalAddress();
     const sip = this.#sip;
@@ -201,6 +213,7 @@ export class Gateway {
     this.#calls = new CallManager({
       ...(wake ? { wake } : {}),
       metrics: callMetrics,
+      security: this.#security,
       quality: { metrics: new QualityMetrics(this.metrics.registry, this.metrics.prefix, config.metrics.lowMosThreshold), intervalMs: config.metrics.qualityIntervalMs },
       config,
       srf: this.#sip.srf,
@@ -233,8 +246,11 @@ export class Gateway {
       handler: this.#calls,
       acceptingSessions: () => this.#drain === undefined && this.#stopping === undefined,
       ...(this.#push?.provider('webpush') ? { vapidPublicKey: resolvePushConfig(config.push).webpush?.vapidPublicKey } : {}),
+      guard: signInGuard(this.#security),
       logger: logger.child({ component: 'signaling' }),
     });
+    const signalingServer = this.#signaling;
+    await this.#security.revocations.subscribe((jti) => signalingServer.closeRevoked(jti));
     this.#calls.attachSignaling(this.#signaling);
     const calls = this.#calls;
     const signaling = this.#signaling;
@@ -313,6 +329,11 @@ export class Gateway {
   /** The Redis state store (after start). */
   get store(): StateStore | undefined {
     return this.#store;
+  }
+
+  /** The node registry: live nodes as this node sees them (after start). */
+  get registry(): NodeRegistry | undefined {
+    return this.#registry;
   }
 
   /** The agents' signaling server (after start). */
@@ -423,6 +444,7 @@ export class Gateway {
       store,
       logger: this.logger.child({ component: 'admin' }),
       nodes: () => store.liveNodes(),
+      ...(this.#security ? { revocations: this.#security.revocations } : {}),
       drain: (deadlineMs) => {
         const ms = deadlineMs ?? this.config.shutdown.drainTimeoutMs;
         void this.drain(ms);
@@ -458,6 +480,7 @@ export class Gateway {
       this.#calls?.shutdown();
       await step('cluster', () => this.#registry?.stop(true));
       await step('signaling', () => this.#signaling?.close());
+      await step('security', () => this.#security?.close());
       await step('http', () => this.#http?.close());
       await step('sip', () => this.#sip?.close());
       await step('media', () => this.#media?.close());
@@ -472,4 +495,27 @@ export class Gateway {
 
     return this.#stopping;
   }
+}
+
+/** The signaling server's sign-in checks from the defences (lockout kind `ws`, revocation). */
+function signInGuard(sec: SecurityGuard): SignInGuard {
+  return {
+    isLocked: async (address) => {
+      const locked = await sec.lockout.isLocked('ws', address);
+      if (locked) {
+        sec.rejected('ws_locked');
+      }
+
+      return locked;
+    },
+    failed: (address) => sec.lockout.failed('ws', address),
+    isRevoked: async (jti) => {
+      const revoked = await sec.revocations.isRevoked(jti);
+      if (revoked) {
+        sec.rejected('revoked');
+      }
+
+      return revoked;
+    },
+  };
 }

@@ -28,6 +28,8 @@ import { type WakeOutcome, type WakeService } from '../push/wake.js';
 import { type CallMetrics } from '../metrics/call-metrics.js';
 import { CallQualitySampler, type QualityMetrics } from './quality.js';
 import { Router, type RouteTarget } from './routing.js';
+import { dialRefusalMessage } from '../security/dial-policy.js';
+import { type SecurityGuard } from '../security/guard.js';
 
 /** Options of the call manager. */
 export interface CallManagerOptions {
@@ -51,6 +53,8 @@ export interface CallManagerOptions {
   metrics?: CallMetrics;
   /** Per-leg quality metrics and the sampling interval (ms). */
   quality?: { metrics: QualityMetrics; intervalMs: number };
+  /** Rate limits, lockout, dialling policy and caps (src/security); none: no such checks. */
+  security?: SecurityGuard;
 }
 
 /** One agent to ring: here (a local session) and/or on other nodes (hand-off legs). */
@@ -148,9 +152,11 @@ export class CallManager implements SignalingHandler {
   readonly #metrics: CallMetrics | undefined;
   readonly #quality: { metrics: QualityMetrics; intervalMs: number } | undefined;
   readonly presence: PresenceService;
+  readonly #security: SecurityGuard | undefined;
   #signaling: SignalingServer | undefined;
 
   constructor(opts: CallManagerOptions) {
+    this.#security = opts.security;
     this.#cfg = opts.config;
     this.#srf = opts.srf;
     this.#log = opts.logger;
@@ -204,6 +210,36 @@ export class CallManager implements SignalingHandler {
     }
 
     return ringing ? 'ringing' : undefined;
+  }
+
+  /**
+   * An agent's calls across the cluster: its live calls on this node, plus one for each other
+   * live node whose view of the agent (the agent hash's `n:<node>` field, which the reaper removes
+   * with a dead node) says it is on a call. Redis unavailable: this node's count.
+   */
+  async #agentCallCount(agentId: string): Promise<number> {
+    let n = 0;
+    for (const c of this.#calls.values()) {
+      if (c.agentId === agentId && c.live) {
+        n++;
+      }
+    }
+    const registry = this.#cluster?.registry;
+    if (!registry) {
+      return n;
+    }
+    try {
+      for (const [field, raw] of Object.entries(await this.#store.agentHash(agentId))) {
+        const node = field.startsWith('n:') ? field.slice(2) : undefined;
+        if (node && node !== this.#store.nodeId && registry.isLive(node) && (JSON.parse(raw) as { a?: string }).a === 'on_call') {
+          n++;
+        }
+      }
+    } catch (err) {
+      this.#log.warn({ err }, 'cannot read the agent\'s calls on other nodes');
+    }
+
+    return n;
   }
 
   #emit<T extends Parameters<SignalingServer['sendToAgent']>[1]>(agentId: string, type: T, data: Parameters<SignalingServer['sendToAgent']>[2] & object): void {
@@ -275,18 +311,46 @@ export class CallManager implements SignalingHandler {
       if (source.ignored) {
         log.warn({ source: req.source_address, ignored: source.ignored }, 'X-RB-Source not used to admit a trunk');
       }
+      // the address the defences count: the trunk's own (behind a trusted proxy, from X-RB-Source;
+      // '' when the proxy named none: then nothing is counted, never the proxy's own address)
+      const address = source.address;
+      const sec = this.#security;
+      if (sec && (await sec.lockout.isLocked('sip', address))) {
+        log.info({ source: address }, 'rejecting INVITE: the source is locked after failed authentications');
+        sec.rejected('sip_locked');
+        res.send(403);
+
+        return;
+      }
+      const perSource = sec && address !== '' ? await sec.sourceLimit(address) : undefined;
+      if (sec && perSource && !perSource.allowed) {
+        log.info({ source: address }, 'rejecting INVITE: the source sends more than its rate limit');
+        sec.rejected('source_rate');
+        res.send(503, { headers: { 'Retry-After': String(perSource.retryAfterS) } });
+
+        return;
+      }
       const admission = this.#trunks.admit(source.address, 'INVITE', req.get('Authorization') || undefined);
       if (!admission.ok) {
         if (admission.status === 401) {
           res.send(401, { headers: { 'WWW-Authenticate': admission.challenge } });
         } else {
-          log.info({ reason: admission.reason }, 'rejecting INVITE: not from a known trunk');
+          const locked = admission.reason === 'bad credentials' && sec ? await sec.lockout.failed('sip', address) : false;
+          log.info({ reason: admission.reason, locked }, 'rejecting INVITE: not from a known trunk');
           res.send(403);
         }
 
         return;
       }
       trunk = admission.trunk;
+      const perTrunk = sec ? await sec.trunkLimit(trunk.id) : undefined;
+      if (sec && perTrunk && !perTrunk.allowed) {
+        log.info({ trunk: trunk.id }, 'rejecting INVITE: the trunk sends more than its rate limit');
+        sec.rejected('trunk_rate');
+        res.send(503, { headers: { 'Retry-After': String(perTrunk.retryAfterS) } });
+
+        return;
+      }
     }
     // Codec and address check before anyone rings (RFC 3264 §6: no common codec → 488 + Warning).
     // An INVITE without SDP is a late offer (RFC 3261 §13.2.1): we offer in the 200 OK.
@@ -324,9 +388,29 @@ export class CallManager implements SignalingHandler {
     if (handoff) {
       this.#notePeerRun(call, handoff.origin);
     }
-    const plan = await this.#ringPlan(route, handoff !== undefined);
+    // the trunk's cap before any ringing work; the node holding the trunk leg counts the call
+    const capped = !handoff && trunk.maxConcurrentCalls > 0;
+    if (capped && !(await this.#store.admitTrunkCall(trunk.id, call.id, trunk.maxConcurrentCalls))) {
+      log.info({ trunk: trunk.id, max: trunk.maxConcurrentCalls }, 'rejecting INVITE: the trunk has its most concurrent calls');
+      this.#security?.rejected('trunk_cap');
+      res.send(503, { headers: { 'Retry-After': '5', Warning: '399 ringbridge "too many calls on this trunk"' } });
+
+      return;
+    }
+    let plan: RingTarget[];
+    try {
+      plan = await this.#ringPlan(route, handoff !== undefined);
+    } catch (err) {
+      if (capped) {
+        void this.#store.releaseTrunkCall(trunk.id, call.id);
+      }
+      throw err;
+    }
     if (plan.length === 0) {
       log.info({ route: route.kind, handoff: handoff !== undefined }, 'rejecting INVITE: no agent available');
+      if (capped) {
+        void this.#store.releaseTrunkCall(trunk.id, call.id);
+      }
       res.send(480);
       if (!handoff) {
         this.#record(call, 'unavailable', 'system', 480);
@@ -880,11 +964,14 @@ export class CallManager implements SignalingHandler {
     if (call.state !== 'ringing') {
       throw new SignalingError(call.agentId && call.agentId !== session.agentId ? 'ALREADY_ANSWERED' : 'INVALID_STATE', `call ${callId} is ${call.state}`);
     }
-    // One call at a time per agent: a second answer would leave the first call up with nobody
-    // able to see it (the agent's app shows one call); the ringing call stays for others.
-    for (const other of this.#calls.values()) {
-      if (other !== call && other.agentId === session.agentId && other.live && other.state !== 'ringing') {
-        throw new SignalingError('INVALID_STATE', 'you are already on a call: hang it up first');
+    // One call at a time per agent (unless security.agents.maxConcurrentCalls allows more): a
+    // second answer would leave the first call up with nobody able to see it (the softphone shows
+    // one call); the ringing call stays for others.
+    if ((this.#security?.maxCallsPerAgent ?? 1) === 1) {
+      for (const other of this.#calls.values()) {
+        if (other !== call && other.agentId === session.agentId && other.live && other.state !== 'ringing') {
+          throw new SignalingError('INVALID_STATE', 'you are already on a call: hang it up first');
+        }
       }
     }
     // First answer wins: the transition happens before anything asynchronous.
@@ -1011,8 +1098,26 @@ export class CallManager implements SignalingHandler {
     if (!this.#stateReady()) {
       throw new SignalingError('UNAVAILABLE', 'state store unavailable; try again');
     }
-    if (this.#activity(session.agentId) === 'on_call') {
+    const sec = this.#security;
+    const maxCalls = sec?.maxCallsPerAgent ?? 1;
+    if (maxCalls === 1 && this.#activity(session.agentId) === 'on_call') {
       throw new SignalingError('INVALID_STATE', 'you are already on a call');
+    }
+    const refusal = sec?.dialPolicy.check(data.to);
+    if (sec && refusal) {
+      // no number in the log: the reason says enough
+      this.#log.info({ agent: session.agentId, reason: refusal }, 'dial refused by the dialling policy');
+      sec.rejected('dial_policy');
+      throw new SignalingError('DIAL_POLICY', dialRefusalMessage(refusal));
+    }
+    const rate = sec ? await sec.dialLimit(session.agentId) : undefined;
+    if (sec && rate && !rate.allowed) {
+      sec.rejected('dial_rate');
+      throw new SignalingError('RATE_LIMITED', `more dials per minute than the dialling policy allows; try again in ${rate.retryAfterS} s`);
+    }
+    if ((await this.#agentCallCount(session.agentId)) >= maxCalls) {
+      sec?.rejected('agent_cap');
+      throw new SignalingError('CALL_LIMIT', `at most ${maxCalls} call${maxCalls === 1 ? '' : 's'} at once per agent`);
     }
     const trunk = this.#pickTrunk(data.trunkId);
     const base = parseUri(trunk.outbound.uri);
@@ -1023,6 +1128,10 @@ export class CallManager implements SignalingHandler {
     const call = new Call({ direction: 'outbound', trunk, from: { number: trunk.outbound.callerId || session.agentId }, to: { number: data.to } });
     call.agentId = session.agentId;
     call.sessionId = session.id;
+    if (trunk.maxConcurrentCalls > 0 && !(await this.#store.admitTrunkCall(trunk.id, call.id, trunk.maxConcurrentCalls))) {
+      sec?.rejected('trunk_cap');
+      throw new SignalingError('CALL_LIMIT', `trunk ${trunk.id} has its most concurrent calls (${trunk.maxConcurrentCalls}); try again later`);
+    }
     this.#calls.set(call.id, call);
     this.presence.refresh(session.agentId);
     const log = this.#log.child({ callId: call.id, agent: session.agentId, trunk: trunk.id });
@@ -1307,6 +1416,10 @@ export class CallManager implements SignalingHandler {
     this.#settleWakes(call, reason === 'answered_elsewhere' ? 'answered_elsewhere' : 'caller_cancelled');
     if (!call.finish(reason, by, sipStatus)) {
       return;
+    }
+    if (!call.origin && call.trunk.maxConcurrentCalls > 0) {
+      // this node counted the call against its trunk's cap
+      void this.#store.releaseTrunkCall(call.trunk.id, call.id);
     }
     call.qualitySummary = call.quality?.stop();
     call.quality = undefined;

@@ -20,9 +20,9 @@ export type AuthResult = ResponseData['auth'];
 export type TokenSource = string | (() => string | Promise<string>);
 
 /** Close codes after which reconnecting cannot help (PROTOCOL.md; protocol.ts CLOSE_CODES). */
-const FATAL_CLOSE_CODES = new Set([4401, 4403, 4409, 4426]);
+const FATAL_CLOSE_CODES = new Set([4401, 4403, 4409, 4426, 4429]);
 /** Error codes of an `auth` response after which reconnecting cannot help. */
-const FATAL_AUTH_CODES = new Set<string>(['AUTH_FAILED', 'UNSUPPORTED_VERSION', 'BAD_REQUEST', 'FORBIDDEN']);
+const FATAL_AUTH_CODES = new Set<string>(['AUTH_FAILED', 'AUTH_REVOKED', 'AUTH_LOCKED', 'UNSUPPORTED_VERSION', 'BAD_REQUEST', 'FORBIDDEN']);
 /** WebSocket readyState OPEN. */
 const OPEN = 1;
 

@@ -170,6 +170,12 @@ const trunkSchema = z.strictObject({
      */
     srtp: z.enum(['off', 'optional', 'required']).optional(),
   }),
+  /**
+   * Most concurrent calls on this trunk, inbound and outbound, counted across the cluster in
+   * Redis; more inbound INVITEs get 503, more agent dials CALL_LIMIT. 0 (the default, as a trunk
+   * in a list takes no defaults from default.yaml): no cap.
+   */
+  maxConcurrentCalls: z.int().min(0).max(1_000_000).default(0),
 });
 
 const routingSchema = z.strictObject({
@@ -253,6 +259,73 @@ const clusterSchema = z.strictObject({
   heartbeatIntervalMs: durationMs,
   /** A node without a heartbeat for this long is dead: its calls end, its agents are freed, ms. */
   nodeTtlMs: durationMs,
+});
+
+/** A dialling prefix: an optional "+" and digits. */
+const dialPrefix = z.string().regex(/^\+?[0-9]{1,16}$/, 'a number prefix: optional "+" and 1 to 16 digits, e.g. "+1900"');
+
+const securitySchema = z.strictObject({
+  scanners: z.strictObject({
+    /** Case-insensitive substrings of the User-Agent of SIP scanners. */
+    userAgents: z.array(z.string().min(1).max(64)),
+    /** drop: no response at all; 403: Forbidden. */
+    action: z.enum(['drop', '403']),
+  }),
+  unknownSources: z.strictObject({
+    /**
+     * Out-of-dialog SIP requests from addresses that are neither a trunk's (inbound.allow) nor a
+     * trusted proxy, nor a cluster hand-off: drop, 403, or allow (no check). Not applied while a
+     * trunk admits by digest credentials (anyone may then authenticate).
+     */
+    action: z.enum(['drop', '403', 'allow']),
+  }),
+  rateLimits: z.strictObject({
+    /** INVITEs per source address (the real one behind a trusted proxy) per window, all nodes together; 0: no limit. */
+    perSource: z.strictObject({ requests: z.int().min(0).max(1_000_000), windowMs: durationMs }),
+    /** INVITEs per trunk per window, all nodes together; 0: no limit. */
+    perTrunk: z.strictObject({ invites: z.int().min(0).max(1_000_000), windowMs: durationMs }),
+  }),
+  lockout: z.strictObject({
+    /** Failed digest authentications (SIP) or failed sign-ins (WebSocket) from one address within windowMs that lock it; 0: no lockout. */
+    maxFailures: z.int().min(0).max(100_000),
+    windowMs: durationMs,
+    /** How long a locked address stays locked, ms. */
+    lockMs: durationMs,
+  }),
+  agents: z.strictObject({
+    /** Calls an agent may have at once, counted across the cluster. */
+    maxConcurrentCalls: z.int().min(1).max(100),
+  }),
+  dialPolicy: z.strictObject({
+    /** Numbers agents may dial must start with one of these (after "00" → "+"); empty: any. */
+    allowedPrefixes: z.array(dialPrefix),
+    /** Regular expressions (whole number) that also allow a number; empty: none. */
+    allowedPatterns: z.array(
+      z.string().refine((p) => {
+        try {
+          new RegExp(p);
+
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'a valid JavaScript regular expression'),
+    ),
+    /** Numbers starting with one of these are refused, whatever allows them (premium rate...). */
+    deniedPrefixes: z.array(dialPrefix),
+    /** Most digits in a dialled number (E.164: 15). */
+    maxDigits: z.int().min(2).max(32),
+    /** Whether numbers in international form ("+" or "00") outside homeCountryCode may be dialled. */
+    international: z.boolean(),
+    /** Country code of national calls, digits only (e.g. "49"); empty: every international number counts as international. */
+    homeCountryCode: z.string().regex(/^([1-9][0-9]{0,2})?$/, 'a country code of 1 to 3 digits, or empty'),
+    /** Dials per agent per minute, all nodes together; 0: no limit. */
+    callsPerMinute: z.int().min(0).max(10_000),
+  }),
+  revocation: z.strictObject({
+    /** How long a revoked token id stays revoked when the revocation names no expiry, s. */
+    defaultTtlS: z.int().min(60).max(366 * 86400),
+  }),
 });
 
 const adminSchema = z.strictObject({
@@ -389,6 +462,7 @@ export const configSchema = z
     calls: callsSchema,
     cluster: clusterSchema,
     admin: adminSchema,
+    security: securitySchema,
     push: pushConfigSchema,
     trunks: z.array(trunkSchema),
     routing: routingSchema,

@@ -6,12 +6,17 @@
  *   POST   /admin/drain  {deadlineMs?}   drain this node (as SIGTERM), 202
  *   GET    /admin/agents/{id}            export everything stored about an agent (GDPR Art. 15)
  *   DELETE /admin/agents/{id}            erase it (GDPR Art. 17); 409 while the agent is online
+ *   POST   /admin/revocations {jti, expiresAt?}  revoke an agent JWT by id on every node: sign-ins
+ *                                        with it get AUTH_REVOKED, live sessions holding it close;
+ *                                        expiresAt (ISO time or epoch s, the token's exp) bounds how
+ *                                        long the revocation is kept; 201
  *
  * Errors are JSON `{error, message?}` with 400, 401, 404, 405, 409 or 503 (Redis unavailable).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { type Logger } from '../log/logger.js';
 import { type NodeInfo, type StateStore } from '../state/store.js';
+import { JTI, type RevocationList } from '../security/revocation.js';
 import { type AdminRequest, HttpError, type HttpReply, json } from './server.js';
 
 /** What the admin API needs from the gateway. */
@@ -26,6 +31,8 @@ export interface AdminDeps {
   drain(deadlineMs: number | undefined): { deadline: string };
   /** Whether an agent is online anywhere in the cluster (sessions or a call). */
   agentOnline(agentId: string): Promise<boolean>;
+  /** Revoked JWT ids (src/security); none: POST /admin/revocations is 404. */
+  revocations?: Pick<RevocationList, 'revoke'>;
 }
 
 const AGENT_ID = /^[A-Za-z0-9._@+-]{1,128}$/;
@@ -62,6 +69,22 @@ export function adminHandler(deps: AdminDeps): (req: AdminRequest) => Promise<Ht
         deps.logger.warn({ deadlineMs: body.deadlineMs }, 'drain requested through the admin API');
 
         return json(202, { draining: true, ...deps.drain(body.deadlineMs as number | undefined) });
+      }
+      if (what === 'revocations' && id === undefined && deps.revocations) {
+        allow(req, 'POST');
+        const body = req.body as { jti?: unknown; expiresAt?: unknown } | undefined;
+        if (typeof body !== 'object' || body === null || Array.isArray(body) || typeof body.jti !== 'string' || !JTI.test(body.jti)) {
+          return json(400, { error: 'bad_request', message: 'jti: the token id, 1 to 256 printable ASCII characters' });
+        }
+        const exp = parseExpiry(body.expiresAt);
+        if (exp === null) {
+          return json(400, { error: 'bad_request', message: 'expiresAt: an ISO 8601 time or epoch seconds (the token\'s exp), in the future' });
+        }
+        const { ttlS } = await deps.revocations.revoke(body.jti, exp);
+        // the jti is no secret, but it identifies one token: logged as given
+        deps.logger.warn({ jti: body.jti, ttlS }, 'agent token revoked through the admin API');
+
+        return json(201, { revoked: true, jti: body.jti, expiresAt: new Date(Date.now() + ttlS * 1000).toISOString() });
       }
       if (what === 'agents' && id !== undefined && rest.length === 0) {
         if (!AGENT_ID.test(id)) {
@@ -102,4 +125,14 @@ function allow(req: AdminRequest, method: string): void {
   if (req.method !== method) {
     throw new HttpError(405, 'method_not_allowed');
   }
+}
+
+/** expiresAt of a revocation: undefined when absent, null when unusable or not in the future. */
+function parseExpiry(v: unknown): Date | undefined | null {
+  if (v === undefined) {
+    return undefined;
+  }
+  const ms = typeof v === 'number' && Number.isFinite(v) ? v * 1000 : typeof v === 'string' && /^\d{4}-\d{2}-\d{2}T/.test(v) ? Date.parse(v) : NaN;
+
+  return Number.isFinite(ms) && ms > Date.now() ? new Date(ms) : null;
 }

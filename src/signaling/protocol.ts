@@ -27,6 +27,8 @@ export const CLOSE_CODES = {
   HEARTBEAT_TIMEOUT: 4408,
   /** Unsupported protocol version. */
   UNSUPPORTED_VERSION: 4426,
+  /** Too many failed sign-ins from this address: locked for a while (AUTH_LOCKED). */
+  AUTH_LOCKED: 4429,
   /** Gateway shutting down or draining; reconnect elsewhere. */
   GOING_AWAY: 1001,
 } as const;
@@ -38,6 +40,8 @@ export const ERROR_CODES = [
   'UNAUTHENTICATED',
   'AUTH_FAILED',
   'TOKEN_EXPIRED',
+  'AUTH_REVOKED',
+  'AUTH_LOCKED',
   'NOT_FOUND',
   'INVALID_STATE',
   'ALREADY_ANSWERED',
@@ -45,6 +49,8 @@ export const ERROR_CODES = [
   'NO_ROUTE',
   'MEDIA_ERROR',
   'RATE_LIMITED',
+  'DIAL_POLICY',
+  'CALL_LIMIT',
   'UNAVAILABLE',
   'INTERNAL',
 ] as const;

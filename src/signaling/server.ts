@@ -76,6 +76,16 @@ export interface SignalingHandler {
   onRequest<T extends Exclude<RequestType, 'auth' | 'ping'>>(session: AgentSession, type: T, data: RequestData<T>): Promise<ResponseData[T]>;
 }
 
+/** The sign-in defences (src/security): lockout of addresses and revoked token ids. */
+export interface SignInGuard {
+  /** Whether an address is locked after failed sign-ins. */
+  isLocked(address: string): Promise<boolean>;
+  /** Counts a failed sign-in from an address; resolves true when it locked the address. */
+  failed(address: string): Promise<boolean>;
+  /** Whether a token id is revoked. */
+  isRevoked(jti: string | undefined): Promise<boolean>;
+}
+
 /** Options of the signaling server. */
 export interface SignalingServerOptions {
   http: Server;
@@ -94,13 +104,15 @@ export interface SignalingServerOptions {
   acceptingSessions?: () => boolean;
   /** VAPID public key (URL-safe base64) given to agents in the auth response when Web Push is configured. */
   vapidPublicKey?: string;
+  /** Lockout and revocation checks of sign-ins; none: no such checks. */
+  guard?: SignInGuard;
 }
 
 const MAX_QUEUED_EVENTS = 500;
 
 /** The WebSocket signaling endpoint. */
 export class SignalingServer {
-  readonly #opts: Required<Omit<SignalingServerOptions, 'acceptingSessions' | 'vapidPublicKey'>> & Pick<SignalingServerOptions, 'acceptingSessions' | 'vapidPublicKey'>;
+  readonly #opts: Required<Omit<SignalingServerOptions, 'acceptingSessions' | 'vapidPublicKey' | 'guard'>> & Pick<SignalingServerOptions, 'acceptingSessions' | 'vapidPublicKey' | 'guard'>;
   readonly #wss: WebSocketServer;
   readonly #log: Logger;
   readonly #sessions = new Map<string, AgentSession>();
@@ -182,8 +194,35 @@ export class SignalingServer {
     }
   }
 
+  /**
+   * Closes (4403, AUTH_REVOKED) and ends every session of this node that signed in with a revoked
+   * token id. Returns how many were closed.
+   */
+  closeRevoked(jti: string): number {
+    let n = 0;
+    for (const s of [...this.#sessions.values()]) {
+      if (s.state === 'closed' || s.jti !== jti) {
+        continue;
+      }
+      if (s.ws) {
+        this.#error(s.ws, undefined, 'AUTH_REVOKED', 'the token of this session was revoked');
+        s.ws.close(CLOSE_CODES.AUTH_FAILED, 'AUTH_REVOKED');
+      }
+      s.ws = undefined;
+      this.#endSession(s, 'closed');
+      n++;
+    }
+    if (n > 0) {
+      this.#log.warn({ sessions: n }, 'sessions of a revoked token closed');
+    }
+
+    return n;
+  }
+
   #onConnection(ws: WebSocket, req: IncomingMessage): void {
     const remote = `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`;
+    // the TCP peer (IPv4-mapped IPv6 as IPv4): what the lockout counts
+    const address = (req.socket.remoteAddress ?? '').replace(/^::ffff:(?=\d+\.)/, '');
     let session: AgentSession | undefined;
     let authenticating = false;
     const authTimer = setTimeout(() => {
@@ -242,7 +281,7 @@ export class SignalingServer {
           return;
         }
         authenticating = true;
-        void this.#authenticate(ws, env.data.id, parsed.data as RequestData<'auth'>, remote).then((s) => {
+        void this.#authenticate(ws, env.data.id, parsed.data as RequestData<'auth'>, remote, address).then((s) => {
           authenticating = false;
           if (s) {
             clearTimeout(authTimer);
@@ -303,10 +342,18 @@ export class SignalingServer {
     ws.on('error', (err) => this.#log.debug({ err: err.message, remote }, 'agent WebSocket error'));
   }
 
-  async #authenticate(ws: WebSocket, id: string, data: RequestData<'auth'>, remote: string): Promise<AgentSession | undefined> {
+  async #authenticate(ws: WebSocket, id: string, data: RequestData<'auth'>, remote: string, address: string): Promise<AgentSession | undefined> {
     if (this.#opts.acceptingSessions && !this.#opts.acceptingSessions() && !data.resume) {
       this.#error(ws, id, 'UNAVAILABLE', 'this gateway is draining; connect to another node');
       ws.close(CLOSE_CODES.GOING_AWAY, 'draining');
+
+      return undefined;
+    }
+    const guard = this.#opts.guard;
+    if (guard && (await guard.isLocked(address))) {
+      this.#log.info({ remote }, 'agent sign-in refused: the address is locked after failed sign-ins');
+      this.#error(ws, id, 'AUTH_LOCKED', 'too many failed sign-ins from this address; try again later');
+      ws.close(CLOSE_CODES.AUTH_LOCKED, 'AUTH_LOCKED');
 
       return undefined;
     }
@@ -315,9 +362,18 @@ export class SignalingServer {
       identity = await this.#opts.verifier.verify(data.token);
     } catch (err) {
       const e = err instanceof AuthError ? err : new AuthError('AUTH_FAILED', (err as Error).message);
-      this.#log.info({ remote, code: e.code }, 'agent authentication refused');
+      // an expired token is an honest client's stale token, not a guess: only AUTH_FAILED counts
+      const locked = e.code === 'AUTH_FAILED' && guard ? await guard.failed(address) : false;
+      this.#log.info({ remote, code: e.code, locked }, locked ? 'agent authentication refused; the address is now locked' : 'agent authentication refused');
       this.#error(ws, id, e.code, e.message);
       ws.close(CLOSE_CODES.AUTH_FAILED, e.code);
+
+      return undefined;
+    }
+    if (guard && (await guard.isRevoked(identity.jti))) {
+      this.#log.info({ remote, agent: identity.agentId }, 'agent sign-in refused: the token was revoked');
+      this.#error(ws, id, 'AUTH_REVOKED', 'this token was revoked');
+      ws.close(CLOSE_CODES.AUTH_FAILED, 'AUTH_REVOKED');
 
       return undefined;
     }

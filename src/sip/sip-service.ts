@@ -11,6 +11,7 @@ import { type Config } from '../config/schema.js';
 import { type Logger } from '../log/logger.js';
 import { SipEngine } from './engine/engine.js';
 import { SipEngineThread } from './engine/thread.js';
+import { type SipScreenOptions } from '../security/sip-screen.js';
 
 /** Thrown when srf cannot reach the SIP engine at start. */
 export class SipConnectError extends Error {
@@ -27,6 +28,8 @@ export interface SipServiceOptions {
   /** Log settings for an engine thread, which makes its own logger. */
   logLevel?: string;
   logPretty?: boolean;
+  /** The embedded engine's scanner and unknown-source screen (src/security/sip-screen.ts). */
+  screen?: SipScreenOptions;
 }
 
 /** The engine (when embedded) and the connected srf. */
@@ -65,6 +68,7 @@ export class SipService {
         control: config.control,
         timers: config.timers,
         limits: config.limits,
+        ...(opts.screen ? { screen: opts.screen } : {}),
       };
       engine = config.engineThread
         ? await SipEngineThread.start({ ...engineOpts, log: { level: opts.logLevel ?? 'info', pretty: opts.logPretty ?? false } })

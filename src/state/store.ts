@@ -23,6 +23,10 @@
  * | {p}nodes | sorted set | nodeId → last heartbeat (ms): the registry the reaper walks | a node leaves it on a clean stop or when reaped |
  * | {p}agents:idle | sorted set | agentId → end (ms) of the agent's last call (longest idle first) | erased with the agent |
  * | {p}cdr | stream | one entry per finished call (the call record) | entries older than `calls.recordTtlS` trimmed on each append |
+ * | {p}trunk:{T}:calls | hash | callId → node holding the call's trunk leg: the trunk's live calls, for `trunks[].maxConcurrentCalls` | an entry leaves when its call ends, or when the reaper reaps its node |
+ * | {p}rl:{S:I} | string | a fixed-window counter of scope S for id I (src/security/rate-limit.ts): `src:<address>` INVITEs per source, `trunk:<T>` INVITEs per trunk, `dial:<agent>` dials per agent, `fail-sip:<address>` / `fail-ws:<address>` failed authentications | PX = the window |
+ * | {p}lock:{K:A} | string | address A locked after failed authentications of kind K (`sip` or `ws`): the lock time (ms) | PX = `security.lockout.lockMs` |
+ * | {p}revoked:{J} | string | JWT id J revoked (ISO time of the revocation); revocations are also published on the channel {p}revocations | until the token's expiry, else `security.revocation.defaultTtlS` |
  *
  * Atomicity: one entity's keys change in one MULTI. A change that spans entities (a call record
  * and the agent's record index, a device and its token index, a node's index sets) is written in
@@ -176,7 +180,17 @@ export interface StateStoreOptions {
   nodeTtlMs?: number;
   /** Called with every call record as it is written (the CDR webhook); must not throw. */
   onRecord?: (record: CallRecord) => void;
+  /** Ids of the configured trunks: the reaper frees a dead node's entries in their live-call hashes. */
+  trunkIds?: string[];
 }
+
+/** Adds a call to a trunk's live calls if the trunk has fewer than ARGV[3]; 1 when added (or already there). */
+const ADMIT_TRUNK_CALL = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`;
 
 /** Redis access for agents, devices, sessions, calls, records and nodes. */
 export class StateStore {
@@ -188,8 +202,10 @@ export class StateStore {
   readonly #mask: boolean;
   readonly #nodeTtlMs: number;
   readonly #onRecord: ((record: CallRecord) => void) | undefined;
+  readonly #trunkIds: string[];
 
   constructor(opts: StateStoreOptions) {
+    this.#trunkIds = opts.trunkIds ?? [];
     this.#redis = opts.redis;
     this.#p = opts.keyPrefix;
     this.#node = opts.nodeId;
@@ -631,6 +647,35 @@ export class StateStore {
     await this.#redis.srem(this.key('node', node, 'calls'), record.callId);
   }
 
+  // ----------------------------------------------------------------------------------------------
+  // Trunks: live calls for the concurrent-call cap
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * Counts a call among a trunk's live calls unless the trunk already has `max` (cluster-wide, one
+   * Lua script, so two nodes cannot both take the last slot). Resolves false when the trunk is
+   * full; true when admitted, and when Redis is unavailable (the caps fail open, warned).
+   */
+  async admitTrunkCall(trunkId: string, callId: string, max: number): Promise<boolean> {
+    try {
+      return Number(await this.#redis.eval(ADMIT_TRUNK_CALL, 1, this.key('trunk', trunkId, 'calls'), callId, this.#node, String(max))) === 1;
+    } catch (err) {
+      this.#log.warn({ err, trunk: trunkId }, 'cannot count the trunk\'s calls in Redis: the call is admitted');
+
+      return true;
+    }
+  }
+
+  /** Removes a call from its trunk's live calls (idempotent). */
+  releaseTrunkCall(trunkId: string, callId: string): Promise<void> {
+    return this.#safe('releaseTrunkCall', () => this.#redis.hdel(this.key('trunk', trunkId, 'calls'), callId));
+  }
+
+  /** Number of a trunk's live calls across the cluster (as counted for its cap). */
+  async trunkCallCount(trunkId: string): Promise<number> {
+    return this.#redis.hlen(this.key('trunk', trunkId, 'calls'));
+  }
+
   /** The stored hash of a call (for tests and the admin API). */
   async getCall(callId: string): Promise<Record<string, string>> {
     return this.#redis.hgetall(this.key('call', callId));
@@ -764,6 +809,16 @@ export class StateStore {
         }
       }
       await this.#redis.del(this.key('node', node, 'calls'));
+      // the node's entries in the trunks' live calls (also calls it admitted but had not stored yet)
+      for (const trunkId of this.#trunkIds) {
+        const held = await this.#redis.hgetall(this.key('trunk', trunkId, 'calls'));
+        const gone = Object.entries(held)
+          .filter(([, n]) => n === node)
+          .map(([id]) => id);
+        if (gone.length > 0) {
+          await this.#redis.hdel(this.key('trunk', trunkId, 'calls'), ...gone);
+        }
+      }
       const agents = await this.#redis.smembers(this.key('node', node, 'agents'));
       for (const agentId of agents) {
         await this.#redis.hdel(this.key('agent', agentId), `n:${node}`);

@@ -81,6 +81,7 @@ describe('Gateway (in process)', () => {
       'ringbridge_mediasoup_workers gauge',
       'ringbridge_redis_command_duration_seconds histogram',
       'ringbridge_redis_command_errors_total counter',
+      'ringbridge_security_rejections_total counter',
       'ringbridge_sip_requests_total counter',
       'ringbridge_sip_responses_total counter',
       'ringbridge_ws_sessions gauge',

@@ -14,6 +14,7 @@ import { EngineCore } from './core/engine-core.js';
 import { ControlServer } from './control/server.js';
 import { TransportLayer, type TransportOptions, type TransportStats } from './transport/transport-layer.js';
 import { type ListenPoint } from './transport/types.js';
+import { type SipScreenOptions } from '../../security/sip-screen.js';
 
 /** Options of SipEngine.start(). */
 export interface SipEngineOptions {
@@ -39,6 +40,8 @@ export interface SipEngineOptions {
   limits?: Pick<TransportOptions, 'maxMessageBytes' | 'maxHeaderBytes' | 'maxHeaders' | 'idleTimeoutMs' | 'maxConnections' | 'maxConnectionsPerSource' | 'messageTimeoutMs'> & {
     maxPendingInvitesPerSource?: number;
   };
+  /** Scanner and unknown-source screen (src/security/sip-screen.ts); none: off. */
+  screen?: SipScreenOptions;
   logger: Logger;
 }
 
@@ -104,6 +107,7 @@ export class SipEngine {
         pickRoute: (verb) => ctl.pickRoute(verb),
         timerCMs: opts.timers.timerCMs,
         maxPendingInvitesPerSource,
+        ...(opts.screen ? { screen: opts.screen } : {}),
       });
       holder.core = core;
       const engine = new SipEngine(transport, core, control, secret);

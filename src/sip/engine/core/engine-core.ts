@@ -33,6 +33,7 @@ import {
   wireTime,
 } from './build.js';
 import { ProxyCore } from './proxy.js';
+import { SipScreen, type ScreenAction, type SipScreenOptions } from '../../../security/sip-screen.js';
 import { Dialog, dialogIdOf, DialogTable, type IncomingRequest, type OutgoingRequest } from './state.js';
 
 /** Options of the engine core. */
@@ -46,6 +47,8 @@ export interface EngineCoreOptions {
   timerCMs?: number;
   /** Most unanswered incoming INVITEs from one source address; more get 503 (default 1000). */
   maxPendingInvitesPerSource?: number;
+  /** Scanner and unknown-source screen of out-of-dialog requests (src/security/sip-screen.ts); none: off. */
+  screen?: SipScreenOptions;
 }
 
 /** Counters for metrics and tests. */
@@ -54,6 +57,8 @@ export interface EngineCounters {
   responsesOut: Record<string, number>;
   requestsOut: Record<string, number>;
   responsesIn: Record<string, number>;
+  /** Requests the screen refused, by reason and action: `scanner:drop`, `unknown_source:403`... */
+  screened: Record<string, number>;
 }
 
 /** Methods counted by name in `counters`; any other is counted as OTHER. */
@@ -92,7 +97,10 @@ export class EngineCore implements TransactionUser, ControlHandler {
   readonly #maxPendingInvitesPerSource: number;
   readonly #timerC: number;
   readonly proxy: ProxyCore;
-  readonly counters: EngineCounters = { requestsIn: {}, responsesOut: {}, requestsOut: {}, responsesIn: {} };
+  readonly counters: EngineCounters = { requestsIn: {}, responsesOut: {}, requestsOut: {}, responsesIn: {}, screened: {} };
+  readonly #screen: SipScreen | undefined;
+  /** Requests the screen refused with 403 (answered once their transaction exists). */
+  readonly #refuse = new WeakMap<SipMessage, ScreenAction>();
   readonly #pruneTimer: NodeJS.Timeout;
   #closed = false;
 
@@ -107,8 +115,9 @@ export class EngineCore implements TransactionUser, ControlHandler {
     this.proxy = new ProxyCore(this, opts.logger);
     this.#pruneTimer = setInterval(() => this.#pruneRegisteredFlows(), 60_000);
     this.#pruneTimer.unref();
+    this.#screen = opts.screen ? new SipScreen(opts.screen) : undefined;
     opts.transport.on('message', (msg, flow) => {
-      if (!this.#closed) {
+      if (!this.#closed && this.#screened(msg, flow)) {
         this.txl.receive(msg, flow);
       }
     });
@@ -187,6 +196,35 @@ export class EngineCore implements TransactionUser, ControlHandler {
     table[k] = (table[k] ?? 0) + 1;
   }
 
+  /**
+   * Applies the screen to a new out-of-dialog request (not ACK or CANCEL, no To tag): false when
+   * it is dropped here, before a transaction exists, so that its retransmissions are dropped too
+   * and nothing at all goes back. A refusal with 403 is remembered and sent by #onNewRequest.
+   */
+  #screened(msg: SipMessage, flow: Flow): boolean {
+    if (!this.#screen || !msg.isRequest || msg.to?.params.tag) {
+      return true;
+    }
+    const method = msg.method.toUpperCase();
+    if (method === 'ACK' || method === 'CANCEL') {
+      return true;
+    }
+    const v = this.#screen.screen(flow.remote.address, (n) => msg.getHeader(n));
+    if (v.pass) {
+      return true;
+    }
+    const key = `${v.reason}:${v.action}`;
+    this.counters.screened[key] = (this.counters.screened[key] ?? 0) + 1;
+    if (v.action === 'drop') {
+      this.#log.debug({ source: flow.remote.address, method, reason: v.reason }, 'request dropped by the screen');
+
+      return false;
+    }
+    this.#refuse.set(msg, v.action);
+
+    return true;
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Network side: requests (TransactionUser)
   // ---------------------------------------------------------------------------------------------
@@ -246,6 +284,11 @@ export class EngineCore implements TransactionUser, ControlHandler {
 
   #onNewRequest(req: SipMessage, flow: Flow, txn: ServerTransaction): void {
     const method = req.method.toUpperCase();
+    if (this.#refuse.has(req)) {
+      this.#respondStateless(txn, 403, 'Forbidden');
+
+      return;
+    }
     const fromTag = req.from?.params.tag;
     if (fromTag) {
       // RFC 3261 §8.2.2.2: the same request (Call-ID, From tag, CSeq) reaching us again on another
