@@ -768,7 +768,14 @@ export class RtpRelay extends EventEmitter<RtpRelayEvents> {
 
       return;
     }
-    // SRTP: authenticated and decrypted before anything else (latching included) looks at it
+    // SRTP: a packet from another address than the trunk's is not even authenticated (it must not
+    // move the replay window); then authenticated and decrypted before anything else (latching
+    // included) looks at it
+    if (this.#srtp && !(this.#o.latching && !this.#rtpLatched) && (rinfo.port !== this.#rtpPort || rinfo.address !== this.#rtpAddress)) {
+      this.#dropFrom.unknownSource++;
+
+      return;
+    }
     const msg = this.#srtp ? this.#srtp.unprotectRtp(packet) : packet;
     if (!msg) {
       return;

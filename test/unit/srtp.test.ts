@@ -4,7 +4,8 @@
  * sequence-number wrap (ROC), and SRTCP.
  */
 import { describe, expect, it } from 'vitest';
-import { fromKeyParams, newMasterKey, SrtpContext, toKeyParams } from '../../src/media/rtp/srtp.js';
+import { ProtectionProfileAes128CmHmacSha1_80, RtpPacket, SrtpSession } from 'werift-rtp';
+import { estimateRoc, fromKeyParams, newMasterKey, SrtpContext, toKeyParams } from '../../src/media/rtp/srtp.js';
 
 function rtp(seq: number, ssrc = 0x11223344, payload = Buffer.alloc(160, 0xd5)): Buffer {
   const h = Buffer.alloc(12);
@@ -15,6 +16,13 @@ function rtp(seq: number, ssrc = 0x11223344, payload = Buffer.alloc(160, 0xd5)):
   h.writeUInt32BE(ssrc, 8);
 
   return Buffer.concat([h, payload]);
+}
+
+function withPadding(seq: number): Buffer {
+  const p = rtp(seq, 0x11223344, Buffer.concat([Buffer.alloc(157, 0x55), Buffer.from([0, 0, 3])]));
+  p[0] = 0xa0; // P bit: the last byte counts the padding (3)
+
+  return p;
 }
 
 function pair(): { a: SrtpContext; b: SrtpContext } {
@@ -87,5 +95,60 @@ describe('SrtpContext', () => {
     expect(b.unprotectRtcp(srtcp)).toBeUndefined();
     expect(b.unprotectRtcp(rr)).toBeUndefined();
     expect(b.stats).toEqual({ rtpAuthFailures: 0, rtcpAuthFailures: 1, replays: 1 });
+  });
+
+  it('interoperates with another SRTP implementation (werift-rtp) both ways', () => {
+    const ka = newMasterKey();
+    const kb = newMasterKey();
+    const ours = new SrtpContext({ local: ka, remote: kb });
+    const theirs = new SrtpSession({ keys: { localMasterKey: kb.key, localMasterSalt: kb.salt, remoteMasterKey: ka.key, remoteMasterSalt: ka.salt }, profile: ProtectionProfileAes128CmHmacSha1_80 });
+    for (const seq of [100, 101, 102]) {
+      expect(theirs.decrypt(ours.protectRtp(rtp(seq)))).toEqual(rtp(seq));
+      const fromThem = theirs.encrypt(Buffer.alloc(160, seq & 0xff), RtpPacket.deSerialize(rtp(seq, 0x55667788)).header);
+      expect(ours.unprotectRtp(fromThem)).toEqual(rtp(seq, 0x55667788, Buffer.alloc(160, seq & 0xff)));
+    }
+  });
+
+  it('keeps the padding (encrypted with the payload, P bit and count intact)', () => {
+    const { a, b } = pair();
+    expect(b.unprotectRtp(a.protectRtp(withPadding(9)))).toEqual(withPadding(9));
+  });
+
+  it('RFC 3711 §3.3.1 index estimate: a packet from before the wrap arriving after it, and a loss burst across the wrap', () => {
+    expect(estimateRoc({ roc: 0, sl: 65535 }, 0)).toBe(1);
+    expect(estimateRoc({ roc: 1, sl: 1 }, 65535)).toBe(0);
+    expect(estimateRoc({ roc: 0, sl: 65300 }, 200)).toBe(1);
+    // sent in order 65533 65534 65535 0 1 2 3; 65535 arrives late, after 0 and 1
+    const { a: a2, b: b2 } = pair();
+    const order = [65533, 65534, 65535, 0, 1, 2, 3];
+    const packets = new Map(order.map((seq) => [seq, a2.protectRtp(rtp(seq))]));
+    for (const seq of [65533, 65534, 0, 1, 65535, 2, 3]) {
+      expect(b2.unprotectRtp(packets.get(seq)!), `seq ${seq}`).toEqual(rtp(seq));
+    }
+    expect(b2.stats).toEqual({ rtpAuthFailures: 0, rtcpAuthFailures: 0, replays: 0 });
+    // a burst of 300 lost packets across the wrap
+    const { a: a3, b: b3 } = pair();
+    let seq = 65400;
+    for (let i = 0; i < 1000; i++, seq = (seq + 1) & 0xffff) {
+      const p = a3.protectRtp(rtp(seq));
+      if (i < 50 || i >= 350) {
+        expect(b3.unprotectRtp(p), `packet ${i} (seq ${seq})`).toEqual(rtp(seq));
+      }
+    }
+    expect(b3.stats.rtpAuthFailures).toBe(0);
+  });
+
+  it('refuses a packet replayed from long ago (over 2^15 packets back)', () => {
+    const { a, b } = pair();
+    const old = a.protectRtp(rtp(10));
+    expect(b.unprotectRtp(old)).toBeDefined();
+    let last: Buffer | undefined;
+    for (let seq = 11; seq < 40_000; seq += 1) {
+      last = a.protectRtp(rtp(seq));
+      if (seq % 1000 === 0 || seq > 39_990) {
+        b.unprotectRtp(last);
+      }
+    }
+    expect(b.unprotectRtp(old)).toBeUndefined();
   });
 });
