@@ -47,6 +47,19 @@ export interface TargetSeries {
   cpuPct: Record<string, number[]>;
   /** Resident memory at the sample, MiB, per process group. */
   rssMb: Record<string, number[]>;
+  /** Open file descriptors at the sample, per process group (absent in older reports). */
+  fds?: Record<string, number[]>;
+  /** Redis keys under the gateway's key prefix at the sample (ringbridge only; null: not read). */
+  redisKeys?: (number | null)[];
+}
+
+/** "first → last" of RSS and open fds of a process group, or null without samples. */
+function flatness(rss: number[] | undefined, fds: number[] | undefined): string | null {
+  if (!rss?.length || !fds?.length) {
+    return null;
+  }
+
+  return `${rss[0]} → ${rss[rss.length - 1]} / ${fds[0]} → ${fds[fds.length - 1]}`;
 }
 
 /** A MOS histogram (cumulative Prometheus buckets turned into counts per bucket). */
@@ -197,6 +210,15 @@ export function renderHtml(r: RunReport): string {
           ...[...new Set(r.targets.flatMap((t) => Object.keys(t.resources)))].map((g) =>
             row(`${g}: CPU % mean / max, RSS MiB max`, (t) => (t.resources[g] ? `${t.resources[g].cpuPctMean} / ${t.resources[g].cpuPctMax}, ${t.resources[g].rssMbMax}` : null)),
           ),
+          // leak check: the first sample against the last ones (flat means no leak)
+          ...[...new Set(r.targets.flatMap((t) => Object.keys(t.series.fds ?? {})))].map((g) =>
+            row(`${g}: RSS MiB / open fds, first → last`, (t) => flatness(t.series.rssMb[g], t.series.fds?.[g])),
+          ),
+          row('Redis keys, first → last (max)', (t) => {
+            const k = (t.series.redisKeys ?? []).filter((v): v is number => v !== null);
+
+            return k.length > 0 ? `${k[0]} → ${k[k.length - 1]} (${Math.max(...k)})` : null;
+          }),
         ],
         ['', ...names],
       ),
@@ -237,6 +259,14 @@ export function renderHtml(r: RunReport): string {
     parts.push(lineChart(longest, cpu, { title: 'CPU', xLabel: 's since start', yLabel: '% of one core' }));
     const mem: Series[] = r.targets.flatMap((t) => Object.entries(t.series.rssMb).map(([g, v]) => ({ name: `${t.name} ${g}`, values: pad(v) })));
     parts.push(lineChart(longest, mem, { title: 'Memory (RSS)', xLabel: 's since start', yLabel: 'MiB' }));
+    const fds: Series[] = r.targets.flatMap((t) => Object.entries(t.series.fds ?? {}).map(([g, v]) => ({ name: `${t.name} ${g}`, values: pad(v) })));
+    if (fds.length > 0) {
+      parts.push(lineChart(longest, fds, { title: 'Open file descriptors', xLabel: 's since start', yLabel: 'descriptors' }));
+    }
+    const keys: Series[] = r.targets.filter((t) => t.series.redisKeys).map((t) => ({ name: `${t.name} Redis keys`, values: pad(t.series.redisKeys!) }));
+    if (keys.length > 0) {
+      parts.push(lineChart(longest, keys, { title: 'Redis keys under the gateway key prefix', xLabel: 's since start', yLabel: 'keys' }));
+    }
   }
   const css = 'body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left;font-size:13px}.warn{color:#a00}svg.chart{margin:8px;border:1px solid #eee}code{background:#f4f4f4;padding:2px}';
 

@@ -1,15 +1,26 @@
 /**
- * CPU and memory of named groups of processes over time (`/proc`, see ../sip-bench/procfs.ts):
- * each `sample()` gives every group's CPU since the previous sample (% of one core) and its RSS
- * now (MiB). Groups are functions returning pids, so that processes that come and go (mediasoup
+ * CPU, memory and open file descriptors of named groups of processes over time (`/proc`, see
+ * ../sip-bench/procfs.ts): each `sample()` gives every group's CPU since the previous sample (% of
+ * one core), its RSS now (MiB) and its open file descriptors now (sockets included). Groups are functions returning pids, so that processes that come and go (mediasoup
  * workers, agent processes) are followed.
  */
+import fs from 'node:fs';
 import { CLOCK_TICKS, cpuTicks, memoryMb } from '../sip-bench/procfs.js';
 
 /** One reading of every group. */
 export interface ResourceSample {
   cpuPct: Record<string, number>;
   rssMb: Record<string, number>;
+  fds: Record<string, number>;
+}
+
+/** Open file descriptors of a process (0 when it is gone). */
+export function openFds(pid: number): number {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return 0;
+  }
 }
 
 const r1 = (v: number): number => Math.round(v * 10) / 10;
@@ -41,7 +52,7 @@ export class ProcessSampler {
     const now = performance.now();
     const seconds = Math.max(1e-3, (now - this.#lastAt) / 1000);
     const next = new Map<number, number>();
-    const out: ResourceSample = { cpuPct: {}, rssMb: {} };
+    const out: ResourceSample = { cpuPct: {}, rssMb: {}, fds: {} };
     for (const [name, pidsOf] of Object.entries(this.#groups)) {
       const pids = pidsOf();
       let ticks = 0;
@@ -54,6 +65,7 @@ export class ProcessSampler {
       }
       out.cpuPct[name] = r1((Math.max(0, ticks) / CLOCK_TICKS / seconds) * 100);
       out.rssMb[name] = r1(memoryMb(pids).rssMb);
+      out.fds[name] = pids.reduce((n, pid) => n + openFds(pid), 0);
     }
     this.#last = next;
     this.#lastAt = now;

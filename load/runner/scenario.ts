@@ -13,6 +13,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import { stringify as toYaml } from 'yaml';
 import { AgentPool } from '../calls-bench/agent-pool.js';
 import { type GatewayUnderTest, startGateway } from '../calls-bench/gateway.js';
@@ -181,6 +182,8 @@ interface Drive {
   name: string;
   uac: SippUac;
   sampler: ProcessSampler;
+  /** Counts the gateway's Redis keys (ringbridge only), sampled every 5 s. */
+  redisKeys?: () => Promise<number>;
   /** Outbound calls: the share of the offered rate, and how to start n of them. */
   outbound?: { share: number; dial(n: number): Promise<number>; counts(): { dialed: number; answered: number; open: number } };
   notes: string[];
@@ -247,6 +250,13 @@ async function drive(d: Drive, o: InboundOptions, ctx: RunContext): Promise<{ se
     }
     for (const [g, v] of Object.entries(res.rssMb)) {
       (series.rssMb[g] ??= []).push(v);
+    }
+    for (const [g, v] of Object.entries(res.fds)) {
+      ((series.fds ??= {})[g] ??= []).push(v);
+    }
+    if (d.redisKeys) {
+      // a SCAN of the prefix: cheap, but every 5 s is enough for a curve
+      (series.redisKeys ??= []).push(tick % 5 === 0 ? await d.redisKeys().catch(() => null) : null);
     }
     ctx.progress.update({
       target: draining ? `${d.name}, ending calls` : d.name,
@@ -443,7 +453,22 @@ async function runRingbridge(o: InboundOptions, ctx: RunContext, pcmaFile: strin
           },
         }
       : undefined;
-    const { series, interrupted, t0Us } = await drive({ name: 'ringbridge', uac: u, sampler, notes, ...(outbound ? { outbound } : {}) }, o, ctx);
+    // the gateway's Redis (the test profile's, 127.0.0.1:6379): its keys over time show leaks
+    const redis = new Redis({ host: '127.0.0.1', port: 6379, lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false });
+    await redis.connect().catch(() => notes.push('Redis keys not sampled: no Redis at 127.0.0.1:6379'));
+    const redisKeys = async (): Promise<number> => {
+      let n = 0;
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${g.keyPrefix}*`, 'COUNT', 1000);
+        cursor = next;
+        n += keys.length;
+      } while (cursor !== '0');
+
+      return n;
+    };
+    const driven = await drive({ name: 'ringbridge', uac: u, sampler, notes, ...(redis.status === 'ready' ? { redisKeys } : {}), ...(outbound ? { outbound } : {}) }, o, ctx).finally(() => redis.disconnect());
+    const { series, interrupted, t0Us } = driven;
     const metrics = await g.metrics().catch(() => '');
     fs.writeFileSync(path.join(dir, 'gateway-metrics.txt'), metrics);
     const status = p.status();

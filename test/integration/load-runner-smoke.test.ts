@@ -105,6 +105,10 @@ describe.skipIf(!runnable || !peer)('load runner smoke', () => {
     // the gateway and its agents were measured; every call was held, resumed and sent DTMF
     expect(rb!.resources.gateway!.rssMbMax).toBeGreaterThan(20);
     expect(rb!.series.cpuPct.gateway!.some((v) => v > 0)).toBe(true);
+    // leak curves: the gateway's open descriptors, and its Redis keys every 5 s (calls and agents are in Redis)
+    expect(rb!.series.fds!.gateway!.every((v) => v > 10)).toBe(true);
+    expect(rb!.series.redisKeys!.filter((v) => v !== null).length).toBeGreaterThan(0);
+    expect(Math.max(...rb!.series.redisKeys!.map((v) => v ?? 0))).toBeGreaterThan(5);
     expect(Object.keys(rb!.resources).sort()).toEqual(['agents', 'gateway', 'sipp', 'workers']);
     const agents = rb!.extra.agents as { answered: number; hungUp: number; holds: number; dtmf: number; mediaAgents: number; signalingAgents: number; errors: Record<string, number> };
     expect(agents.answered).toBe(rb!.totals.answered);
@@ -133,7 +137,9 @@ describe.skipIf(!runnable || !peer)('load runner smoke', () => {
 
     // the page: every plot, both targets, no script or external link
     expect(html).toMatch(/^<!doctype html>/);
-    expect(html.match(/<svg /g)?.length).toBe(7);
+    expect(html.match(/<svg /g)?.length).toBe(9);
+    expect(html).toContain('Open file descriptors');
+    expect(html).toContain('Redis keys under the gateway key prefix');
     expect(html).not.toMatch(/<script|\s(?:src|href)=/);
     expect(html).toContain('kamailio+rtpengine');
     expect((html.match(/<path d="M/g) ?? []).length).toBeGreaterThanOrEqual(8);
