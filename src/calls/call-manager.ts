@@ -88,9 +88,12 @@ function isLateOfferLeg(r: Srf.Dialog | LateOfferLeg): r is LateOfferLeg {
  * The negotiation's `srtp` option for a trunk (RFC 4568 SDES): accept the first offered
  * AES_CM_128_HMAC_SHA1_80 line with a usable inline key, answering with a new key of ours, or with
  * the key we already use when a re-INVITE offers the same line again (keeping the SRTP state).
+ * `secure`: the dialog's signaling runs over TLS.
  */
-function srtpOption(trunk: TrunkConfig, current?: PlanSrtp): { srtp?: SrtpAnswerer } {
-  if (trunk.media.srtp === 'off') {
+function srtpOption(trunk: TrunkConfig, secure: boolean, current?: PlanSrtp): { srtp?: SrtpAnswerer } {
+  // RFC 4568 §8.3: SDES keys travel in the SDP, so only over TLS (a plain-transport offer of
+  // RTP/SAVP then gets 488, as if SRTP were off)
+  if (trunk.media.srtp === 'off' || !secure) {
     return {};
   }
 
@@ -105,6 +108,11 @@ function srtpOption(trunk: TrunkConfig, current?: PlanSrtp): { srtp?: SrtpAnswer
       return usable ? { tag: usable.tag, suite: usable.suite, keyParams: toKeyParams(newMasterKey()) } : undefined;
     },
   };
+}
+
+/** Whether a trunk's outbound URI is reached over TLS (sips:, or ;transport=tls). */
+function secureUri(uri: string): boolean {
+  return /^sips:/i.test(uri) || /;transport=tls(?:[;>?]|$)/i.test(uri);
 }
 
 function hasSdp(req: Srf.SrfRequest): boolean {
@@ -354,12 +362,15 @@ export class CallManager implements SignalingHandler {
     }
     // Codec and address check before anyone rings (RFC 3264 §6: no common codec → 488 + Warning).
     // An INVITE without SDP is a late offer (RFC 3261 §13.2.1): we offer in the 200 OK.
+    const secure = req.protocol === 'tls';
+    let srtpCall = false;
     try {
       if (hasSdp(req)) {
-        const { plan } = negotiateAnswer(req.body, { allowedCodecs: trunk.codecs, localAddress: this.#localAddress(this.#mediaSettings.relayAnnouncedAddress || '0.0.0.0'), localPort: 9, ...srtpOption(trunk) });
-        if (trunk.media.srtp === 'required' && !plan.srtp) {
-          throw new SdpError('SRTP_REQUIRED', `trunk ${trunk.id} requires SDES-SRTP (${SRTP_SUITE})`);
-        }
+        const { plan } = negotiateAnswer(req.body, { allowedCodecs: trunk.codecs, localAddress: this.#localAddress(this.#mediaSettings.relayAnnouncedAddress || '0.0.0.0'), localPort: 9, ...srtpOption(trunk, secure) });
+        srtpCall = plan.srtp !== undefined;
+      }
+      if (trunk.media.srtp === 'required' && !srtpCall) {
+        throw new SdpError('SRTP_REQUIRED', `trunk ${trunk.id} requires SDES-SRTP (${SRTP_SUITE}) over SIP TLS, offered in the INVITE`);
       }
     } catch (err) {
       if (err instanceof SdpError) {
@@ -385,6 +396,8 @@ export class CallManager implements SignalingHandler {
     call.inviteReq = req;
     call.inviteRes = res;
     call.origin = handoff?.origin;
+    call.signalingSecure = secure;
+    call.srtp = srtpCall;
     if (handoff) {
       this.#notePeerRun(call, handoff.origin);
     }
@@ -399,7 +412,8 @@ export class CallManager implements SignalingHandler {
     }
     let plan: RingTarget[];
     try {
-      plan = await this.#ringPlan(route, handoff !== undefined);
+      // an SRTP call rings this node's agents only: a hand-off leg would carry its keys in clear
+      plan = await this.#ringPlan(route, handoff !== undefined, srtpCall);
     } catch (err) {
       if (capped) {
         void this.#store.releaseTrunkCall(trunk.id, call.id);
@@ -451,7 +465,7 @@ export class CallManager implements SignalingHandler {
    * with the cluster on, agents available on other live, non-draining nodes; longest idle first for
    * that strategy. For a hand-off, only this node's sessions of the named agents count.
    */
-  async #ringPlan(route: RouteTarget, handoff: boolean): Promise<RingTarget[]> {
+  async #ringPlan(route: RouteTarget, handoff: boolean, localOnly = false): Promise<RingTarget[]> {
     const candidates = route.kind === 'agent' ? [route.agentId] : route.members;
     if (handoff) {
       // the origin node checked the cluster view; re-read the agents' own status, set maybe on another node
@@ -460,7 +474,7 @@ export class CallManager implements SignalingHandler {
     const plan: RingTarget[] = [];
     let cluster: Map<string, ClusterPresence> | undefined;
     const registry = this.#cluster?.registry;
-    if (registry && !handoff) {
+    if (registry && !handoff && !localOnly) {
       try {
         const live = await this.#nodesTakingCalls(registry);
         live.add(this.#store.nodeId);
@@ -1003,7 +1017,7 @@ export class CallManager implements SignalingHandler {
         // RFC 3264 §5: our offer goes in the 200 OK; the trunk's answer comes in the ACK.
         call.localSdp = buildOffer({ codecs: call.trunk.codecs, localAddress: local.address, localPort: local.port, direction: 'sendrecv' }).offerSdp;
       } else {
-        const { answerSdp, plan } = negotiateAnswer(call.inviteReq!.body, { allowedCodecs: call.trunk.codecs, localAddress: this.#localAddress(local.address), localPort: local.port, ...srtpOption(call.trunk) });
+        const { answerSdp, plan } = negotiateAnswer(call.inviteReq!.body, { allowedCodecs: call.trunk.codecs, localAddress: this.#localAddress(local.address), localPort: local.port, ...srtpOption(call.trunk, call.signalingSecure) });
         call.localSdp = answerSdp;
         await media.applyPlan(plan);
       }
@@ -1036,6 +1050,11 @@ export class CallManager implements SignalingHandler {
 
       return { callId: call.id, media: offer };
     } catch (err) {
+      if (!call.live) {
+        // ended meanwhile (caller gone, the agent's session closed): its end ran before the media
+        // existed, so the media is closed here
+        call.media?.close();
+      }
       if (call.live) {
         log.warn({ err }, 'answer failed; rejecting the call');
         if (call.inviteRes && !call.inviteRes.finalResponseSent) {
@@ -1124,6 +1143,9 @@ export class CallManager implements SignalingHandler {
     if (!base) {
       throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} has an invalid outbound uri`);
     }
+    if (trunk.media.srtp === 'required' && !secureUri(trunk.outbound.uri)) {
+      throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} requires SRTP, whose keys may only travel over SIP TLS, and its outbound uri is not sips: or ;transport=tls`);
+    }
     const ruri = formatUri({ ...base, user: data.to });
     const call = new Call({ direction: 'outbound', trunk, from: { number: trunk.outbound.callerId || session.agentId }, to: { number: data.to } });
     call.agentId = session.agentId;
@@ -1131,6 +1153,13 @@ export class CallManager implements SignalingHandler {
     if (trunk.maxConcurrentCalls > 0 && !(await this.#store.admitTrunkCall(trunk.id, call.id, trunk.maxConcurrentCalls))) {
       sec?.rejected('trunk_cap');
       throw new SignalingError('CALL_LIMIT', `trunk ${trunk.id} has its most concurrent calls (${trunk.maxConcurrentCalls}); try again later`);
+    }
+    if (this.#signaling && !this.#signaling.sessionsOf(session.agentId).includes(session)) {
+      // the session closed during the awaits above: its end did not see this call yet
+      if (trunk.maxConcurrentCalls > 0) {
+        void this.#store.releaseTrunkCall(trunk.id, call.id);
+      }
+      throw new SignalingError('INVALID_STATE', 'the session closed');
     }
     this.#calls.set(call.id, call);
     this.presence.refresh(session.agentId);
@@ -1145,12 +1174,21 @@ export class CallManager implements SignalingHandler {
         }
       });
       const local = media.localRtp;
-      call.localSdp = buildOffer({ codecs: trunk.codecs, localAddress: local.address, localPort: local.port, direction: 'sendrecv' }).offerSdp;
+      // a trunk that requires SRTP gets an RTP/SAVP offer with a new key of ours (its uri is TLS: checked above)
+      const crypto = trunk.media.srtp === 'required' ? { tag: 1, suite: SRTP_SUITE, keyParams: toKeyParams(newMasterKey()) } : undefined;
+      call.signalingSecure = secureUri(trunk.outbound.uri);
+      call.localSdp = buildOffer({ codecs: trunk.codecs, localAddress: local.address, localPort: local.port, direction: 'sendrecv', ...(crypto ? { crypto } : {}) }).offerSdp;
       mediaOffer = await media.agentTransports();
       this.#watchRelay(call);
     } catch (err) {
       this.#finish(call, 'media_error', 'system');
+      call.media?.close();
       throw new SignalingError('MEDIA_ERROR', `cannot set up media: ${(err as Error).message}`);
+    }
+    if (!call.live) {
+      // the agent's session closed while the media was set up: its end ran before the media existed
+      call.media?.close();
+      throw new SignalingError('INVALID_STATE', 'the call ended while it was set up');
     }
     void this.#store.putCall(call.id, { direction: 'outbound', state: 'dialing', trunkId: trunk.id, agentId: session.agentId, node: this.#store.nodeId, from: this.#store.storedNumber(call.from.number), to: this.#store.storedNumber(data.to), offeredAt: call.times.offeredAt.toISOString() });
     call.timer(this.#cfg.calls.dialTimeoutMs, () => {
@@ -1296,8 +1334,9 @@ export class CallManager implements SignalingHandler {
 
       return;
     }
-    const r = reanswer(media.plan, req.body ?? '', { previous: call.localSdp, localDirection: call.heldLocal ? 'sendonly' : 'sendrecv', ...srtpOption(call.trunk, media.plan.srtp) });
-    if (call.trunk.media.srtp === 'required' && !r.plan.srtp) {
+    const r = reanswer(media.plan, req.body ?? '', { previous: call.localSdp, localDirection: call.heldLocal ? 'sendonly' : 'sendrecv', ...srtpOption(call.trunk, call.signalingSecure, media.plan.srtp) });
+    if ((call.trunk.media.srtp === 'required' || media.plan.srtp) && !r.plan.srtp) {
+      // an SRTP call stays SRTP: a re-INVITE dropping a=crypto is refused, the media stays as it is
       res.send(488, { headers: { Warning: `302 ringbridge "trunk ${call.trunk.id} requires SDES-SRTP"` } });
 
       return;
@@ -1343,7 +1382,9 @@ export class CallManager implements SignalingHandler {
     }
     const local = media.localRtp;
     const formats = reofferFormats(media.plan);
-    const { offerSdp } = buildOffer({ codecs: formats.codecs, telephoneEvent: formats.telephoneEvent, localAddress: local.address, localPort: local.port, direction: hold ? 'sendonly' : 'sendrecv', previous: call.localSdp });
+    // an SRTP call re-offers RTP/SAVP with the key it has (RFC 4568 §7.1.4 allows keeping it)
+    const crypto = media.plan.srtp?.local;
+    const { offerSdp } = buildOffer({ codecs: formats.codecs, telephoneEvent: formats.telephoneEvent, localAddress: local.address, localPort: local.port, direction: hold ? 'sendonly' : 'sendrecv', previous: call.localSdp, ...(crypto ? { crypto } : {}) });
     await media.setAgentAudio(!hold && !call.muted);
     try {
       const answer = await call.dialog.modify(offerSdp);

@@ -73,6 +73,10 @@ export class Call {
   agentId: string | undefined;
   /** The agent's session that answered or dialled the call: its WebRTC media lives there. */
   sessionId: string | undefined;
+  /** The trunk's dialog runs over TLS: only then are SDES keys (a=crypto) sent or accepted (RFC 4568 §8.3). */
+  signalingSecure = false;
+  /** The trunk leg is SDES-SRTP: the call rings only agents of this node (no hand-off leg carries its keys). */
+  srtp = false;
   media: CallMedia | undefined;
   /** Inbound: the trunk's INVITE until answered; outbound: the INVITE sent. */
   inviteReq: Srf.SrfRequest | undefined;

@@ -6,7 +6,9 @@
  *   agent counts the trunk's packets, which the relay could only forward after authenticating and
  *   decrypting them; baresip counts ours, which it drops unless they authenticate), and no packet
  *   failed authentication;
- * - a trunk whose media.srtp is "off" refuses the same SRTP-only offer with 488;
+ * - hold and resume keep the call SRTP (RTP/SAVP re-offers with our key);
+ * - an SRTP offer over plain UDP gets 488 (keys only over TLS), as does one on a trunk whose
+ *   media.srtp is "off";
  * - an agent's outbound call to a trunk reached over SIP TLS (sips-less `;transport=tls`, its
  *   certificate checked against the configured CA).
  */
@@ -63,6 +65,17 @@ describe.skipIf(!baresipAvailable())('encrypted trunk legs (SIP TLS, SDES-SRTP)'
     expect((await agent.packetCounts(incoming.call.id)).sent).toBeGreaterThan(50);
     expect(call.media!.relay.srtpStats).toMatchObject({ rtpAuthFailures: 0, replays: 0 });
 
+    // hold and resume re-offer RTP/SAVP with our key: the call stays encrypted and the audio comes back
+    await agent.client.hold(incoming.call.id);
+    expect(call.localSdp).toMatch(/^m=audio \d+ RTP\/SAVP /m);
+    expect(call.localSdp).toMatch(/^a=sendonly\r?$/m);
+    await agent.client.resume(incoming.call.id);
+    expect(call.localSdp).toMatch(/^a=crypto:\d+ AES_CM_128_HMAC_SHA1_80 /m);
+    expect(call.media!.plan!.srtp).toBeDefined();
+    const before = (await agent.packetCounts(incoming.call.id)).received;
+    await expect.poll(async () => (await agent.packetCounts(incoming.call.id)).received - before, { timeout: 10_000, interval: 250 }).toBeGreaterThan(30);
+    expect(call.media!.relay.srtpStats).toMatchObject({ rtpAuthFailures: 0, replays: 0 });
+
     await peer.hangup();
     await agent.waitForEvent('ended', undefined, 10_000);
     const stats = await peer.waitForAudioStats(1, 10_000);
@@ -70,11 +83,21 @@ describe.skipIf(!baresipAvailable())('encrypted trunk legs (SIP TLS, SDES-SRTP)'
     expect(stats.tx.packets).toBeGreaterThan(50);
   }, 60_000);
 
+  it('refuses an SRTP-only offer over plain UDP with 488: SDES keys only over TLS (RFC 4568 §8.3)', async () => {
+    await gateway('optional');
+    await fx!.agent('agent-1', { autoAnswer: true });
+    peer = await startBaresip({ name: 'srtp-udp', accounts: [{ user: 'trunk', mediaenc: 'srtp-mand', audioCodecs: ['pcma'] }], extraModules: ['srtp'] });
+    await peer.dial(`sip:+4930123456@127.0.0.1:${fx!.sipTarget.split(':')[1]}`);
+    const closed = await peer.waitForEvent('CALL_CLOSED', 15_000);
+    expect(JSON.stringify(closed)).toMatch(/488/);
+    expect(fx!.gw.calls!.calls).toHaveLength(0);
+  }, 40_000);
+
   it('refuses an SRTP-only offer with 488 on a trunk whose media.srtp is off', async () => {
     await gateway('off');
     await fx!.agent('agent-1', { autoAnswer: true });
     peer = await startBaresip({ name: 'srtp-refused', accounts: [{ user: 'trunk', mediaenc: 'srtp-mand', audioCodecs: ['pcma'] }], extraModules: ['srtp'] });
-    await peer.dial(`sip:+4930123456@127.0.0.1:${fx!.sipTarget.split(':')[1]}`);
+    await peer.dial(`sip:+4930123456@127.0.0.1:${fx!.gw.sip!.engine!.listenPoints.find((p) => p.protocol === 'tls')!.port};transport=tls`);
     const closed = await peer.waitForEvent('CALL_CLOSED', 15_000);
     expect(JSON.stringify(closed)).toMatch(/488/);
     expect(fx!.gw.calls!.calls).toHaveLength(0);

@@ -208,6 +208,8 @@ export type BuildOfferOptions = {
   direction?: SdpDirection;
   ptime?: number;
   maxptime?: number;
+  /** Offer RTP/SAVP with this a=crypto (SDES, RFC 4568) instead of RTP/AVP. */
+  crypto?: SdpCrypto;
 } & Either<
   {
     /** o= id and version for a new dialog; default newSdpSessionIds(). */
@@ -792,8 +794,9 @@ export function buildOffer(opts: BuildOfferOptions): OfferResult {
   const audio: LocalAudioLine = {
     kind: 'audio',
     port: opts.localPort,
-    protocol: 'RTP/AVP',
+    protocol: opts.crypto ? 'RTP/SAVP' : 'RTP/AVP',
     formats,
+    ...(opts.crypto ? { crypto: opts.crypto } : {}),
     direction: opts.direction ?? 'sendrecv',
     rtcpMux: opts.rtcpMux === true,
     ...(opts.localRtcpPort === undefined ? {} : { rtcpPort: opts.localRtcpPort }),
