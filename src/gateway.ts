@@ -75,6 +75,9 @@ export class Gateway {
   readonly metrics: Metrics;
   #nodeId: string;
   #redis?: RedisHandle;
+  /** False while Redis's connection is up but it does not answer (a stalled or partitioned Redis). */
+  #redisAnswering = true;
+  #redisProbe?: NodeJS.Timeout;
   #media?: MediaWorkerPool;
   #sip?: SipService;
   #http?: HttpServerHandle;
@@ -123,6 +126,22 @@ export class Gateway {
   async #start(): Promise<void> {
     const { config, logger } = this;
     this.#redis = await connectRedis({ ...config.redis, logger: logger.child({ component: 'redis' }) });
+    // A PING a second: a connection that stays 'ready' while Redis answers nothing (commands time
+    // out after 2 s) counts as Redis away, for new calls (503) and /health alike.
+    const redisClient = this.#redis.client;
+    this.#redisProbe = setInterval(() => {
+      if (redisClient.status === 'ready') {
+        redisClient.ping().then(
+          () => {
+            this.#redisAnswering = true;
+          },
+          () => {
+            this.#redisAnswering = false;
+          },
+        );
+      }
+    }, 1000);
+    this.#redisProbe.unref();
     this.#media = await MediaWorkerPool.create({
       size: config.media.workers,
       logLevel: config.media.logLevel,
@@ -219,7 +238,7 @@ export class Gateway {
       srf: this.#sip.srf,
       store: this.#store,
       accepting: () => this.#drain === undefined && this.#stopping === undefined,
-      stateReady: () => this.#redis?.client.status === 'ready',
+      stateReady: () => this.#redis?.client.status === 'ready' && this.#redisAnswering,
       ...(config.cluster.secret ? { cluster: { registry: this.#registry, handoff: new Handoff(config.cluster.secret) } } : {}),
       logger: logger.child({ component: 'calls' }),
       media: {
@@ -348,7 +367,7 @@ export class Gateway {
     const draining = this.#drain !== undefined && !stopping;
     components.http = { state: this.#http ? (stopping ? 'stopping' : 'up') : 'down' };
     const redisStatus = this.#redis?.client.status;
-    components.redis = { state: redisStatus === 'ready' ? 'up' : 'down', status: redisStatus ?? 'none', local: this.#redis?.localServer !== undefined };
+    components.redis = { state: redisStatus === 'ready' && this.#redisAnswering ? 'up' : 'down', status: redisStatus === 'ready' && !this.#redisAnswering ? 'not answering' : (redisStatus ?? 'none'), local: this.#redis?.localServer !== undefined };
     components.media = this.#media ? this.#media.health() : { state: 'down' };
     components.sip = this.#sip ? this.#sip.health() : { state: 'down' };
     components.signaling = this.#signaling ? { state: stopping ? 'stopping' : 'up', ...this.#signaling.counts() } : { state: 'down' };
@@ -488,6 +507,7 @@ export class Gateway {
       await step('cdr-webhook', async () => {
         await this.#cdrWebhook?.close(5000);
       });
+      clearInterval(this.#redisProbe);
       await step('redis', () => this.#redis?.close());
       this.logger.info({ node: this.nodeId }, errors.length ? 'ringbridge gateway stopped with errors' : 'ringbridge gateway stopped');
       this.#resolveStopped();

@@ -232,6 +232,10 @@ function dataNodeOptions(connectTimeoutMs: number): RedisOptions {
     // Fail commands fast while Redis is away instead of queueing them without bound (they are
     // flushed with an error every 2nd failed attempt); the connection itself keeps retrying.
     maxRetriesPerRequest: 1,
+    // A Redis that stops answering on an open connection (a stalled process, a partition with no
+    // RST) must not hang calls: commands fail after 2 s, and TCP keep-alives find a dead peer.
+    commandTimeout: 2000,
+    keepAlive: 10_000,
     reconnectOnError: reconnectOnReadonly,
   };
 }

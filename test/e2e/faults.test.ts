@@ -4,7 +4,9 @@
  *   `media_error` at the agent, a new worker starts, and the next call carries audio;
  * - Redis unreachable for 10 s (its server stopped, then started again on the same port): the call
  *   in progress goes on with audio both ways, a new INVITE gets 503 with Retry-After, /health says
- *   so, and afterwards health, new calls and the agent's session are back.
+ *   so, and afterwards health, new calls and the agent's session are back;
+ * - Redis that stops answering on an open connection (SIGSTOP: no RST, the client stays
+ *   "ready"): a PING probe with command timeouts takes it as away, then back.
  * Covered elsewhere: a WebSocket drop mid-call with resume (calls-agent.test.ts), a SIP peer that
  * vanishes (RTP timeout, calls-media.test.ts), a node killed mid-call (cluster.test.ts).
  */
@@ -122,4 +124,26 @@ describe('faults', () => {
     expect(next.exitCode, next.describe()).toBe(0);
     expect(next.received(200, 'INVITE')).toHaveLength(1);
   }, 90_000);
+
+  it('Redis that stops answering on an open connection (SIGSTOP) counts as away: 503 to new calls, /health down, then recovery', async () => {
+    const port = await freeTcpPort();
+    redis = await LocalRedisServer.start('127.0.0.1', port, quietLogger());
+    fx = await startCallGateway(toAgent('agent-1', { redis: { url: `redis://127.0.0.1:${port}`, autoStart: false } }));
+    await fx.agent('agent-1', { autoAnswer: true });
+    const pid = redis.pid!;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await expect.poll(async () => (await health()).status, { timeout: 10_000, interval: 250 }).toBe(503);
+      expect((await health()).body.components.redis).toMatchObject({ state: 'down', status: 'not answering' });
+      const t0 = Date.now();
+      const refused = await runSipp({ scenario: 'uac-expect-503', target: fx.sipTarget, timeoutMs: 15_000 });
+      expect(refused.exitCode, refused.describe()).toBe(0);
+      expect(Date.now() - t0, 'the 503 comes at once, not after Redis timeouts').toBeLessThan(5000);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await expect.poll(async () => (await health()).status, { timeout: 15_000, interval: 250 }).toBe(200);
+    const next = await runSipp({ scenario: 'uac-invite-bye', target: fx.sipTarget, keys: { hold_ms: '500' }, extraArgs: ['-mp', String(await freePort())], timeoutMs: 20_000 });
+    expect(next.exitCode, next.describe()).toBe(0);
+  }, 60_000);
 });
