@@ -101,7 +101,8 @@ export class AgentPool {
     for (let i = 0; i < n; i++) {
       const argv = [...(o.nice !== 0 ? ['nice', '-n', String(o.nice)] : []), process.execPath, WORKER_JS()];
       const [file, args] = setpriv ? ['setpriv', ['--pdeathsig', 'TERM', '--', ...argv]] : [argv[0]!, argv.slice(1)];
-      const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '4' } });
+      // own process group (a terminal's Ctrl-C goes to the runner only; pdeathsig still ends it with the runner)
+      const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], detached: true, env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '4' } });
       const w: Worker = {
         index: i,
         child,

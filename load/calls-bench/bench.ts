@@ -747,7 +747,8 @@ async function measureStep(st: RunState, n: number, dir: string, started: BenchP
 }
 
 /** Deletes the run's Redis keys (presence, call state, records) by prefix. */
-async function cleanRedis(prefix: string, log: (m: string) => void): Promise<void> {
+/** Deletes every Redis key under `prefix` (a bench gateway's own), logging how many. */
+export async function cleanRedis(prefix: string, log: (m: string) => void): Promise<void> {
   const { Redis } = await import('ioredis');
   const r = new Redis('redis://127.0.0.1:6379', { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2000 });
   try {

@@ -17,6 +17,7 @@ import { Redis } from 'ioredis';
 import { stringify as toYaml } from 'yaml';
 import { AgentPool } from '../calls-bench/agent-pool.js';
 import { type GatewayUnderTest, startGateway } from '../calls-bench/gateway.js';
+import { cleanRedis } from '../calls-bench/bench.js';
 import { pcmaFromPcap } from '../calls-bench/rtp-capture.js';
 import { projectRoot } from '../../src/util/paths.js';
 import { startPeerBridge } from './peer.js';
@@ -256,7 +257,9 @@ async function drive(d: Drive, o: InboundOptions, ctx: RunContext): Promise<{ se
     }
     if (d.redisKeys) {
       // a SCAN of the prefix: cheap, but every 5 s is enough for a curve
-      (series.redisKeys ??= []).push(tick % 5 === 0 ? await d.redisKeys().catch(() => null) : null);
+      // read every 5 s; the seconds between repeat the last reading, so the curve is continuous
+      const keys = series.redisKeys ?? (series.redisKeys = []);
+      keys.push(tick % 5 === 1 || keys.length === 0 ? await d.redisKeys().catch(() => null) : (keys[keys.length - 1] ?? null));
     }
     ctx.progress.update({
       target: draining ? `${d.name}, ending calls` : d.name,
@@ -349,7 +352,8 @@ function figures(name: string, description: string, uac: SippUac, series: Target
   };
 }
 
-function writeScenario(template: string, dir: string, values: Record<string, string>): string {
+/** Writes a copy of load/runner/<template> into `dir` with each @KEY@ replaced; returns its path. */
+export function writeScenario(template: string, dir: string, values: Record<string, string>): string {
   let xml = fs.readFileSync(path.join(projectRoot(), 'load', 'runner', template), 'utf8');
   for (const [k, v] of Object.entries(values)) {
     xml = xml.split(`@${k}@`).join(v);
@@ -496,6 +500,10 @@ async function runRingbridge(o: InboundOptions, ctx: RunContext, pcmaFile: strin
     await pool?.stop().catch(() => undefined);
     await gw?.stop().catch(() => undefined);
     await uas?.proc.stop(3000).catch(() => undefined);
+    if (gw) {
+      // the gateway's keys go with it (the shared Redis keeps nothing of a run)
+      await cleanRedis(gw.keyPrefix, (m) => notes.push(m));
+    }
   }
 }
 

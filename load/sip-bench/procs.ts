@@ -57,7 +57,9 @@ function hookExit(): void {
 export function spawnBenchProcess(name: string, cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): BenchProcess {
   hookExit();
   const [file, argv] = withPdeathsig(cmd, args);
-  const child = spawn(file, argv, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // a process group of its own: a terminal's Ctrl-C reaches the runner only, which then ends the
+  // run in order (its children still die with it: pdeathsig)
+  const child = spawn(file, argv, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let stdout = '';
   let stderr = '';
   const keep = (s: string): string => (s.length > 65536 ? s.slice(-65536) : s);

@@ -13,6 +13,9 @@
  *   FUZZ_RUNS=20000 npx vitest run --config .config/vitest.config.ts test/integration/signaling-fuzz.test.ts
  * FUZZ_SEED replays a seed that fast-check reported.
  */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import fc from 'fast-check';
 import { SignJWT, UnsecuredJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,7 +23,9 @@ import { WebSocket } from 'ws';
 import { CLOSE_CODES, ENVELOPE, ERROR_CODES, REQUESTS, type RequestType } from '../../src/signaling/protocol.js';
 import { type NodeAgent } from '../helpers/agent.js';
 import { agentToken, type CallFixture, startCallGateway, TEST_JWT_SECRET } from '../helpers/calls.js';
-import { type SippProcess, startSipp } from '../helpers/sipp.js';
+import { pcmaFromPcap } from '../../load/calls-bench/rtp-capture.js';
+import { writeScenario } from '../../load/runner/scenario.js';
+import { freePort, type SippProcess, startSipp } from '../helpers/sipp.js';
 
 const DEFAULT_RUNS = 400;
 const RUNS = Math.max(1, Number(process.env.FUZZ_RUNS ?? DEFAULT_RUNS) || DEFAULT_RUNS);
@@ -418,8 +423,13 @@ describe('agent signaling protocol fuzzing', () => {
     // a rate limit the fuzzer does not hit constantly, so that validation is what answers
     fx = await startCallGateway({ signaling: { maxRequestsPerSecond: 10_000 }, routing: { dids: [{ number: '*', agent: ON_CALL }], groups: [], defaultTrunk: '' } });
     onCall = await fx.agent(ON_CALL, { autoAnswer: true });
-    // talks longer than any fuzz run; stopped in afterAll
-    trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: String(120_000 + RUNS * 20) }, timeoutMs: 240_000 + RUNS * 20 });
+    // talks longer than any fuzz run, with audio the whole time (the load runner's trunk: sipp's
+    // G.711 capture looped by rtp_stream); stopped in afterAll
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringbridge-fuzz-trunk-'));
+    const pcma = path.join(dir, 'audio.alaw');
+    fs.writeFileSync(pcma, pcmaFromPcap('/usr/share/sip-tester/g711a.pcap'));
+    const scenario = writeScenario('trunk-uac.xml', dir, { PCMA_FILE: pcma, MAX_HOLD_MS: String(240_000 + RUNS * 20) });
+    trunk = startSipp({ scenario, target: fx.sipTarget, extraArgs: ['-mp', String(await freePort())], timeoutMs: 300_000 + RUNS * 20 });
     onCallId = (await onCall.waitForEvent('answered', undefined, 20_000)).call.id;
     liveCallId = onCallId;
     victim = await Conn.open(fx.wsUrl);
