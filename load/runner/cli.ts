@@ -23,7 +23,8 @@ export const HELP = `Usage: npm run load -- [options]
 Runs a call scenario against ringbridge and, side by side, against a peer bridge (Kamailio +
 rtpengine from Debian), with live progress, and writes a JSON report and a self-contained HTML
 page with plots (calls per second, concurrent calls, post-dial delay percentiles, answer rate,
-MOS distribution, CPU and memory over time, the scenario and the machine) to load/reports/.
+MOS distribution, CPU, memory and open file descriptors over time, the gateway's Redis keys,
+the scenario and the machine) to load/reports/.
 
 ringbridge: a sipp trunk (UAC, G.711 A-law audio looping) calls the gateway (node dist/src/main.js
 as its own process); simulated agents (many WebSocket sessions in a few processes; a share with

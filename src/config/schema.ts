@@ -163,10 +163,11 @@ const trunkSchema = z.strictObject({
     /** Learn the trunk's RTP address from its first packet (trunks behind NAT, RFC 4961). */
     latching: z.boolean(),
     /**
-     * SDES-SRTP (RFC 4568, AES_CM_128_HMAC_SHA1_80) on calls the trunk offers: "optional" (the
-     * default) answers RTP/SAVP with a=crypto when offered and plain RTP otherwise; "required"
-     * refuses plain RTP offers (488); "off" refuses RTP/SAVP offers (488). Our own offers
-     * (outbound calls, late offers) are plain RTP.
+     * SDES-SRTP (RFC 4568, AES_CM_128_HMAC_SHA1_80), only on dialogs over SIP TLS: "optional"
+     * (the default) answers RTP/SAVP with a=crypto when offered and plain RTP otherwise, and our
+     * own offers are plain RTP; "required" refuses plain RTP offers and late offers (488) and
+     * offers RTP/SAVP on outbound calls (outbound.uri must then be sips: or ;transport=tls);
+     * "off" refuses RTP/SAVP offers (488).
      */
     srtp: z.enum(['off', 'optional', 'required']).optional(),
   }),
@@ -527,6 +528,11 @@ export const configSchema = z
         message: 'a non-empty shared secret because sip.engine is "external"',
       });
     }
+    cfg.trunks.forEach((t, i) => {
+      if (t.media.srtp === 'required' && t.outbound.uri !== '' && !/^sips:/i.test(t.outbound.uri) && !/;transport=tls(?:[;>?]|$)/i.test(t.outbound.uri)) {
+        ctx.addIssue({ code: 'custom', path: ['trunks', i, 'outbound', 'uri'], message: 'a sips: or ;transport=tls URI because media.srtp is "required" (SDES keys only over TLS)' });
+      }
+    });
     for (const [section, tlsCfg] of [
       ['sip', cfg.sip.tls],
       ['http', cfg.http.tls],

@@ -1,4 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import net from 'node:net';
+import { WebSocket } from 'ws';
+import { projectRoot } from '../../src/util/paths.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freeTcpPort } from '../helpers/env.js';
 import { runSipp } from '../helpers/sipp.js';
@@ -81,6 +84,36 @@ describe('ringbridge process (dist/src/main.js)', () => {
     expect(await p.exited).toBe(1);
     expect(p.output()).toContain(`redis at 127.0.0.1:${redisPort} does not answer`);
   });
+
+  it('agent-token mints a token the gateway accepts, and says which key to set when there is no secret', async () => {
+    const secret = 'a-trial-secret-of-at-least-32-characters!';
+    const p = start({ RINGBRIDGE_SIGNALING__AUTH__HS256_SECRET: secret });
+    const port = await httpPortOf(p);
+    const env = { PATH: process.env.PATH, HOME: process.env.HOME, RINGBRIDGE_PROFILE: 'test', RINGBRIDGE_SIGNALING__AUTH__HS256_SECRET: secret };
+    const minted = spawnSync(process.execPath, ['dist/src/cli/agent-token.js', 'agent-7', '--ttl', '15m'], { cwd: projectRoot(), env, encoding: 'utf8' });
+    expect(minted.status, minted.stderr).toBe(0);
+    const token = minted.stdout.trim();
+    expect(token).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    const reply = new Promise<{ ok: boolean; data?: { agentId: string } }>((resolve) => {
+      ws.on('message', (m: Buffer) => {
+        const f = JSON.parse(m.toString('utf8')) as { id?: string; ok: boolean; data?: { agentId: string } };
+        if (f.id === 'a') {
+          resolve(f);
+        }
+      });
+    });
+    ws.send(JSON.stringify({ v: 1, id: 'a', type: 'auth', data: { token } }));
+    expect(await reply).toMatchObject({ ok: true, data: { agentId: 'agent-7' } });
+    ws.close(1000);
+    const none = spawnSync(process.execPath, ['dist/src/cli/agent-token.js', 'agent-7'], { cwd: projectRoot(), env: { PATH: process.env.PATH, HOME: process.env.HOME, RINGBRIDGE_PROFILE: 'test', RINGBRIDGE_SIGNALING__AUTH__HS256_SECRET: '' }, encoding: 'utf8' });
+    expect(none.status).toBe(2);
+    expect(none.stderr).toContain('RINGBRIDGE_SIGNALING__AUTH__HS256_SECRET');
+  }, 60_000);
 
   it('prints help and version', async () => {
     const help = start({}, ['--help']);

@@ -125,6 +125,21 @@ describe('loadConfig()', () => {
     expect(ext.message).toContain('sip.control.secret');
   });
 
+  it('refuses a trunk that requires SRTP with a plain outbound uri (SDES keys only over TLS)', () => {
+    const trunk = (uri: string) => ({
+      id: 't1',
+      inbound: { allow: [], auth: { username: '', password: '', realm: 'r' } },
+      outbound: { uri, proxy: '', auth: { username: '', password: '' }, callerId: '' },
+      codecs: ['PCMA'],
+      media: { latching: false, srtp: 'required' },
+    });
+    const err = problemsOf(() => loadConfig({ env: {}, overrides: { trunks: [trunk('sip:carrier.example.net')] } }));
+    expect(err.message).toContain('trunks.0.outbound.uri');
+    expect(err.message).toContain('media.srtp is "required"');
+    expect(() => loadConfig({ env: {}, overrides: { trunks: [trunk('sip:carrier.example.net;transport=tls')] } })).not.toThrow();
+    expect(() => loadConfig({ env: {}, overrides: { trunks: [trunk('sips:carrier.example.net')] } })).not.toThrow();
+  });
+
   it('reports broken YAML with the file and line', () => {
     const dir = tmpConfigDir({ 'broken.yaml': 'http:\n  port: [1\n' });
     const err = problemsOf(() => loadConfig({ configDir: dir, env: {}, profile: 'broken' }));
