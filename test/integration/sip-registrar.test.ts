@@ -6,18 +6,18 @@
  *
  *   npx vitest run --config .config/vitest.config.ts test/integration/sip-registrar.test.ts
  */
-import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type SipDevicesConfig } from '../../src/sip/registrar/config.js';
-import { digestHa1, type DigestAlgorithm } from '../../src/sip/registrar/digest.js';
+import { digestHa1 } from '../../src/sip/registrar/digest.js';
 import { SipRegistrar } from '../../src/sip/registrar/registrar.js';
 import { parseDigest } from '../../src/sip/trunks.js';
 import { StateStore } from '../../src/state/store.js';
 import { type Baresip, baresipAvailable, startBaresip, type SipTransport } from '../helpers/baresip.js';
 import { type EngineFixture, startEngine } from '../helpers/engine.js';
 import { deletePrefix, quietLogger } from '../helpers/env.js';
-import { isFinal, RawSipPeer, sipRequest, token } from '../helpers/raw-sip.js';
+import { token } from '../helpers/raw-sip.js';
+import { RawDevice } from '../helpers/sip-device.js';
 import { runSipp } from '../helpers/sipp.js';
 import { createTestCerts, type TestCerts } from '../helpers/tls-certs.js';
 
@@ -87,71 +87,9 @@ async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs =
   }
 }
 
-/** A raw UDP device that registers with digest (computing the answer itself, RFC 7616 §3.4.1). */
-class RawDevice {
-  readonly callId = token('reg-');
-  readonly fromTag = token();
-  cseq = 0;
-  private constructor(
-    readonly peer: RawSipPeer,
-    readonly user: string,
-    readonly password: string,
-  ) {}
-
-  static async open(user: keyof typeof users): Promise<RawDevice> {
-    return new RawDevice(await RawSipPeer.udp({ port: fx.port('udp') }), user, users[user].password);
-  }
-
-  get contactUri(): string {
-    return `sip:${this.user}@127.0.0.1:${this.peer.port}`;
-  }
-
-  /** Sends a REGISTER (answering a 401 once) and resolves with the final response. */
-  async register(o: { contact?: string | null; expires?: number; headers?: string[]; algorithm?: DigestAlgorithm; password?: string; toUser?: string } = {}) {
-    const send = (authorization?: string) => {
-      this.cseq++;
-      const text = sipRequest({
-        method: 'REGISTER',
-        uri: `sip:${REALM}`,
-        viaPort: this.peer.port,
-        viaParams: ';rport',
-        callId: this.callId,
-        fromTag: this.fromTag,
-        cseq: this.cseq,
-        fromUri: `sip:${this.user}@${REALM}`,
-        toUri: `sip:${o.toUser ?? this.user}@${REALM}`,
-        contact: o.contact === undefined ? `<${this.contactUri}>` : o.contact,
-        headers: [...(o.expires !== undefined ? [`Expires: ${o.expires}`] : []), ...(o.headers ?? []), ...(authorization ? [`Authorization: ${authorization}`] : [])],
-      });
-      const cseq = this.cseq;
-      this.peer.send(text);
-
-      return this.peer.waitFor((m) => isFinal('REGISTER', this.callId)(m) && m.msg.getHeader('cseq')?.startsWith(`${cseq} `) === true, 10_000, `final response to REGISTER ${cseq}`);
-    };
-    const first = await send();
-    if (first.msg.status !== 401) {
-      return first;
-    }
-    const challenges = first.msg.getHeaders('www-authenticate');
-    const alg = o.algorithm ?? 'MD5';
-    const ch = parseDigest(challenges.find((c) => c.includes(`algorithm=${alg}`)) ?? '')!;
-    const h = (s: string) => createHash(alg === 'MD5' ? 'md5' : 'sha256').update(s).digest('hex');
-    const ha1 = h(`${this.user}:${REALM}:${o.password ?? this.password}`);
-    const uri = `sip:${REALM}`;
-    const cnonce = token();
-    const response = h(`${ha1}:${ch.nonce}:00000001:${cnonce}:auth:${h(`REGISTER:${uri}`)}`);
-
-    return send(`Digest username="${this.user}", realm="${REALM}", nonce="${ch.nonce}", uri="${uri}", algorithm=${alg}, qop=auth, nc=00000001, cnonce="${cnonce}", response="${response}"`);
-  }
-
-  close(): void {
-    this.peer.close();
-  }
-}
-
 describe('REGISTER with raw UDP devices', () => {
   it('challenges with MD5 and SHA-256 (one WWW-Authenticate each, in the configured order), registers with SHA-256, lists the binding with its expires and flow', async () => {
-    const dev = await RawDevice.open('alice');
+    const dev = await RawDevice.open(fx.port('udp'), REALM, 'alice', users.alice.password);
     try {
       const ok = await dev.register({ expires: 300, algorithm: 'SHA-256' });
       expect(ok.msg.status).toBe(200);
@@ -179,7 +117,7 @@ describe('REGISTER with raw UDP devices', () => {
   });
 
   it('answers a wrong password 403 and a too-brief interval 423 with Min-Expires, leaving no binding', async () => {
-    const dev = await RawDevice.open('bob');
+    const dev = await RawDevice.open(fx.port('udp'), REALM, 'bob', users.bob.password);
     try {
       const wrong = await dev.register({ password: 'nope' });
       expect(wrong.msg.status).toBe(403);
@@ -198,7 +136,7 @@ describe('REGISTER with raw UDP devices', () => {
   });
 
   it('removes a binding when it expires, and tells presence', async () => {
-    const dev = await RawDevice.open('carol');
+    const dev = await RawDevice.open(fx.port('udp'), REALM, 'carol', users.carol.password);
     try {
       expect((await dev.register({ expires: 2 })).msg.status).toBe(200);
       expect(await registrar.bindings('agent-carol')).toHaveLength(1);
@@ -216,8 +154,8 @@ describe('REGISTER with raw UDP devices', () => {
   });
 
   it('keeps several contacts of one agent, removes them all with "*", and refuses an out-of-order CSeq with 500', async () => {
-    const a = await RawDevice.open('dave');
-    const b = await RawDevice.open('dave');
+    const a = await RawDevice.open(fx.port('udp'), REALM, 'dave', users.dave.password);
+    const b = await RawDevice.open(fx.port('udp'), REALM, 'dave', users.dave.password);
     try {
       a.cseq = 10;
       expect((await a.register({ expires: 600 })).msg.status).toBe(200);
@@ -246,8 +184,8 @@ describe('REGISTER with raw UDP devices', () => {
 
   it('replaces the binding of the same +sip.instance and reg-id (RFC 5626) and answers Require: outbound with a Flow-Timer', async () => {
     const instance = '<urn:uuid:11111111-2222-4333-8444-555555555555>';
-    const first = await RawDevice.open('erin');
-    const second = await RawDevice.open('erin');
+    const first = await RawDevice.open(fx.port('udp'), REALM, 'erin', users.erin.password);
+    const second = await RawDevice.open(fx.port('udp'), REALM, 'erin', users.erin.password);
     try {
       const ob = (d: RawDevice) => `<${d.contactUri};ob>;+sip.instance="${instance}";reg-id=1`;
       const r1 = await first.register({ contact: ob(first), expires: 600, headers: ['Supported: outbound, path'] });
@@ -273,7 +211,7 @@ describe('REGISTER with raw UDP devices', () => {
   });
 
   it('exports the bindings with the agent and erases them with it', async () => {
-    const dev = await RawDevice.open('alice');
+    const dev = await RawDevice.open(fx.port('udp'), REALM, 'alice', users.alice.password);
     try {
       const pn = `;pn-provider=fcm;pn-prid=fcm-token-${token()};pn-param=example-project`;
       expect((await dev.register({ contact: `<${dev.contactUri}${pn}>`, expires: 600 })).msg.status).toBe(200);

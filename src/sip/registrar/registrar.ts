@@ -111,7 +111,8 @@ export class SipRegistrar {
       await this.#register(req, res);
     } catch (err) {
       if (err instanceof RegistrarError) {
-        this.#log.info({ status: err.status, reason: err.message, source: req.source_address, sipCallId: callId }, 'REGISTER refused');
+        // a 401 is the first half of every registration; the rest are worth seeing
+        this.#log[err.status === 401 ? 'debug' : 'info']({ status: err.status, reason: err.message, source: req.source_address, sipCallId: callId }, 'REGISTER refused');
         send(res, err.status, err.message, err.headers);
 
         return;
