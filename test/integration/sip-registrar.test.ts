@@ -6,6 +6,8 @@
  *
  *   npx vitest run --config .config/vitest.config.ts test/integration/sip-registrar.test.ts
  */
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type SipDevicesConfig } from '../../src/sip/registrar/config.js';
@@ -225,6 +227,36 @@ describe('REGISTER with raw UDP devices', () => {
       expect(await registrar.bindings('agent-alice')).toEqual([]);
     } finally {
       dev.close();
+    }
+  });
+});
+
+describe('keep-alives of devices behind NAT (RFC 5626 §4.4)', () => {
+  it('answers a STUN Binding request on the SIP UDP port with the source in XOR-MAPPED-ADDRESS, and ignores other STUN', async () => {
+    const sock = dgram.createSocket('udp4');
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+    try {
+      const got: Buffer[] = [];
+      sock.on('message', (m) => got.push(m));
+      const txn = randomBytes(12);
+      // RFC 5389 §6: Binding request, no attributes
+      const req = Buffer.concat([Buffer.from([0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42]), txn]);
+      sock.send(req, fx.port('udp'), '127.0.0.1');
+      await until(() => Promise.resolve(got.length), (n) => n > 0, 5000, 'the STUN answer');
+      const res = got[0]!;
+      expect(res.readUInt16BE(0)).toBe(0x0101);
+      expect(res.readUInt32BE(4)).toBe(0x2112a442);
+      expect(res.subarray(8, 20).equals(txn)).toBe(true);
+      expect(res.readUInt16BE(20)).toBe(0x0020);
+      expect(res.readUInt8(25)).toBe(0x01);
+      expect(res.readUInt16BE(26) ^ 0x2112).toBe(sock.address().port);
+      expect([...res.subarray(28, 32)].map((b, i) => b ^ [0x21, 0x12, 0xa4, 0x42][i]!).join('.')).toBe('127.0.0.1');
+      // a Binding indication (0x0011) and a SIP-looking datagram get nothing back
+      sock.send(Buffer.concat([Buffer.from([0x00, 0x11, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42]), randomBytes(12)]), fx.port('udp'), '127.0.0.1');
+      await new Promise((r) => setTimeout(r, 500));
+      expect(got).toHaveLength(1);
+    } finally {
+      sock.close();
     }
   });
 });
