@@ -212,6 +212,30 @@ describe('REGISTER with raw UDP devices', () => {
     }
   });
 
+  it('keeps the Path of a proxy in front (RFC 3327) and no outbound then; 420 for unknown Require; 403 past the device limit', async () => {
+    const dev = await RawDevice.open(fx.port('udp'), REALM, 'bob', users.bob.password);
+    try {
+      const path = '<sip:edge.example.net;lr;ob>';
+      const viaProxy = await dev.register({ contact: `<${dev.contactUri};ob>;+sip.instance="<urn:uuid:22222222-2222-4222-8222-222222222222>";reg-id=1`, expires: 600, headers: [`Path: ${path}`, 'Supported: path, outbound'] });
+      expect(viaProxy.msg.status).toBe(200);
+      expect(viaProxy.msg.getHeader('path')).toBe(path);
+      // the proxy is the device's edge, not us: no Require: outbound
+      expect(viaProxy.msg.getHeader('require')).toBeUndefined();
+      expect(await registrar.bindings('agent-bob')).toEqual([expect.objectContaining({ path: [path], outbound: false })]);
+      const ext = await dev.register({ expires: 600, headers: ['Require: gruu, path'] });
+      expect(ext.msg.status).toBe(420);
+      expect(ext.msg.getHeader('unsupported')).toBe('gruu');
+      // five devices at most (maxBindingsPerAgent): one more than that in one REGISTER is refused whole
+      const many = Array.from({ length: 5 }, (_, i) => `<sip:bob-${i}@192.0.2.${i + 1}:5060>`).join(', ');
+      const tooMany = await dev.register({ contact: many, expires: 600 });
+      expect(tooMany.msg.status).toBe(403);
+      expect(await registrar.bindings('agent-bob')).toHaveLength(1);
+      expect((await dev.register({ contact: '*', expires: 0 })).msg.status).toBe(200);
+    } finally {
+      dev.close();
+    }
+  });
+
   it('exports the bindings with the agent and erases them with it', async () => {
     const dev = await RawDevice.open(fx.port('udp'), REALM, 'alice', users.alice.password);
     try {
