@@ -9,6 +9,7 @@ import { bindingId } from '../../src/sip/registrar/registrar.js';
 import { parsePushParams, parseRegisterContacts, RegistrarError } from '../../src/sip/registrar/contact.js';
 import { digestHa1, DigestAuthenticator, type DigestAlgorithm } from '../../src/sip/registrar/digest.js';
 import { parseDigest } from '../../src/sip/trunks.js';
+import { redactValue } from '../../src/log/redact.js';
 import { testConfig } from '../helpers/env.js';
 
 const REALM = 'ringbridge.test';
@@ -252,5 +253,21 @@ describe('sipDevices configuration', () => {
     expect(() => testConfig({ sipDevices: { realm: REALM, algorithms: ['SHA-256'], credentials: [cred] } })).toThrow(/sipDevices\.credentials\.0\.ha1Md5/);
     expect(() => testConfig({ sipDevices: { minExpiresS: 600, defaultExpiresS: 300 } })).toThrow(/sipDevices\.defaultExpiresS/);
     expect(() => testConfig({ sipDevices: { credentials: [{ ...cred, password: 'plain' }] } })).toThrow(/password/);
+  });
+});
+
+describe('HA1 values stay out of logs and config output', () => {
+  it('redacts ha1Md5 and ha1Sha256 fields in log records, and shows them as [set] in a config error', () => {
+    const ha1 = digestHa1('SHA-256', 'alice', REALM, 's3cret');
+    expect(JSON.stringify(redactValue({ sipDevices: { realm: REALM, credentials: [{ username: 'alice', ha1Sha256: ha1 }] }, ha1Md5: ha1.slice(0, 32) }))).not.toContain(ha1.slice(0, 32));
+    expect(JSON.stringify(redactValue({ cred: { ha1Sha256: ha1 } }))).not.toContain(ha1);
+    let message = '';
+    try {
+      testConfig({ sipDevices: { realm: REALM, credentials: [{ agentId: 'a', username: 'alice', ha1Md5: 'not-hex-but-secret', ha1Sha256: '' }] } });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/sipDevices\.credentials\.0\.ha1Md5 = \[set\]/);
+    expect(message).not.toContain('not-hex-but-secret');
   });
 });
