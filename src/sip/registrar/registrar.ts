@@ -146,7 +146,13 @@ export class SipRegistrar {
       }
       throw new RegistrarError(verdict.status, verdict.status === 403 ? 'Forbidden' : `Bad Request (${verdict.reason})`);
     }
-    if (decodeURIComponent(aor.user).toLowerCase() !== verdict.username.toLowerCase()) {
+    let aorUser: string;
+    try {
+      aorUser = decodeURIComponent(aor.user);
+    } catch {
+      throw new RegistrarError(400, 'To user is not well escaped');
+    }
+    if (aorUser.toLowerCase() !== verdict.username.toLowerCase()) {
       throw new RegistrarError(403, 'Forbidden (not your address-of-record)');
     }
     const agentId = this.#agentOf.get(verdict.username.toLowerCase());
