@@ -201,7 +201,14 @@ export class Gateway {
       return st?.counters;
     });
     if (config.sipDevices.enabled) {
-      this.#registrar = new SipRegistrar({ config: config.sipDevices, srf: this.#sip.srf, store: this.#store, redis: this.#redis.client, logger: logger.child({ component: 'registrar' }) });
+      this.#registrar = new SipRegistrar({
+        config: config.sipDevices,
+        srf: this.#sip.srf,
+        store: this.#store,
+        redis: this.#redis.client,
+        logger: logger.child({ component: 'registrar' }),
+        metrics: { registry: this.metrics.registry, prefix: this.metrics.prefix },
+      });
     }
     this.#calls = new CallManager({
       ...(wake ? { wake } : {}),

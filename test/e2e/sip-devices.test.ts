@@ -68,6 +68,10 @@ describe('SIP devices on the gateway', () => {
       expect(await fx.gw.registrar!.bindings('agent-sip')).toEqual([]);
       // un-registering removed the push device too: the device no longer wants calls
       expect(await fx.gw.store!.devices('agent-sip')).toEqual([]);
+      // the REGISTERs counted by result: three answered 2xx, each after a 401
+      const metrics = await (await fetch(`http://127.0.0.1:${fx.gw.httpAddress.port}/metrics`)).text();
+      expect(metrics).toMatch(/^ringbridge_sip_registrations_total\{result="ok"\} 3$/m);
+      expect(metrics).toMatch(/^ringbridge_sip_registrations_total\{result="challenged"\} 3$/m);
     } finally {
       dev.close();
     }

@@ -29,6 +29,7 @@
  */
 import { createHash } from 'node:crypto';
 import type Srf from 'drachtio-srf';
+import { Counter, type Registry } from 'prom-client';
 import { type Logger } from '../../log/logger.js';
 import { type StateStore, type StoreRedis } from '../../state/store.js';
 import { parseNameAddr, parseUri } from '../engine/message.js';
@@ -47,6 +48,15 @@ export interface SipRegistrarOptions {
   logger: Logger;
   /** Called after an agent's bindings changed (registered, refreshed away, removed, expired); must not throw. */
   onChange?: (agentId: string, bindings: number) => void;
+  /** Where to register `<prefix>sip_registrations_total{result}`. */
+  metrics?: { registry: Registry; prefix: string };
+}
+
+/** How a REGISTER ended, for the metric: 2xx, 401, 403, 423, another 4xx/555, 5xx. */
+type RegisterResult = 'ok' | 'challenged' | 'forbidden' | 'too_brief' | 'bad_request' | 'error';
+
+function resultOf(status: number): RegisterResult {
+  return status < 300 ? 'ok' : status === 401 ? 'challenged' : status === 403 ? 'forbidden' : status === 423 ? 'too_brief' : status < 500 || status === 555 ? 'bad_request' : 'error';
 }
 
 /** Extensions this registrar supports (RFC 5626 outbound, RFC 3327 path). */
@@ -60,6 +70,7 @@ export class SipRegistrar {
   readonly #auth: DigestAuthenticator;
   readonly #log: Logger;
   readonly #onChange: ((agentId: string, bindings: number) => void) | undefined;
+  readonly #results: Counter<'result'> | undefined;
   /** username (lower-case) → agent id */
   readonly #agentOf = new Map<string, string>();
   /** agentId → the timer of its next binding expiry (bindings this node wrote or read). */
@@ -71,6 +82,14 @@ export class SipRegistrar {
     this.#store = opts.store;
     this.#log = opts.logger;
     this.#onChange = opts.onChange;
+    this.#results = opts.metrics
+      ? new Counter({
+          name: `${opts.metrics.prefix}sip_registrations_total`,
+          help: 'REGISTER requests of agents\' SIP devices by result: ok (2xx), challenged (401), forbidden (403), too_brief (423), bad_request (other 4xx, 555), error (5xx).',
+          labelNames: ['result'],
+          registers: [opts.metrics.registry],
+        })
+      : undefined;
     const secrets = new Map<string, { ha1Md5: string; ha1Sha256: string }>();
     for (const c of opts.config.credentials) {
       secrets.set(c.username.toLowerCase(), { ha1Md5: c.ha1Md5, ha1Sha256: c.ha1Sha256 });
@@ -113,12 +132,12 @@ export class SipRegistrar {
       if (err instanceof RegistrarError) {
         // a 401 is the first half of every registration; the rest are worth seeing
         this.#log[err.status === 401 ? 'debug' : 'info']({ status: err.status, reason: err.message, source: req.source_address, sipCallId: callId }, 'REGISTER refused');
-        send(res, err.status, err.message, err.headers);
+        this.#send(res, err.status, err.message, err.headers);
 
         return;
       }
       this.#log.warn({ err, sipCallId: callId }, 'REGISTER failed');
-      send(res, 500, 'Server Internal Error', { 'Retry-After': '5' });
+      this.#send(res, 500, 'Server Internal Error', { 'Retry-After': '5' });
     }
   }
 
@@ -270,9 +289,17 @@ export class SipRegistrar {
       headers.Path = path.join(', ');
     }
     headers.Supported = SUPPORTED.join(', ');
-    send(res, 200, 'OK', headers);
+    this.#send(res, 200, 'OK', headers);
     this.#schedule(agentId, after);
     this.#onChange?.(agentId, after.length);
+  }
+
+  #send(res: Srf.SrfResponse, status: number, reason: string, headers: Record<string, string>): void {
+    if (res.finalResponseSent) {
+      return;
+    }
+    res.send(status, reason, { headers });
+    this.#results?.inc({ result: resultOf(status) });
   }
 
   /** RFC 8599 push parameters of the contacts become (or update) the agent's push devices. */
@@ -365,11 +392,4 @@ function listHeader(v: string | undefined): string[] {
         .map((s) => s.trim())
         .filter(Boolean)
     : [];
-}
-
-function send(res: Srf.SrfResponse, status: number, reason: string, headers: Record<string, string>): void {
-  if (res.finalResponseSent) {
-    return;
-  }
-  res.send(status, reason, { headers });
 }
