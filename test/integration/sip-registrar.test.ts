@@ -17,7 +17,7 @@ import { parseDigest } from '../../src/sip/trunks.js';
 import { StateStore } from '../../src/state/store.js';
 import { type Baresip, baresipAvailable, startBaresip, type SipTransport } from '../helpers/baresip.js';
 import { type EngineFixture, startEngine } from '../helpers/engine.js';
-import { deletePrefix, quietLogger } from '../helpers/env.js';
+import { captureLogger, deletePrefix, freeTcpPort, quietLogger } from '../helpers/env.js';
 import { token } from '../helpers/raw-sip.js';
 import { RawDevice } from '../helpers/sip-device.js';
 import { runSipp } from '../helpers/sipp.js';
@@ -251,6 +251,38 @@ describe('REGISTER with raw UDP devices', () => {
       expect(await registrar.bindings('agent-alice')).toEqual([]);
     } finally {
       dev.close();
+    }
+  });
+});
+
+describe('Redis unavailable', () => {
+  it('answers 500 with Retry-After (after the challenge, which needs no Redis) and stays up', async () => {
+    const deadPort = await freeTcpPort();
+    const dead = new Redis({ host: '127.0.0.1', port: deadPort, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    dead.on('error', () => undefined);
+    const log = captureLogger('warn');
+    const deadFx = await startEngine();
+    const deadStore = new StateStore({ redis: dead, keyPrefix: PREFIX, nodeId: 'node-dead', logger: log.logger, recordTtlS: 3600 });
+    const deadRegistrar = new SipRegistrar({ config, srf: deadFx.srf, store: deadStore, redis: dead, logger: log.logger });
+    const dev = await RawDevice.open(deadFx.port('udp'), REALM, 'bob', users.bob.password);
+    const dev2 = await RawDevice.open(deadFx.port('udp'), REALM, 'bob', users.bob.password);
+    try {
+      const r = await dev.register({ expires: 600 });
+      expect(dev.peer.all((m) => m.msg.status === 401)).toHaveLength(1);
+      expect(r.msg.status).toBe(500);
+      expect(r.msg.getHeader('retry-after')).toBe('5');
+      // the node still serves: a second device gets its challenge and the same answer
+      const again = await dev2.register({ expires: 600 });
+      expect(again.msg.status).toBe(500);
+      expect(log.lines().filter((l) => l.msg === 'REGISTER failed')).toHaveLength(2);
+      // no credentials in the log
+      expect(log.text()).not.toContain('response=');
+    } finally {
+      dev.close();
+      dev2.close();
+      deadRegistrar.close();
+      await deadFx.close();
+      dead.disconnect();
     }
   });
 });
