@@ -97,7 +97,7 @@ describe('REGISTER with raw UDP devices', () => {
       expect(ok.msg.status).toBe(200);
       const challenge = dev.peer.all((m) => m.msg.status === 401)[0]!;
       expect(challenge.msg.getHeaders('www-authenticate').map((c) => parseDigest(c)?.algorithm)).toEqual(['MD5', 'SHA-256']);
-      expect(ok.msg.getHeader('contact')).toMatch(new RegExp(`^<${dev.contactUri}>;expires=(300|299)$`));
+      expect(ok.msg.getHeader('contact')).toMatch(new RegExp(`^<${dev.contactUri}>;expires=(300|29\\d)$`)); // the seconds left when the 200 left
       const [b] = await registrar.bindings('agent-alice');
       expect(b).toMatchObject({ contact: dev.contactUri, expires: 300, outbound: false, flow: { transport: 'udp', address: '127.0.0.1', port: dev.peer.port }, callId: dev.callId, node: 'node-reg' });
       const ttl = await redis.pttl(store.key('agent', 'agent-alice', 'sip'));
@@ -167,7 +167,7 @@ describe('REGISTER with raw UDP devices', () => {
       const listed = r.msg.getHeaderValues('contact');
       expect(listed).toHaveLength(2);
       for (const d of [a, b]) {
-        expect(listed.some((c) => c === `<${d.contactUri}>;expires=600` || c === `<${d.contactUri}>;expires=599`), listed.join(' | ')).toBe(true);
+        expect(listed.some((c) => new RegExp(`^<${d.contactUri.replace(/\./g, '\\.')}>;expires=(600|59\\d)$`).test(c)), listed.join(' | ')).toBe(true);
       }
       expect((await registrar.bindings('agent-dave')).map((x) => x.contact).sort()).toEqual([a.contactUri, b.contactUri].sort());
       // the same Call-ID with a lower CSeq than the stored one: out of order
