@@ -80,16 +80,18 @@ describe('DigestAuthenticator', () => {
     expect(auth.verify('REGISTER', a)).toMatchObject({ ok: false, status: 401, stale: true });
   });
 
-  it('answers an expired nonce with 401 stale=true, and a forged or foreign nonce with 401 without stale', () => {
+  it('answers an expired nonce, and a forged or another node\'s nonce, with 401 stale=true (a fresh challenge, no user prompt)', () => {
     let now = 1_000_000;
     const auth = authenticator({ now: () => now });
     const ch = auth.challenges()[0]!;
     now += 60_001;
     expect(auth.verify('REGISTER', answer(ch, { user: 'alice', password: 's3cret' }))).toMatchObject({ ok: false, status: 401, stale: true });
     const forged = ch.replace(/nonce="([^"]+)"/, (_m, n: string) => `nonce="${n.slice(0, -1)}${n.endsWith('A') ? 'B' : 'A'}"`);
-    expect(auth.verify('REGISTER', answer(forged, { user: 'alice', password: 's3cret' }))).toMatchObject({ ok: false, status: 401, stale: false });
+    expect(auth.verify('REGISTER', answer(forged, { user: 'alice', password: 's3cret' }))).toMatchObject({ ok: false, status: 401, stale: true, reason: 'a nonce this node did not issue' });
     const other = authenticator().challenges()[0]!;
-    expect(auth.verify('REGISTER', answer(other, { user: 'alice', password: 's3cret' }))).toMatchObject({ ok: false, status: 401, stale: false });
+    expect(auth.verify('REGISTER', answer(other, { user: 'alice', password: 's3cret' }))).toMatchObject({ ok: false, status: 401, stale: true, reason: 'a nonce this node did not issue' });
+    // a wrong password on another node's nonce is not found out: it is challenged, not refused
+    expect(auth.verify('REGISTER', answer(other, { user: 'alice', password: 'wrong' }))).toMatchObject({ ok: false, status: 401 });
   });
 
   it('refuses unknown users, other realms, algorithms the user has no HA1 for, and the wrong method', () => {

@@ -28,7 +28,7 @@ export interface DigestSecrets {
 /** The outcome of checking an Authorization header. */
 export type DigestOutcome =
   | { ok: true; username: string; algorithm: DigestAlgorithm }
-  /** Challenge (again): no credentials, a nonce we did not issue, or (stale) an expired or reused one. */
+  /** Challenge (again): no credentials, another realm or algorithm, or (stale) a nonce that is expired, reused or not this node's. */
   | { ok: false; status: 401; stale: boolean; reason: string }
   /** Credentials for this realm that are wrong, or an unknown user. */
   | { ok: false; status: 403; reason: string }
@@ -105,7 +105,9 @@ export class DigestAuthenticator {
     }
     const issued = this.#nonceIssued(p.nonce);
     if (issued === undefined) {
-      return { ok: false, status: 401, stale: false, reason: 'a nonce this node did not issue' };
+      // another node's nonce (or a forged one): stale, so that the device answers a fresh challenge
+      // from this node without asking its user; the response is never checked against it
+      return { ok: false, status: 401, stale: true, reason: 'a nonce this node did not issue' };
     }
     const now = this.#now();
     if (now - issued > this.#ttlMs) {
