@@ -192,6 +192,9 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 `;
 
+/** Call records kept in memory while Redis is away, at most (then the oldest go). */
+const MAX_PENDING_ENDS = 10_000;
+
 /** Redis access for agents, devices, sessions, calls, records and nodes. */
 export class StateStore {
   readonly #redis: StoreRedis;
@@ -202,6 +205,10 @@ export class StateStore {
   readonly #mask: boolean;
   readonly #nodeTtlMs: number;
   readonly #onRecord: ((record: CallRecord) => void) | undefined;
+  /** Ends whose Redis writes failed (Redis away): written again once Redis is back, oldest first. */
+  readonly #pendingEnds: { record: CallRecord; node: string }[] = [];
+  #replaying = false;
+  #replayTimer: NodeJS.Timeout | undefined;
   readonly #trunkIds: string[];
 
   constructor(opts: StateStoreOptions) {
@@ -214,6 +221,50 @@ export class StateStore {
     this.#mask = opts.maskNumbers ?? true;
     this.#nodeTtlMs = opts.nodeTtlMs ?? 6000;
     this.#onRecord = opts.onRecord;
+    // a call that ended while Redis was away gets its record written when Redis is back (else it
+    // would stay "active" in Redis and a reaper could end it again with another record)
+    const redis = this.#redis as unknown as { on(event: 'ready', fn: () => void): void };
+    redis.on('ready', () => void this.#replayEnds());
+  }
+
+  /** Ends waiting for Redis (see #pendingEnds); for health and tests. */
+  get pendingEnds(): number {
+    return this.#pendingEnds.length;
+  }
+
+  /** Tries the pending ends again in 5 s (a Redis that stalled comes back without a new 'ready'). */
+  #scheduleReplay(): void {
+    if (this.#replayTimer === undefined) {
+      this.#replayTimer = setTimeout(() => {
+        this.#replayTimer = undefined;
+        void this.#replayEnds();
+      }, 5000);
+      this.#replayTimer.unref();
+    }
+  }
+
+  async #replayEnds(): Promise<void> {
+    if (this.#replaying) {
+      return;
+    }
+    this.#replaying = true;
+    try {
+      while (this.#pendingEnds.length > 0) {
+        const next = this.#pendingEnds[0]!;
+        try {
+          await this.#writeEnd(next.record, next.node);
+        } catch (err) {
+          this.#log.warn({ err, pending: this.#pendingEnds.length }, 'call records still cannot be written; will try again');
+          this.#scheduleReplay();
+
+          return;
+        }
+        this.#pendingEnds.shift();
+      }
+      this.#log.info('call records of calls that ended while Redis was away are written');
+    } finally {
+      this.#replaying = false;
+    }
   }
 
   /** This node's id. */
@@ -621,6 +672,21 @@ export class StateStore {
     } catch (err) {
       this.#log.warn({ err }, 'call record hook failed');
     }
+    try {
+      await this.#writeEnd(record, node);
+    } catch (err) {
+      if (this.#pendingEnds.length >= MAX_PENDING_ENDS) {
+        this.#pendingEnds.shift();
+        this.#log.error({ max: MAX_PENDING_ENDS }, 'too many call records waiting for Redis; the oldest is dropped');
+      }
+      this.#pendingEnds.push({ record, node });
+      this.#scheduleReplay();
+      throw err;
+    }
+  }
+
+  /** The Redis part of endCall(); throws on a Redis failure. */
+  async #writeEnd(record: CallRecord, node: string): Promise<void> {
     const fields: Record<string, string> = {};
     for (const [k, v] of Object.entries(record)) {
       if (v !== undefined) {

@@ -125,6 +125,29 @@ describe('faults', () => {
     expect(next.received(200, 'INVITE')).toHaveLength(1);
   }, 90_000);
 
+  it('a call that ends while Redis is away gets its record written once Redis is back', async () => {
+    const port = await freeTcpPort();
+    redis = await LocalRedisServer.start('127.0.0.1', port, quietLogger());
+    fx = await startCallGateway(toAgent('agent-1', { redis: { url: `redis://127.0.0.1:${port}`, autoStart: false } }));
+    const agent = await fx.agent('agent-1', { autoAnswer: true });
+    const trunk = startSipp({ scenario: 'trunk-in-wait-bye', target: fx.sipTarget, extraArgs: ['-mp', String(await freePort())], timeoutMs: 40_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    await expect.poll(async () => (await agent.packetCounts(incoming.call.id)).received, { timeout: 10_000 }).toBeGreaterThan(10);
+    await redis.stop();
+    await expect.poll(async () => (await health()).status, { timeout: 5000 }).toBe(503);
+    // the agent hangs up during the outage: the trunk gets its BYE, the record cannot be written yet
+    await agent.client.hangup(incoming.call.id);
+    const r = await trunk.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    await expect.poll(() => fx!.gw.store!.pendingEnds, { timeout: 10_000 }).toBe(1);
+    redis = await LocalRedisServer.start('127.0.0.1', port, quietLogger());
+    await expect.poll(() => fx!.gw.store!.pendingEnds, { timeout: 15_000, interval: 250 }).toBe(0);
+    const records = (await fx.gw.store!.recentRecords(10)).filter((x) => x.callId === incoming.call.id);
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({ endReason: 'hangup_local', agentId: 'agent-1' });
+    expect(await fx.gw.redis!.client.sismember(fx.gw.store!.key('node', fx.gw.store!.nodeId, 'calls'), incoming.call.id)).toBe(0);
+  }, 60_000);
+
   it('Redis that stops answering on an open connection (SIGSTOP) counts as away: 503 to new calls, /health down, then recovery', async () => {
     const port = await freeTcpPort();
     redis = await LocalRedisServer.start('127.0.0.1', port, quietLogger());
