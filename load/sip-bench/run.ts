@@ -3,11 +3,8 @@
  * UAC and a sipp UAS on loopback and reports completion, post-dial delay, CPU and memory per step.
  * `--help` lists the options. See load/sip-bench/README.md.
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { projectRoot } from '../../src/util/paths.js';
+import { runBenchCli, runIfMain } from '../runner/bench-cli.js';
 import { parseDuration, runBench, type BenchOptions, type BenchReport } from './bench.js';
 
 const HELP = `Usage: npm run bench:sip -- [options]
@@ -193,51 +190,9 @@ export function formatTable(report: BenchReport): string {
   return out.join('\n');
 }
 
-/** Writes the JSON report and returns its path. */
-export function writeReport(report: BenchReport, jsonPath?: string): string {
-  const file = jsonPath ?? path.join(projectRoot(), 'load', 'reports', `sip-bench-${report.startedAt.replace(/[:.]/g, '-')}.json`);
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
-
-  return file;
+/** The CLI: parse, run, print, write (load/runner/bench-cli.ts). Returns the exit status. */
+export function main(argv: string[]): Promise<number> {
+  return runBenchCli({ name: 'sip-bench', npmScript: 'bench:sip', help: HELP, parse: parseCli, run: runBench, format: formatTable, stops: 'sipp and the target', reportLine: 'after', stack: false }, argv);
 }
 
-/** The CLI: parse, run, print, write. Returns the exit status. */
-export async function main(argv: string[]): Promise<number> {
-  let parsed: ReturnType<typeof parseCli>;
-  try {
-    parsed = parseCli(argv);
-  } catch (err) {
-    console.error(`sip-bench: ${err instanceof Error ? err.message : String(err)}\n\n${HELP}`);
-
-    return 2;
-  }
-  if (parsed.help) {
-    console.log(HELP);
-
-    return 0;
-  }
-  const command = ['npm run bench:sip --', ...argv.map((a) => (/[\s"'{}]/.test(a) ? JSON.stringify(a) : a))].join(' ');
-  const stop = (): void => {
-    console.error('sip-bench: interrupted, stopping sipp and the target');
-    process.exit(130);
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-  try {
-    const report = await runBench(parsed.options, command);
-    console.log(formatTable(report));
-    const file = writeReport(report, parsed.jsonPath);
-    console.log(`\nreport: ${path.relative(process.cwd(), file) || file}`);
-
-    return 0;
-  } catch (err) {
-    console.error(`sip-bench: ${err instanceof Error ? err.message : String(err)}`);
-
-    return 1;
-  }
-}
-
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  void main(process.argv.slice(2)).then((code) => process.exit(code));
-}
+runIfMain(import.meta.url, main);

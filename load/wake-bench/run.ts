@@ -2,11 +2,8 @@
  * `npm run bench:wake -- [options]`: the gateway's wake-path latency, trunk INVITE → wake push at
  * the provider. `--help` lists the options; load/wake-bench/README.md explains the design and figures.
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { projectRoot } from '../../src/util/paths.js';
+import { runBenchCli, runIfMain } from '../runner/bench-cli.js';
 import { type Latency, parseDuration, runWakeBench, type WakeBenchOptions, type WakeBenchReport, type WakeFigures } from './bench.js';
 
 const HELP = `Usage: npm run bench:wake -- [options]
@@ -198,53 +195,9 @@ export function formatReport(r: WakeBenchReport): string {
   ].join('\n');
 }
 
-/** Writes the JSON report and returns its path. */
-export function writeReport(report: WakeBenchReport, jsonPath?: string): string {
-  const file = jsonPath ?? path.join(projectRoot(), 'load', 'reports', `wake-bench-${report.startedAt.replace(/[:.]/g, '-')}.json`);
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
-
-  return file;
+/** The CLI: parse, run, print, write (load/runner/bench-cli.ts). Returns the exit status. */
+export function main(argv: string[]): Promise<number> {
+  return runBenchCli({ name: 'wake-bench', npmScript: 'bench:wake', help: HELP, parse: parseCli, run: runWakeBench, format: formatReport, stops: 'the gateway, the provider and sipp', reportLine: 'before-last', stack: true }, argv);
 }
 
-/** The CLI: parse, run, print, write. Returns the exit status. */
-export async function main(argv: string[]): Promise<number> {
-  let parsed: ReturnType<typeof parseCli>;
-  try {
-    parsed = parseCli(argv);
-  } catch (err) {
-    console.error(`wake-bench: ${err instanceof Error ? err.message : String(err)}\n\n${HELP}`);
-
-    return 2;
-  }
-  if (parsed.help) {
-    console.log(HELP);
-
-    return 0;
-  }
-  const command = ['npm run bench:wake --', ...argv.map((a) => (/[\s"'{}]/.test(a) ? JSON.stringify(a) : a))].join(' ');
-  // Ctrl-C / SIGTERM: exit at once; the exit hooks kill the gateway, the provider, sipp and dumpcap
-  // (each of them has --pdeathsig TERM besides).
-  const stop = (): void => {
-    console.error('wake-bench: interrupted, stopping the gateway, the provider and sipp');
-    process.exit(130);
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-  try {
-    const report = await runWakeBench(parsed.options, command);
-    const text = formatReport(report);
-    const file = writeReport(report, parsed.jsonPath);
-    console.log(text.replace(/\n([^\n]*)$/, `\nreport: ${path.relative(process.cwd(), file) || file}\n$1`));
-
-    return 0;
-  } catch (err) {
-    console.error(`wake-bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-
-    return 1;
-  }
-}
-
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  void main(process.argv.slice(2)).then((code) => process.exit(code));
-}
+runIfMain(import.meta.url, main);
