@@ -746,8 +746,7 @@ async function measureStep(st: RunState, n: number, dir: string, started: BenchP
   };
 }
 
-/** Deletes the run's Redis keys (presence, call state, records) by prefix. */
-/** Deletes every Redis key under `prefix` (a bench gateway's own), logging how many. */
+/** Deletes every Redis key under `prefix` (a bench gateway's presence, call state, records), logging how many. */
 export async function cleanRedis(prefix: string, log: (m: string) => void): Promise<void> {
   const { Redis } = await import('ioredis');
   const r = new Redis('redis://127.0.0.1:6379', { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2000 });
@@ -759,7 +758,7 @@ export async function cleanRedis(prefix: string, log: (m: string) => void): Prom
       const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
       cursor = next;
       if (keys.length > 0) {
-        n += await r.del(...keys);
+        n += await r.unlink(...keys);
       }
     } while (cursor !== '0');
     log(`deleted ${n} Redis keys under ${prefix}`);

@@ -81,9 +81,17 @@ export interface Capture {
  * Starts dumpcap on `lo` for UDP to or from sipp's media `port` and to or from mediasoup's port
  * range (agents ⇄ mediasoup, relay ⇄ mediasoup); resolves once it captures.
  */
-export async function startCapture(port: number, rtcPorts: { min: number; max: number }, file: string, timeoutMs = 10_000): Promise<Capture> {
-  const filter = `udp port ${port} or udp portrange ${rtcPorts.min}-${rtcPorts.max}`;
-  const proc = spawnBenchProcess('dumpcap', 'dumpcap', ['-i', 'lo', '-f', filter, '-s', '64', '-B', '128', '-P', '-q', '-w', file]);
+export function startCapture(port: number, rtcPorts: { min: number; max: number }, file: string, timeoutMs = 10_000): Promise<Capture> {
+  return startDumpcap(`udp port ${port} or udp portrange ${rtcPorts.min}-${rtcPorts.max}`, ['-s', '64', '-B', '128', '-P'], file, timeoutMs);
+}
+
+/**
+ * Starts dumpcap on `lo` with a capture filter and further options, writing `file`; resolves once
+ * it captures (its own "Capturing on" line).
+ * @throws {Error} when dumpcap exits or does not start capturing within `timeoutMs`
+ */
+export async function startDumpcap(filter: string, options: string[], file: string, timeoutMs = 10_000): Promise<Capture> {
+  const proc = spawnBenchProcess('dumpcap', 'dumpcap', ['-i', 'lo', '-f', filter, ...options, '-q', '-w', file]);
   const t0 = Date.now();
   while (!/Capturing on/.test(proc.output().stderr)) {
     if (proc.hasExited()) {

@@ -19,6 +19,7 @@ import { AgentPool } from '../calls-bench/agent-pool.js';
 import { type GatewayUnderTest, startGateway } from '../calls-bench/gateway.js';
 import { cleanRedis } from '../calls-bench/bench.js';
 import { pcmaFromPcap } from '../calls-bench/rtp-capture.js';
+import { parseShortmsgLine } from '../sip-bench/bench.js';
 import { projectRoot } from '../../src/util/paths.js';
 import { startPeerBridge } from './peer.js';
 import { type Progress } from './progress.js';
@@ -149,9 +150,9 @@ class AnswerCounter {
         const lines = (this.#rest + buf.toString('utf8')).split('\n');
         this.#rest = lines.pop() ?? '';
         for (const l of lines) {
-          const c = l.split('\t');
-          if (c[3] === 'R' && c[5]?.endsWith(' INVITE') && c[6]?.startsWith('SIP/2.0 200')) {
-            this.#answered.add(c[4]!);
+          const m = parseShortmsgLine(l);
+          if (m?.dir === 'R' && m.cseq.endsWith(' INVITE') && m.first.startsWith('SIP/2.0 200')) {
+            this.#answered.add(m.callId);
           }
         }
       }

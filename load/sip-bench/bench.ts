@@ -179,6 +179,33 @@ export function rttSamples(dir: string, rtd: string): number[] {
   return out;
 }
 
+/** One line of a sipp `-trace_shortmsg` file. */
+export interface ShortMsg {
+  /** Epoch µs of the message. */
+  us: number;
+  /** S: sipp sent it; R: sipp received it. */
+  dir: string;
+  callId: string;
+  /** The CSeq header value (`1 INVITE`). */
+  cseq: string;
+  /** The start line (`INVITE sip:…` or `SIP/2.0 180 Ringing`). */
+  first: string;
+}
+
+/**
+ * A `-trace_shortmsg` line (date, time, epoch seconds, S|R, Call-ID, CSeq, first line;
+ * tab-separated), or undefined for a line that is not one.
+ */
+export function parseShortmsgLine(line: string): ShortMsg | undefined {
+  const c = line.split('\t');
+  if (c.length < 7) {
+    return undefined;
+  }
+  const [sec, frac = '0'] = c[2]!.split('.');
+
+  return { us: Number(sec) * 1e6 + Number(frac.padEnd(6, '0').slice(0, 6)), dir: c[3]!, callId: c[4]!, cseq: c[5]!, first: c[6]! };
+}
+
 /**
  * Post-dial delays and answer times (ms) from sipp `-trace_shortmsg` files (`*-short.log` in a
  * directory): per Call-ID, the first INVITE sent to the first 180 and to the first 200 received.
@@ -193,19 +220,16 @@ export function shortmsgDelays(dir: string): { pdd: number[]; answer: number[] }
   const answered = new Map<string, number>();
   for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('-short.log'))) {
     for (const line of fs.readFileSync(path.join(dir, f), 'utf8').split('\n')) {
-      const c = line.split('\t');
-      if (c.length < 7) {
+      const m = parseShortmsgLine(line);
+      if (!m) {
         continue;
       }
-      const [sec, frac = '0'] = c[2]!.split('.');
-      const us = Number(sec) * 1e6 + Number(frac.padEnd(6, '0').slice(0, 6));
-      const callId = c[4]!;
-      const first = c[6]!;
-      if (c[3] === 'S' && first.startsWith('INVITE ')) {
+      const { us, callId, first } = m;
+      if (m.dir === 'S' && first.startsWith('INVITE ')) {
         if (!invite.has(callId)) {
           invite.set(callId, us);
         }
-      } else if (c[3] === 'R' && c[5]!.endsWith(' INVITE')) {
+      } else if (m.dir === 'R' && m.cseq.endsWith(' INVITE')) {
         if (first.startsWith('SIP/2.0 180') && !ringing.has(callId)) {
           ringing.set(callId, us);
         } else if (first.startsWith('SIP/2.0 200') && !answered.has(callId)) {

@@ -34,9 +34,11 @@ import { stringify as toYaml } from 'yaml';
 import { createLogger } from '../../src/log/logger.js';
 import { StateStore } from '../../src/state/store.js';
 import { projectRoot } from '../../src/util/paths.js';
+import { cleanRedis } from '../calls-bench/bench.js';
 import { agentDid, type GatewayUnderTest, startGateway } from '../calls-bench/gateway.js';
 import { machineTicks } from '../calls-bench/sysinfo.js';
 import { latency, type Latency, parseDuration as parseDurationAs } from '../runner/stats.js';
+import { parseShortmsgLine } from '../sip-bench/bench.js';
 import { cpuMeter, memoryMb } from '../sip-bench/procfs.js';
 import { type BenchProcess, pickFreePort, spawnBenchProcess } from '../sip-bench/procs.js';
 import { type ProviderDump } from './provider.js';
@@ -222,22 +224,19 @@ export function parseShortmsg(file: string): Map<string, SippCall> {
     return calls;
   }
   for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
-    const c = line.split('\t');
-    if (c.length < 7) {
+    const m = parseShortmsgLine(line);
+    if (!m) {
       continue;
     }
-    const [sec, frac = '0'] = c[2]!.split('.');
-    const us = Number(sec) * 1e6 + Number(frac.padEnd(6, '0').slice(0, 6));
-    const callId = c[4]!;
-    const first = c[6]!;
-    if (c[3] === 'S' && first.startsWith('INVITE ')) {
+    const { us, callId, first } = m;
+    if (m.dir === 'S' && first.startsWith('INVITE ')) {
       const call = calls.get(callId);
       if (call) {
         call.inviteSends++;
       } else {
         calls.set(callId, { callId, did: /^INVITE sips?:([^@;>]+)@/.exec(first)?.[1] ?? '', inviteUs: us, inviteSends: 1 });
       }
-    } else if (c[3] === 'R' && c[5]!.endsWith(' INVITE')) {
+    } else if (m.dir === 'R' && m.cseq.endsWith(' INVITE')) {
       const call = calls.get(callId);
       const st = /^SIP\/2\.0 (\d{3})/.exec(first);
       if (!call || !st) {
@@ -390,27 +389,6 @@ function eventLoopOf(metrics: string): WakeBenchReport['eventLoop'] {
   };
 
   return { p50Ms: v('p50'), p99Ms: v('p99'), maxMs: v('max') };
-}
-
-async function cleanRedis(prefix: string, log: (m: string) => void): Promise<void> {
-  const r = new Redis('redis://127.0.0.1:6379', { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2000 });
-  try {
-    await r.connect();
-    let cursor = '0';
-    let n = 0;
-    do {
-      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) {
-        n += await r.unlink(...keys);
-      }
-    } while (cursor !== '0');
-    log(`deleted ${n} Redis keys under ${prefix}`);
-  } catch (err) {
-    log(`could not delete the Redis keys under ${prefix}: ${(err as Error).message}`);
-  } finally {
-    r.disconnect();
-  }
 }
 
 /** Registers `devices` iOS devices for each agent, as `device.register` stores them. */

@@ -12,47 +12,14 @@
  * logs it late).
  */
 import { spawn } from 'node:child_process';
-import { type BenchProcess, spawnBenchProcess } from '../sip-bench/procs.js';
+import { type Capture, startDumpcap } from '../calls-bench/rtp-capture.js';
 
 /** A running dumpcap. */
-export interface WireCapture {
-  file: string;
-  proc: BenchProcess;
-  /** Stops dumpcap; resolves with its counts (captured, dropped by the kernel or dumpcap). */
-  stop(): Promise<{ captured: number | null; dropped: number | null }>;
-}
+export type WireCapture = Capture;
 
 /** Starts dumpcap on `lo` for the gateway's SIP UDP port and the provider's TCP port; resolves once it captures. */
-export async function startWireCapture(sipPort: number, providerPort: number, file: string, timeoutMs = 10_000): Promise<WireCapture> {
-  const filter = `udp port ${sipPort} or tcp port ${providerPort}`;
-  const proc = spawnBenchProcess('dumpcap', 'dumpcap', ['-i', 'lo', '-f', filter, '-B', '64', '-q', '-w', file]);
-  const t0 = Date.now();
-  while (!/Capturing on/.test(proc.output().stderr)) {
-    if (proc.hasExited()) {
-      throw new Error(`dumpcap exited (${await proc.exited}): ${proc.output().stderr.trim()}`);
-    }
-    if (Date.now() - t0 > timeoutMs) {
-      await proc.stop(1000);
-      throw new Error(`dumpcap did not start capturing within ${timeoutMs} ms: ${proc.output().stderr.trim()}`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-
-  return {
-    file,
-    proc,
-    async stop() {
-      proc.child.kill('SIGINT');
-      const timer = setTimeout(() => void proc.stop(1000), 5000);
-      await proc.exited;
-      clearTimeout(timer);
-      const err = proc.output().stderr;
-      const captured = /Packets captured:\s*(\d+)/.exec(err);
-      const dropped = /Packets received\/dropped on interface '[^']+':\s*\d+\/(\d+)/.exec(err);
-
-      return { captured: captured ? Number(captured[1]) : null, dropped: dropped ? Number(dropped[1]) : null };
-    },
-  };
+export function startWireCapture(sipPort: number, providerPort: number, file: string, timeoutMs = 10_000): Promise<WireCapture> {
+  return startDumpcap(`udp port ${sipPort} or tcp port ${providerPort}`, ['-B', '64'], file, timeoutMs);
 }
 
 /** An INVITE on the wire. */
