@@ -8,7 +8,7 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { processTree } from '../sip-bench/procfs.js';
-import { type AgentBehaviour, type CallSample, type FromWorker, type StatsReply, type ToWorker, type ToneMode, type WorkerCounters } from './ipc.js';
+import { type AgentBehaviour, type CallSample, emptyCounters, type FromWorker, type StatsReply, type ToWorker, type ToneMode, type WorkerCounters } from './ipc.js';
 
 /** Options of the agent pool. */
 export interface AgentPoolOptions {
@@ -229,30 +229,7 @@ export class AgentPool {
 
   /** The latest counters of every process, summed. */
   status(): PoolStatus {
-    const sum: PoolStatus['counters'] = {
-      agents: 0,
-      connected: 0,
-      incoming: 0,
-      answered: 0,
-      answerErrors: 0,
-      answerErrorCodes: {},
-      ended: 0,
-      endReasons: {},
-      activeCalls: 0,
-      maxCallsPerAgent: 0,
-      doubleBooked: 0,
-      reconnects: 0,
-      errors: {},
-      hungUp: 0,
-      holds: 0,
-      dtmf: 0,
-      mediaAgents: 0,
-      signalingAgents: 0,
-      dialed: 0,
-      dialAnswered: 0,
-      dialFailed: 0,
-      dialNoIdle: 0,
-    };
+    const { setupMs: _setup, dialPddMs: _pdd, dialAnswerMs: _answer, ...sum }: WorkerCounters = emptyCounters();
     let p99 = 0;
     let max = 0;
     const add = (to: Record<string, number>, from: Record<string, number>): void => {

@@ -22,7 +22,7 @@ import { SignJWT } from 'jose';
 import { WebSocket } from 'ws';
 import { type AudioTrack, RingbridgeClient, isRingbridgeError } from '../../src/client/index.js';
 import { Signaling } from '../../src/client/signaling.js';
-import { type AgentBehaviour, type CallSample, type FromWorker, type StatsReply, type ToWorker, type WorkerCounters } from './ipc.js';
+import { type AgentBehaviour, type CallSample, emptyCounters, type FromWorker, type StatsReply, type ToWorker, type WorkerCounters } from './ipc.js';
 
 interface Agent {
   id: string;
@@ -105,33 +105,7 @@ interface ToneSource {
   source: InstanceType<typeof wrtc.nonstandard.RTCAudioSource>;
 }
 
-const counters: WorkerCounters = {
-  agents: 0,
-  connected: 0,
-  incoming: 0,
-  answered: 0,
-  answerErrors: 0,
-  answerErrorCodes: {},
-  ended: 0,
-  endReasons: {},
-  activeCalls: 0,
-  maxCallsPerAgent: 0,
-  doubleBooked: 0,
-  reconnects: 0,
-  errors: {},
-  setupMs: [],
-  hungUp: 0,
-  holds: 0,
-  dtmf: 0,
-  mediaAgents: 0,
-  signalingAgents: 0,
-  dialed: 0,
-  dialAnswered: 0,
-  dialFailed: 0,
-  dialNoIdle: 0,
-  dialPddMs: [],
-  dialAnswerMs: [],
-};
+const counters: WorkerCounters = emptyCounters();
 const agents: Agent[] = [];
 const sources: ToneSource[] = [];
 let toneTimer: NodeJS.Timeout | undefined;

@@ -129,6 +129,37 @@ export interface WorkerCounters {
   setupMs: number[];
 }
 
+/** Counters at zero (a new agent process; the pool's sum before adding them up). */
+export function emptyCounters(): WorkerCounters {
+  return {
+    agents: 0,
+    connected: 0,
+    incoming: 0,
+    answered: 0,
+    answerErrors: 0,
+    answerErrorCodes: {},
+    ended: 0,
+    endReasons: {},
+    activeCalls: 0,
+    maxCallsPerAgent: 0,
+    doubleBooked: 0,
+    reconnects: 0,
+    errors: {},
+    setupMs: [],
+    hungUp: 0,
+    holds: 0,
+    dtmf: 0,
+    mediaAgents: 0,
+    signalingAgents: 0,
+    dialed: 0,
+    dialAnswered: 0,
+    dialFailed: 0,
+    dialNoIdle: 0,
+    dialPddMs: [],
+    dialAnswerMs: [],
+  };
+}
+
 /** Child → parent. */
 export type FromWorker =
   | { type: 'reply'; id: number; ok: true; data?: unknown }
