@@ -64,7 +64,7 @@ function tshark(args: string[]): Promise<string> {
 
 /**
  * Reads a capture: the first transmission of every INVITE to the gateway, and every push request
- * the gateway sent the provider (decrypted with the key log; several HEADERS frames in one packet
+ * the gateway sent the provider (TCP retransmissions left out) (decrypted with the key log; several HEADERS frames in one packet
  * each get that packet's stamp).
  */
 export async function readWireCapture(file: string, keylog: string, providerPort: number): Promise<{ invites: WireInvite[]; pushes: WirePush[] }> {
@@ -81,7 +81,8 @@ export async function readWireCapture(file: string, keylog: string, providerPort
     '-r', file, '-n',
     '-o', `tls.keylog_file:${keylog}`,
     '-d', `tcp.port==${providerPort},tls`,
-    '-Y', `tcp.dstport == ${providerPort} && http2.headers.path`,
+    // a TCP retransmission repeats the HEADERS frame: the push left once, at its first transmission
+    '-Y', `tcp.dstport == ${providerPort} && http2.headers.path && !tcp.analysis.retransmission && !tcp.analysis.fast_retransmission`,
     '-T', 'fields', '-E', 'separator=/t', '-E', 'aggregator=,', '-E', 'occurrence=a',
     '-e', 'frame.time_epoch', '-e', 'http2.headers.path',
   ]);
