@@ -35,6 +35,7 @@ import { type types as ms } from 'mediasoup';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { type Config } from '../config/schema.js';
 import { type Logger } from '../log/logger.js';
+import { g711LawOf } from '../media/g711.js';
 import { CallRecorder, RecorderCodecError, type RecordingSummary } from '../media/recorder.js';
 import { type EventData, type RecordingChangeReason } from '../signaling/protocol.js';
 import { SignalingError } from '../signaling/server.js';
@@ -282,6 +283,14 @@ export class RecordingService {
       s.unwatch.push(() => media.plain.observer.off('newproducer', onProducer));
 
       return 'the call has no codec yet';
+    }
+    if (!g711LawOf(codec.mimeType)) {
+      // decided before any file exists: G.722 and Opus are not recorded (see the module doc)
+      this.#metrics?.failures.inc({ reason: 'codec' });
+      this.#log.info({ callId: s.call.id, codec: codec.mimeType }, 'call not recorded: the recorder decodes PCMU and PCMA only');
+      this.#tell(s, false, undefined, 'failed');
+
+      return `the recorder decodes PCMU and PCMA only, not ${codec.mimeType}`;
     }
     const recordingId = s.count === 0 ? s.call.id : `${s.call.id}-${s.count + 1}`;
     s.count++;

@@ -105,6 +105,23 @@ function bestCorrelation(hay: Float64Array, needle: Float64Array): { r: number; 
   return best;
 }
 
+/** The call record of `callId` once it is written (records are written asynchronously). */
+async function recordOf(callId: string): Promise<Record<string, string>> {
+  let rec: Record<string, string> | undefined;
+  await expect
+    .poll(
+      async () => {
+        rec = (await fx!.gw.store!.recentRecords(5)).find((r) => r.callId === callId);
+
+        return rec !== undefined;
+      },
+      { timeout: 5000, interval: 100 },
+    )
+    .toBe(true);
+
+  return rec!;
+}
+
 const admin = (path_: string, method = 'GET') => fetch(`http://127.0.0.1:${fx!.gw.httpAddress.port}/admin${path_}`, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
 
 describe('call recording', () => {
@@ -124,7 +141,7 @@ describe('call recording', () => {
     expect(r.exitCode, r.describe()).toBe(0);
 
     // the call record and the CDR stream entry point at the file
-    const record = (await fx.gw.store!.recentRecords(1))[0]!;
+    const record = await recordOf(call.id);
     expect(record).toMatchObject({ callId: call.id, agentId: 'agent-rec', codec: 'PCMA', recordings: call.id });
     const hash = await fx.gw.store!.getCall(call.id);
     expect(hash.recordings).toBe(call.id);
@@ -200,7 +217,7 @@ describe('call recording', () => {
     const r = await trunk.result;
     expect(r.exitCode, r.describe()).toBe(0);
 
-    const record = (await fx.gw.store!.recentRecords(1))[0]!;
+    const record = await recordOf(call.id);
     expect(record).toMatchObject({ callId: call.id, recordings: call.id });
     const file = path.join(recDir, `${call.id}.wav`);
     await expect.poll(async () => (await stat(file)).size, { timeout: 3000 }).toBe(Number(record.recordingBytes));
@@ -230,9 +247,68 @@ describe('call recording', () => {
     await expect(agent.client.record(call.id, true)).rejects.toMatchObject({ code: 'FORBIDDEN' });
     await agent.waitForEvent('ended', undefined, 30_000);
     expect((await trunk.result).exitCode).toBe(0);
-    const record = (await fx.gw.store!.recentRecords(1))[0]!;
-    expect(record.callId).toBe(call.id);
+    const record = await recordOf(call.id);
     expect(record.recordings).toBeUndefined();
     expect(existsSync(recDir)).toBe(false);
+  }, 60_000);
+
+  it('records an outbound call of a trunk with recording: true (trunk rule): the called trunk left, the agent right', async () => {
+    const recDir = path.join(dir, 'trunk');
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-uas-answer-rtp', extraArgs: ['-mp', String(mediaPort)], timeoutMs: 40_000 });
+    await trunk.ready;
+    fx = await startCallGateway({
+      ...config(recDir),
+      routing: { dids: [{ number: '*', agent: 'agent-rec' }], groups: [], defaultTrunk: 'carrier' },
+      trunks: [
+        {
+          id: 'carrier',
+          inbound: { allow: ['127.0.0.0/8'], auth: { username: '', password: '', realm: 'ringbridge.test' } },
+          outbound: { uri: `sip:127.0.0.1:${trunk.port}`, proxy: '', auth: { username: '', password: '' }, callerId: '' },
+          codecs: ['PCMA'],
+          media: { latching: false },
+          recording: true,
+        },
+      ],
+    });
+    const agent = await fx.agent('agent-rec');
+    const call = await agent.client.dial('+4930123456');
+    await agent.waitForEvent('answered', undefined, 10_000);
+    expect(await agent.waitForEvent('recording', undefined, 5000)).toMatchObject({ recording: true, recordingId: call.id, reason: 'rule' });
+    // the agent cannot stop a rule's recording (on-demand is off here anyway: FORBIDDEN either way)
+    await expect(agent.client.record(call.id, false)).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    await new Promise((r) => setTimeout(r, 6000));
+    await agent.client.hangup(call.id);
+    await agent.waitForEvent('ended', undefined, 5000);
+    expect((await trunk.result).exitCode).toBe(0);
+    const record = await recordOf(call.id);
+    expect(record).toMatchObject({ direction: 'outbound', recordings: call.id });
+    const file = path.join(recDir, `${call.id}.wav`);
+    await expect.poll(async () => (await stat(file)).size, { timeout: 3000 }).toBe(Number(record.recordingBytes));
+    const { left, right } = stereo(await readFile(file));
+    const callMs = Date.parse(record.endedAt!) - Date.parse(record.answeredAt!);
+    expect(Math.abs((left.length * 1000) / 8000 - callMs)).toBeLessThan(300);
+    expect(bestCorrelation(left, reference.subarray(12_000, 20_000)).r, 'trunk speech in the left channel').toBeGreaterThan(0.95);
+    expect(dominant(right.subarray(8000, right.length - 4000), [300, 440, 600, 800, 1000], 8000)).toBe(440);
+  }, 90_000);
+
+  it('does not record a G.722 call (codec not recordable): the agent is told, the failure is counted, the call goes on', async () => {
+    const recDir = path.join(dir, 'g722');
+    fx = await startCallGateway(config(recDir, { record: true }));
+    const agent = await fx.agent('agent-rec');
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-call-codec', target: fx.sipTarget, keys: { codec_pt: '9', codec_rtpmap: 'G722/8000', hold_ms: '2500' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    expect(await agent.waitForEvent('recording', undefined, 5000)).toMatchObject({ recording: false, reason: 'failed' });
+    expect(await agent.waitForEvent('ended', undefined, 15_000)).toMatchObject({ reason: 'hangup_remote' });
+    expect((await trunk.result).exitCode).toBe(0);
+    const record = await recordOf(call.id);
+    expect(record.codec).toBe('G722');
+    expect(record.recordings).toBeUndefined();
+    expect(existsSync(path.join(recDir, `${call.id}.wav`))).toBe(false);
+    expect(existsSync(path.join(recDir, `${call.id}.json`))).toBe(false);
+    const metrics = await (await fetch(`http://127.0.0.1:${fx.gw.httpAddress.port}/metrics`)).text();
+    expect(metrics).toContain('ringbridge_recording_failures_total{reason="codec"} 1');
   }, 60_000);
 });
