@@ -5,6 +5,7 @@
  * to the wall-clock time recorded, the caller's tone on the left and the agent's on the right
  * (Goertzel), a paused source as silence, a replaced agent source, and the router's close.
  */
+import dgram from 'node:dgram';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,7 +14,9 @@ import { type types as ms } from 'mediasoup';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type AudioSource, loadWavSource } from '../../src/media/audio-source.js';
 import { ROUTER_MEDIA_CODECS } from '../../src/media/codecs.js';
+import { encodeG711 } from '../../src/media/g711.js';
 import { AudioPlayer } from '../../src/media/player.js';
+import { buildRtpPacket } from '../../src/media/rtp/rtp-packet.js';
 import { CallRecorder, RecorderCodecError } from '../../src/media/recorder.js';
 import { parseWav } from '../../src/media/wav.js';
 import { MediaWorkerPool } from '../../src/media/worker-pool.js';
@@ -172,5 +175,67 @@ describe('CallRecorder', () => {
     ]) {
       await expect(CallRecorder.create({ router, codec, path: path.join(dir, 'x.wav'), logger: quietLogger() })).rejects.toBeInstanceOf(RecorderCodecError);
     }
+  });
+
+  it('places RTP by timestamp: a gap in the stream is silence where it was, and timestamp jumps forward or back (stream restarts) do not stretch or overlap the file', async () => {
+    // a trunk-like producer fed with hand-made RTP from a Node socket
+    const transport = await router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: true, comedia: true });
+    const ssrc = 0x1234abcd;
+    const producer = await transport.produce({ kind: 'audio', rtpParameters: { codecs: [{ mimeType: 'audio/PCMA', payloadType: 8, clockRate: 8000 }], encodings: [{ ssrc }] } });
+    const socket = dgram.createSocket('udp4');
+    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', r));
+    const file = path.join(dir, 'jumps.wav');
+    const t0 = performance.now();
+    const rec = await CallRecorder.create({ router, codec: CODEC, path: file, logger: quietLogger() });
+    await rec.setSource('caller', producer);
+    // tones with whole periods in 20 ms, so that repeating one packet's payload keeps them pure
+    const payloads: Record<number, Buffer> = {};
+    for (const hz of [450, 650, 1000]) {
+      payloads[hz] = encodeG711('PCMA', Int16Array.from({ length: 160 }, (_, i) => Math.round(0.3 * 32767 * Math.sin((2 * Math.PI * hz * i) / 8000))));
+    }
+    const PURE = [450, 650, 1000, 1500];
+    let seq = 100;
+    let ts = 5000;
+    const startAt = performance.now() + 100;
+    let k = 0;
+    /** Sends `n` 20 ms packets of a tone, paced on the clock (packet k at startAt + 20k ms). */
+    const send = async (hz: number, n: number) => {
+      for (let i = 0; i < n; i++, k++) {
+        const due = startAt + 20 * k;
+        await sleep(Math.max(0, due - performance.now()));
+        socket.send(buildRtpPacket({ payloadType: 8, sequenceNumber: seq++ & 0xffff, timestamp: ts >>> 0, ssrc, payload: payloads[hz] }), transport.tuple.localPort, '127.0.0.1');
+        ts += 160;
+      }
+    };
+    const at = (ms: number) => (startAt + ms - t0) / 1000; // file time (s) of a send-schedule time (ms)
+    await send(1000, 50); // 0 – 1000 ms
+    // 500 ms without packets, timestamps advancing (loss, hold, silence suppression)
+    ts += 4000;
+    k += 25;
+    await send(1000, 50); // 1500 – 2500 ms
+    ts += 80_000; // the stream jumps 10 s ahead (a restart): placed on the wall clock again
+    await send(650, 50); // 2500 – 3500 ms
+    ts -= 200_000; // and back (timestamps that did not advance over a hold): placed again after a few late packets
+    await send(450, 50); // 3500 – 4500 ms
+    await sleep(400);
+    const summary = await rec.close();
+    const elapsed = performance.now() - t0;
+    socket.close();
+    const { left } = channels(await readFile(file));
+    // the file is as long as the wall clock ran: no 10 s stretch
+    expect(Math.abs(summary.durationMs - elapsed)).toBeLessThan(60);
+    expect(dominant(win(left, at(100), at(900)), PURE, 8000)).toBe(1000);
+    expect(rms(win(left, at(100), at(900)))).toBeGreaterThan(4000);
+    // the gap is silence at its place (allowing 60 ms of delivery jitter at each edge)
+    expect(rms(win(left, at(1060), at(1440)))).toBe(0);
+    expect(dominant(win(left, at(1600), at(2400)), PURE, 8000)).toBe(1000);
+    expect(rms(win(left, at(1600), at(2400)))).toBeGreaterThan(4000);
+    // after the jump ahead: the 650 Hz part where it was sent, not 10 s later
+    expect(dominant(win(left, at(2600), at(3400)), PURE, 8000)).toBe(650);
+    expect(rms(win(left, at(2600), at(3400)))).toBeGreaterThan(4000);
+    // after the jump back: at most the first few packets lost, then the 450 Hz part in place
+    expect(dominant(win(left, at(3700), at(4400)), PURE, 8000)).toBe(450);
+    expect(rms(win(left, at(3700), at(4400)))).toBeGreaterThan(4000);
+    expect(rms(win(left, at(4600), summary.durationMs / 1000))).toBe(0);
   });
 });
