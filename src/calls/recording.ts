@@ -265,7 +265,7 @@ export class RecordingService {
   }
 
   /** Starts a recording; returns an error message when it cannot. */
-  async #start(s: CallState, trigger: RecordingTrigger): Promise<string | undefined> {
+  async #start(s: CallState, trigger: RecordingTrigger, trunkProducer?: ms.Producer): Promise<string | undefined> {
     const media = s.call.media;
     if (!media || media.closed) {
       return 'the call has no media';
@@ -273,10 +273,11 @@ export class RecordingService {
     const codec = media.codec;
     if (!codec) {
       // late offer: the codec comes with the trunk's answer (the trunk producer); start then
-      const onProducer = (): void => {
+      // (it fires inside plain.produce(), before CallMedia.trunkProducer is set: hand it over)
+      const onProducer = (p: ms.Producer): void => {
         media.plain.observer.off('newproducer', onProducer);
         if (s.wanted && !s.current && this.#calls.get(s.call.id) === s) {
-          void this.#start(s, s.wanted);
+          void this.#start(s, s.wanted, p);
         }
       };
       media.plain.observer.on('newproducer', onProducer);
@@ -333,7 +334,7 @@ export class RecordingService {
       }
     });
     try {
-      await recorder.setSource('caller', media.trunkProducer);
+      await recorder.setSource('caller', trunkProducer ?? media.trunkProducer);
       await recorder.setSource('agent', media.agentProducer);
       this.#watchSources(s, running, media.router, media.plain);
     } catch (err) {

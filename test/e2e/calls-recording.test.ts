@@ -311,4 +311,26 @@ describe('call recording', () => {
     const metrics = await (await fetch(`http://127.0.0.1:${fx.gw.httpAddress.port}/metrics`)).text();
     expect(metrics).toContain('ringbridge_recording_failures_total{reason="codec"} 1');
   }, 60_000);
+
+  it('records a late-offer call (the codec comes with the ACK): the recording starts then, with the caller on the left', async () => {
+    const recDir = path.join(dir, 'late');
+    fx = await startCallGateway(config(recDir, { record: true }));
+    const agent = await fx.agent('agent-rec');
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-call-late-offer', target: fx.sipTarget, keys: { hold_ms: '6000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 40_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    expect(await agent.waitForEvent('recording', undefined, 5000)).toMatchObject({ recording: true, recordingId: call.id, reason: 'rule' });
+    await agent.waitForEvent('ended', undefined, 30_000);
+    expect((await trunk.result).exitCode).toBe(0);
+    const record = await recordOf(call.id);
+    expect(record).toMatchObject({ codec: 'PCMA', recordings: call.id });
+    const file = path.join(recDir, `${call.id}.wav`);
+    await expect.poll(async () => (await stat(file)).size, { timeout: 3000 }).toBe(Number(record.recordingBytes));
+    const { left, right } = stereo(await readFile(file));
+    const callMs = Date.parse(record.endedAt!) - Date.parse(record.answeredAt!);
+    expect(Math.abs((left.length * 1000) / 8000 - callMs)).toBeLessThan(300);
+    expect(bestCorrelation(left, reference.subarray(12_000, 20_000)).r, 'caller speech in the left channel').toBeGreaterThan(0.95);
+    expect(dominant(right.subarray(2 * 8000, right.length - 8000), [300, 440, 600, 800, 1000], 8000)).toBe(440);
+  }, 90_000);
 });
