@@ -149,8 +149,23 @@ export class RecordingService {
     if (this.#sweeper) {
       return;
     }
+    // one warning per failure streak, not one per interval (a wrong recording.dir stays wrong)
+    let failing = false;
     const run = (): void => {
-      this.sweep().catch((err: unknown) => this.#log.warn({ err }, 'recording sweep failed'));
+      this.sweep().then(
+        () => {
+          if (failing) {
+            failing = false;
+            this.#log.info({ dir: this.dir }, 'recording sweep works again');
+          }
+        },
+        (err: unknown) => {
+          if (!failing) {
+            failing = true;
+            this.#log.warn({ err, dir: this.dir }, 'recording sweep failed: check recording.dir (warned once until it works)');
+          }
+        },
+      );
     };
     this.#sweeper = setInterval(run, this.#cfg.sweepIntervalMs);
     this.#sweeper.unref();
@@ -310,7 +325,11 @@ export class RecordingService {
       this.#dirReady = undefined;
       const reason = err instanceof RecorderCodecError ? 'codec' : 'io';
       this.#metrics?.failures.inc({ reason });
-      this.#log.warn({ err, callId: s.call.id, recordingId }, 'cannot start recording');
+      if (reason === 'codec') {
+        this.#log.info({ callId: s.call.id, codec: codec.mimeType }, 'call not recorded: codec not recordable');
+      } else {
+        this.#log.warn({ err, callId: s.call.id, recordingId, dir: this.dir }, 'cannot start recording: check recording.dir');
+      }
       await rm(this.#metaPath(recordingId), { force: true }).catch(() => undefined);
       this.#tell(s, false, undefined, 'failed');
 

@@ -13,7 +13,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat, utimes } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -333,4 +333,28 @@ describe('call recording', () => {
     expect(bestCorrelation(left, reference.subarray(12_000, 20_000)).r, 'caller speech in the left channel').toBeGreaterThan(0.95);
     expect(dominant(right.subarray(2 * 8000, right.length - 8000), [300, 440, 600, 800, 1000], 8000)).toBe(440);
   }, 90_000);
+
+  it('a recording directory that cannot be created fails the recording, not the call: the agent is told and the failure counted', async () => {
+    const blocker = path.join(dir, 'not-a-dir');
+    await writeFile(blocker, 'a file where the directory should be');
+    fx = await startCallGateway(config(path.join(blocker, 'recordings'), { record: true }));
+    const agent = await fx.agent('agent-rec');
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '4000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    expect(await agent.waitForEvent('recording', undefined, 5000)).toMatchObject({ recording: false, reason: 'failed' });
+    // the call goes on with audio both ways
+    await new Promise((r) => setTimeout(r, 1500));
+    const counts = await agent.packetCounts(call.id);
+    expect(counts.received).toBeGreaterThan(30);
+    expect(counts.sent).toBeGreaterThan(30);
+    expect(await agent.waitForEvent('ended', undefined, 15_000)).toMatchObject({ reason: 'hangup_remote' });
+    expect((await trunk.result).exitCode).toBe(0);
+    const record = await recordOf(call.id);
+    expect(record.recordings).toBeUndefined();
+    const metrics = await (await fetch(`http://127.0.0.1:${fx.gw.httpAddress.port}/metrics`)).text();
+    expect(metrics).toContain('ringbridge_recording_failures_total{reason="io"} 1');
+    expect(metrics).toContain('ringbridge_recordings_active 0');
+  }, 60_000);
 });
