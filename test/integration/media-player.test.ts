@@ -14,7 +14,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { AudioSourceError, defaultAudioSource, loadWavSource } from '../../src/media/audio-source.js';
 import { ROUTER_MEDIA_CODECS } from '../../src/media/codecs.js';
 import { decodeG711, type G711Law } from '../../src/media/g711.js';
-import { AudioPlayer, PlayerCodecError } from '../../src/media/player.js';
+import { AudioPlayer, MAX_BURST, PlayerCodecError } from '../../src/media/player.js';
 import { parseRtpHeader } from '../../src/media/rtp/rtp-packet.js';
 import { MediaWorkerPool } from '../../src/media/worker-pool.js';
 import { dominant, goertzel, rms, writeToneWav } from '../helpers/audio.js';
@@ -159,6 +159,45 @@ describe('AudioPlayer', () => {
     const pcm = decodeAll('PCMU', rx.packets.slice(0, 20));
     expect(dominant(pcm, [440, 660, 1000], 8000)).toBe(440);
     expect(rms(pcm)).toBeGreaterThan(1000);
+  });
+
+  it('after an event-loop stall sends at most MAX_BURST late packets, skips the rest, and stays on the wall clock', async () => {
+    const player = await AudioPlayer.create({ router, codec: { mimeType: 'audio/PCMU', clockRate: 8000 }, source: defaultAudioSource(), logger: quietLogger() });
+    closers.push(() => player.close());
+    const rx = await listen(router, player.producer, 'audio/PCMU');
+    closers.push(() => rx.close());
+    await sleep(400);
+    const sentBefore = player.packetsSent;
+    const stallStart = performance.now();
+    while (performance.now() - stallStart < 300) {
+      // block the event loop for 300 ms (15 packet times)
+    }
+    await sleep(0);
+    // right after the stall: the late packets went out at once, at most MAX_BURST of them
+    expect(player.packetsSent - sentBefore).toBeLessThanOrEqual(MAX_BURST + 1);
+    await sleep(500);
+    player.pause();
+    const pausedAt = performance.now();
+    await sleep(100);
+    const packets = rx.packets.slice();
+    let jumps = 0;
+    for (let i = 1; i < packets.length; i++) {
+      expect((packets[i]!.seq - packets[i - 1]!.seq) & 0xffff).toBe(1);
+      const dt = (packets[i]!.ts - packets[i - 1]!.ts) >>> 0;
+      if (dt !== 160) {
+        jumps++;
+        // the skipped packets: about (300 ms − MAX_BURST × 20 ms) of timestamps
+        expect(dt).toBeGreaterThanOrEqual(8 * (300 - MAX_BURST * 20 - 40));
+        expect(dt).toBeLessThanOrEqual(8 * (300 + 40));
+      }
+    }
+    expect(jumps).toBe(1);
+    // the timestamps cover the wall-clock time of the run (packets k on start + 20k ms)
+    // (first packet's arrival to the pause, less up to one packet time and the delivery delay)
+    const tsSpanMs = ((packets.at(-1)!.ts - packets[0]!.ts) >>> 0) / 8;
+    const wallMs = pausedAt - packets[0]!.at;
+    expect(tsSpanMs).toBeGreaterThan(wallMs - 80);
+    expect(tsSpanMs).toBeLessThan(wallMs + 20);
   });
 
   it('close() is idempotent and closes the producer and transport; closing the router closes the player', async () => {
