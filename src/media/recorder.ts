@@ -115,6 +115,7 @@ export class CallRecorder {
   #stopped: RecordingSummary | undefined;
   #closed: Promise<RecordingSummary> | undefined;
   readonly #onStop: ((s: RecordingSummary) => void)[] = [];
+  readonly #sourceQueue: Record<RecorderChannel, Promise<void>> = { caller: Promise.resolve(), agent: Promise.resolve() };
 
   private constructor(opts: CallRecorderOptions, law: G711Law, cap: ms.RtpCodecCapability, writer: WavWriter) {
     this.path = opts.path;
@@ -172,10 +173,18 @@ export class CallRecorder {
 
   /**
    * Records `producer` on a channel, replacing the channel's previous source (transfers re-bridge
-   * the call to another agent's producer); undefined leaves the channel silent.
+   * the call to another agent's producer); undefined leaves the channel silent. Calls for one
+   * channel run one after the other, in call order.
    * @throws mediasoup's error when the producer cannot be consumed (closed, other codec)
    */
-  async setSource(channel: RecorderChannel, producer: ms.Producer | undefined): Promise<void> {
+  setSource(channel: RecorderChannel, producer: ms.Producer | undefined): Promise<void> {
+    const run = this.#sourceQueue[channel].then(() => this.#setSource(channel, producer));
+    this.#sourceQueue[channel] = run.catch(() => undefined);
+
+    return run;
+  }
+
+  async #setSource(channel: RecorderChannel, producer: ms.Producer | undefined): Promise<void> {
     const ch = this.#channels[channel];
     if (this.#stopped) {
       return;
@@ -206,12 +215,16 @@ export class CallRecorder {
       } catch (err) {
         ch.transport?.close();
         ch.transport = undefined;
-        socket.close();
-        ch.socket = undefined;
+        closeSocket(ch);
         throw err;
       }
     }
     if (this.#stopped) {
+      // stop() ran during the awaits: it closed what existed then
+      ch.transport.close();
+      ch.transport = undefined;
+      closeSocket(ch);
+
       return;
     }
     ch.consumer = await ch.transport.consume({ producerId: producer.id, rtpCapabilities: this.#rtpCaps, appData: { role: 'recorder', channel } });
@@ -312,11 +325,7 @@ export class CallRecorder {
     for (const ch of Object.values(this.#channels)) {
       ch.consumer?.close();
       ch.transport?.close();
-      try {
-        ch.socket?.close();
-      } catch {
-        // closed already
-      }
+      closeSocket(ch);
     }
     this.#closed = this.#writer.close().then(() => this.#stopped!);
     this.#closed.catch((err: unknown) => this.#logger.warn({ err }, 'recording file could not be finished'));
@@ -340,5 +349,16 @@ export class CallRecorder {
     this.stop();
 
     return this.closed;
+  }
+}
+
+/** Closes a channel's socket once (stop() and a late setSource() may both try). */
+function closeSocket(ch: ChannelState): void {
+  const socket = ch.socket;
+  ch.socket = undefined;
+  try {
+    socket?.close();
+  } catch {
+    // closed already
   }
 }

@@ -168,6 +168,28 @@ describe('CallRecorder', () => {
     expect(rms(right)).toBe(0);
   });
 
+  it('takes setSource() calls for one channel in order: concurrent switches leave one transport and the last source', async () => {
+    const a = await play(440);
+    const b = await play(660);
+    const c = await play(1000);
+    const file = path.join(dir, 'concurrent.wav');
+    const rec = await CallRecorder.create({ router, codec: CODEC, path: file, logger: quietLogger() });
+    const transportsBefore = ((await router.dump()) as { transportIds: string[] }).transportIds.length;
+    await Promise.all([rec.setSource('agent', a.producer), rec.setSource('agent', b.producer), rec.setSource('agent', c.producer)]);
+    const transportsAfter = ((await router.dump()) as { transportIds: string[] }).transportIds.length;
+    expect(transportsAfter - transportsBefore).toBe(1);
+    await sleep(1200);
+    const summary = await rec.close();
+    const { right } = channels(await readFile(file));
+    expect(dominant(win(right, 0.4, summary.durationMs / 1000 - 0.1), TONES, 8000)).toBe(1000);
+    // close() removed the recorder's transport: the three players' remain
+    expect(transportsBefore).toBe(3);
+    expect(((await router.dump()) as { transportIds: string[] }).transportIds.length).toBe(3);
+    a.close();
+    b.close();
+    c.close();
+  });
+
   it('refuses G722 and Opus with RecorderCodecError', async () => {
     for (const codec of [
       { mimeType: 'audio/G722', clockRate: 8000 },
