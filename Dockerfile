@@ -43,6 +43,9 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/config ./config
 COPY --from=build /opt/mediasoup-worker /usr/local/bin/mediasoup-worker
+# call recordings (recording.dir, default ./data/recordings): writable by the service user; mount a volume here
+RUN mkdir -p /app/data/recordings && chown -R ringbridge:ringbridge /app/data && chmod 0750 /app/data /app/data/recordings
+VOLUME ["/app/data/recordings"]
 ENV NODE_ENV=production \
     MEDIASOUP_WORKER_BIN=/usr/local/bin/mediasoup-worker \
     RINGBRIDGE_REDIS__AUTO_START=false \

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { type Config } from './config/schema.js';
 import { adminHandler } from './http/admin.js';
+import { RecordingService } from './calls/recording.js';
 import { startHttpServer, type HttpReply, type HttpServerHandle } from './http/server.js';
 import { type Logger } from './log/logger.js';
 import { MediaWorkerPool } from './media/worker-pool.js';
@@ -82,6 +83,7 @@ export class Gateway {
   #sip?: SipService;
   #http?: HttpServerHandle;
   #calls?: CallManager;
+  #recording?: RecordingService;
   #signaling?: SignalingServer;
   #security?: SecurityGuard;
   #store?: StateStore;
@@ -221,6 +223,10 @@ export class Gateway {
     });
     const wake = PUSH_CHANNELS.some((c) => this.#push?.provider(c)) ? new WakeService({ store, bridge: this.#push, logger: pushLog, metrics: { registry: this.metrics.registry, prefix: this.metrics.prefix } }) : undefined;
     const callMetrics = new CallMetrics(this.metrics.registry, this.metrics.prefix);
+    this.#recording = new RecordingService({ config, logger: logger.child({ component: 'recording' }), metrics: { registry: this.metrics.registry, prefix: this.metrics.prefix } });
+    if (config.recording.enabled) {
+      this.#recording.startSweeper();
+    }
     registerWorkerMetrics(this.metrics.registry, this.metrics.prefix, () => this.#media);
     instrumentRedis(this.metrics.registry, this.metrics.prefix, this.#redis.client);
     const engine = this.#sip.engine;
@@ -233,6 +239,7 @@ export class Gateway {
       ...(wake ? { wake } : {}),
       metrics: callMetrics,
       security: this.#security,
+      recording: this.#recording,
       quality: { metrics: new QualityMetrics(this.metrics.registry, this.metrics.prefix, config.metrics.lowMosThreshold), intervalMs: config.metrics.qualityIntervalMs },
       config,
       srf: this.#sip.srf,
@@ -464,6 +471,7 @@ export class Gateway {
       logger: this.logger.child({ component: 'admin' }),
       nodes: () => store.liveNodes(),
       ...(this.#security ? { revocations: this.#security.revocations } : {}),
+      ...(this.#recording ? { recordings: this.#recording } : {}),
       drain: (deadlineMs) => {
         const ms = deadlineMs ?? this.config.shutdown.drainTimeoutMs;
         void this.drain(ms);
@@ -502,6 +510,7 @@ export class Gateway {
       await step('security', () => this.#security?.close());
       await step('http', () => this.#http?.close());
       await step('sip', () => this.#sip?.close());
+      await step('recording', () => this.#recording?.close());
       await step('media', () => this.#media?.close());
       await step('push', () => this.#push?.close());
       await step('cdr-webhook', async () => {

@@ -27,6 +27,7 @@ import { PresenceService } from './presence.js';
 import { type WakeOutcome, type WakeService } from '../push/wake.js';
 import { type CallMetrics } from '../metrics/call-metrics.js';
 import { CallQualitySampler, type QualityMetrics } from './quality.js';
+import { type RecordingService } from './recording.js';
 import { Router, type RouteTarget } from './routing.js';
 import { dialRefusalMessage } from '../security/dial-policy.js';
 import { type SecurityGuard } from '../security/guard.js';
@@ -55,6 +56,8 @@ export interface CallManagerOptions {
   quality?: { metrics: QualityMetrics; intervalMs: number };
   /** Rate limits, lockout, dialling policy and caps (src/security); none: no such checks. */
   security?: SecurityGuard;
+  /** Call recording (src/calls/recording.ts); none: nothing is recorded and call.record is FORBIDDEN. */
+  recording?: RecordingService;
 }
 
 /** One agent to ring: here (a local session) and/or on other nodes (hand-off legs). */
@@ -159,6 +162,7 @@ export class CallManager implements SignalingHandler {
   readonly #wake: WakeService | undefined;
   readonly #metrics: CallMetrics | undefined;
   readonly #quality: { metrics: QualityMetrics; intervalMs: number } | undefined;
+  readonly #recording: RecordingService | undefined;
   readonly presence: PresenceService;
   readonly #security: SecurityGuard | undefined;
   #signaling: SignalingServer | undefined;
@@ -178,6 +182,8 @@ export class CallManager implements SignalingHandler {
     this.#wake = opts.wake;
     this.#metrics = opts.metrics;
     this.#quality = opts.quality;
+    this.#recording = opts.recording;
+    this.#recording?.bind((agentId, data) => this.#emit(agentId, 'call.recording', data));
     this.#cluster?.registry.on('refresh', () => this.#checkPeers());
     this.presence = new PresenceService({
       store: opts.store,
@@ -1033,6 +1039,7 @@ export class CallManager implements SignalingHandler {
       call.inviteRes = undefined;
       call.transition('active');
       this.#sampleQuality(call);
+      this.#recording?.answered(call);
       this.#watchDialog(call, dialog);
       if (lateOffer) {
         const ourOffer = call.localSdp;
@@ -1267,6 +1274,7 @@ export class CallManager implements SignalingHandler {
           call.timers.clear();
           call.transition('active');
           this.#sampleQuality(call);
+          this.#recording?.answered(call);
           // the RTP timeout counts from the answer: silent early media is not a dead call
           call.media?.relay.restartInactivity();
           this.#watchDialog(call, dialog);
@@ -1541,6 +1549,7 @@ export class CallManager implements SignalingHandler {
       ...(call.media?.plan ? { codec: call.media.plan.codec.name } : {}),
       durationS: answeredAt ? Math.round((endedAt.getTime() - answeredAt.getTime()) / 1000) : 0,
       ...(call.qualitySummary ?? {}),
+      ...this.#recording?.ended(call),
     });
   }
 
@@ -1718,6 +1727,15 @@ export class CallManager implements SignalingHandler {
         void call.media.relay.sendDtmf(d.digits.toUpperCase(), { durationMs: d.durationMs ?? 100, payloadType: te.payloadType, clockRate: te.clockRate });
 
         return { digits: d.digits };
+      }
+      case 'call.record': {
+        const d = data as RequestData<'call.record'>;
+        const call = this.#ownCall(session, d.callId);
+        if (!this.#recording) {
+          throw new SignalingError('FORBIDDEN', 'recording is not configured on this gateway');
+        }
+
+        return this.#recording.request(call, d.on);
       }
       case 'media.connect': {
         const d = data as RequestData<'media.connect'>;

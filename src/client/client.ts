@@ -13,6 +13,7 @@ import type {
   EffectivePresence,
   EndReason,
   EventData,
+  RecordingChangeReason,
   MediaOffer,
   RequestData,
   RequestType,
@@ -89,6 +90,8 @@ export type RingbridgeClientEvents = {
   resumed: [{ call: ClientCall; by: 'local' | 'remote' }];
   /** The trunk sent a DTMF digit. */
   dtmf: [{ call: ClientCall; digit: string; durationMs: number }];
+  /** Recording of the call started or stopped (`call.recording`). */
+  recording: [{ call: ClientCall; recording: boolean; recordingId: string | undefined; reason: RecordingChangeReason }];
   /** The trunk's audio is available as a track (play it). */
   track: [{ call: ClientCall; track: AudioTrack }];
   /** The call is over. Fires exactly once per call, whatever ended it. */
@@ -445,6 +448,15 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
     await this.#request('call.dtmf', options.durationMs === undefined ? { callId, digits } : { callId, digits, durationMs: options.durationMs }, callId);
   }
 
+  /**
+   * Starts (`on: true`) or stops recording the call (`call.record`; the gateway's
+   * recording.onDemand must allow it). Resolves with whether it is recording now.
+   * @throws {RingbridgeError} FORBIDDEN, INVALID_STATE, MEDIA_ERROR (see PROTOCOL.md)
+   */
+  async record(callId: string, on: boolean): Promise<{ recording: boolean; recordingId?: string }> {
+    return this.#request('call.record', { callId, on }, callId);
+  }
+
   // ----------------------------------------------------------------------------------------------
   // Session
   // ----------------------------------------------------------------------------------------------
@@ -576,6 +588,15 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
         const entry = this.#live(d.callId);
         if (entry) {
           this.emit('dtmf', { call: entry.call, digit: d.digit, durationMs: d.durationMs });
+        }
+
+        return;
+      }
+      case 'call.recording': {
+        const d = data as EventData['call.recording'];
+        const entry = this.#live(d.callId);
+        if (entry) {
+          this.emit('recording', { call: entry.call, recording: d.recording, recordingId: d.recordingId, reason: d.reason });
         }
 
         return;

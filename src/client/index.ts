@@ -20,4 +20,4 @@ export type {
   WebSocketConstructorLike,
   WebSocketLike,
 } from './types.js';
-export type { AgentStatus, CallCodec, CallInfo, CancelReason, DeviceInfo, EffectivePresence, EndReason, ErrorCode, RequestData } from '../signaling/protocol.js';
+export type { AgentStatus, CallCodec, CallInfo, CancelReason, DeviceInfo, EffectivePresence, EndReason, ErrorCode, RecordingChangeReason, RequestData } from '../signaling/protocol.js';

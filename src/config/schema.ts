@@ -177,6 +177,8 @@ const trunkSchema = z.strictObject({
    * in a list takes no defaults from default.yaml): no cap.
    */
   maxConcurrentCalls: z.int().min(0).max(1_000_000).default(0),
+  /** Record every answered call of this trunk (both directions, see `recording`). Default false. */
+  recording: z.boolean().default(false),
 });
 
 const routingSchema = z.strictObject({
@@ -186,8 +188,9 @@ const routingSchema = z.strictObject({
    */
   dids: z.array(
     z.union([
-      z.strictObject({ number: z.string().min(1), agent: z.string().min(1) }),
-      z.strictObject({ number: z.string().min(1), group: z.string().min(1) }),
+      /** record: record every answered call to this number (see `recording`); default false. */
+      z.strictObject({ number: z.string().min(1), agent: z.string().min(1), record: z.boolean().optional() }),
+      z.strictObject({ number: z.string().min(1), group: z.string().min(1), record: z.boolean().optional() }),
     ]),
   ),
   groups: z.array(
@@ -329,6 +332,20 @@ const securitySchema = z.strictObject({
   }),
 });
 
+/** Call recording (src/calls/recording.ts): stereo WAV files, left the caller (trunk), right the agent. */
+const recordingSchema = z.strictObject({
+  /** Master switch: false records nothing, whatever the trunk, DID and on-demand settings say. */
+  enabled: z.boolean(),
+  /** Directory of the recording files (created at start; one <recordingId>.wav and .json per recording). */
+  dir: z.string().min(1),
+  /** Recordings older than this are deleted by the sweeper, seconds (60 s to 10 years). */
+  retentionS: z.int().min(60).max(10 * 365 * 86400),
+  /** How often the sweeper looks for expired recordings, ms. */
+  sweepIntervalMs: z.int().min(1000).max(24 * 3600_000),
+  /** Agents may start and stop recording their calls with call.record. */
+  onDemand: z.boolean(),
+});
+
 const adminSchema = z.strictObject({
   /**
    * Bearer token of the admin HTTP API (/admin/...: drain, nodes, personal-data export and
@@ -463,6 +480,7 @@ export const configSchema = z
     calls: callsSchema,
     cluster: clusterSchema,
     admin: adminSchema,
+    recording: recordingSchema,
     security: securitySchema,
     push: pushConfigSchema,
     trunks: z.array(trunkSchema),

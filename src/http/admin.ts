@@ -4,8 +4,10 @@
  *
  *   GET    /admin/nodes                  live nodes of the cluster (registry entries)
  *   POST   /admin/drain  {deadlineMs?}   drain this node (as SIGTERM), 202
- *   GET    /admin/agents/{id}            export everything stored about an agent (GDPR Art. 15)
- *   DELETE /admin/agents/{id}            erase it (GDPR Art. 17); 409 while the agent is online
+ *   GET    /admin/agents/{id}            export everything stored about an agent (GDPR Art. 15),
+ *                                        with `recordings`: the call recordings the agent was on
+ *   DELETE /admin/agents/{id}            erase it (GDPR Art. 17), recording files included; 409 while the agent is online
+ *   GET    /admin/recordings/{id}        a finished recording's WAV file, by recording id or call id (its first recording); 404 when none
  *   POST   /admin/revocations {jti, expiresAt?}  revoke an agent JWT by id on every node: sign-ins
  *                                        with it get AUTH_REVOKED, live sessions holding it close;
  *                                        expiresAt (ISO time or epoch s, the token's exp) bounds how
@@ -17,6 +19,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { type Logger } from '../log/logger.js';
 import { type NodeInfo, type StateStore } from '../state/store.js';
 import { JTI, type RevocationList } from '../security/revocation.js';
+import { RECORDING_ID, type RecordingService } from '../calls/recording.js';
 import { type AdminRequest, HttpError, type HttpReply, json } from './server.js';
 
 /** What the admin API needs from the gateway. */
@@ -33,6 +36,8 @@ export interface AdminDeps {
   agentOnline(agentId: string): Promise<boolean>;
   /** Revoked JWT ids (src/security); none: POST /admin/revocations is 404. */
   revocations?: Pick<RevocationList, 'revoke'>;
+  /** Call recordings (src/calls/recording.ts); none: exports list none and /admin/recordings is 404. */
+  recordings?: Pick<RecordingService, 'listForAgent' | 'eraseForAgent' | 'file'>;
 }
 
 const AGENT_ID = /^[A-Za-z0-9._@+-]{1,128}$/;
@@ -92,20 +97,37 @@ export function adminHandler(deps: AdminDeps): (req: AdminRequest) => Promise<Ht
         }
         if (req.method === 'GET') {
           const data = await deps.store.exportAgent(id);
+          const recordings = (await deps.recordings?.listForAgent(id)) ?? [];
           deps.logger.info({ agent: id }, 'personal data exported');
 
-          return json(200, data);
+          return json(200, { ...data, recordings });
         }
         if (req.method === 'DELETE') {
           if (await deps.agentOnline(id)) {
             return json(409, { error: 'agent_online', message: 'the agent is signed in or on a call; sign it out first' });
           }
-          const erased = await deps.store.eraseAgent(id);
+          const erased = { ...(await deps.store.eraseAgent(id)), recordings: (await deps.recordings?.eraseForAgent(id)) ?? 0 };
           deps.logger.warn({ agent: id, ...erased }, 'personal data erased');
 
           return json(200, { erased: true, ...erased });
         }
         throw new HttpError(405, 'method_not_allowed');
+      }
+
+      if (what === 'recordings' && id !== undefined && rest.length === 0 && deps.recordings) {
+        if (req.method !== 'GET' && req.method !== 'HEAD') {
+          throw new HttpError(405, 'method_not_allowed');
+        }
+        if (!RECORDING_ID.test(id)) {
+          return json(400, { error: 'bad_request', message: 'recording id: a call id or <callId>-<n>, 1 to 128 letters, digits, ".", "_", "-"' });
+        }
+        const file = await deps.recordings.file(id);
+        if (!file) {
+          return json(404, { error: 'not_found', message: 'no finished recording with this id' });
+        }
+        deps.logger.info({ recordingId: file.meta.recordingId, callId: file.meta.callId }, 'recording served');
+
+        return { status: 200, contentType: 'audio/wav', body: '', file: { path: file.path, bytes: file.bytes, name: `${file.meta.recordingId}.wav` } };
       }
 
       return json(404, { error: 'not_found' });

@@ -4,6 +4,7 @@
  * (attached by the signaling server).
  * Plain node:http; the few routes do not justify a framework.
  */
+import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { type AddressInfo } from 'node:net';
@@ -16,6 +17,8 @@ export interface HttpReply {
   status: number;
   contentType: string;
   body: string;
+  /** Streams this file (of `fileBytes` bytes) as the body instead of `body` (admin recordings). */
+  file?: { path: string; bytes: number; name: string };
 }
 
 /** A request to the admin API: method, path below /admin, query, headers and the body (JSON or empty). */
@@ -125,6 +128,20 @@ export interface HttpServerHandle {
 }
 
 function send(res: http.ServerResponse, reply: HttpReply, head: boolean): void {
+  if (reply.file) {
+    res.writeHead(reply.status, { 'content-type': reply.contentType, 'cache-control': 'no-store', 'content-length': reply.file.bytes, 'content-disposition': `attachment; filename="${reply.file.name}"` });
+    if (head) {
+      res.end();
+
+      return;
+    }
+    // a file shorter than announced (deleted meanwhile) ends the connection early, which the client sees
+    fs.createReadStream(reply.file.path, { end: reply.file.bytes - 1 })
+      .on('error', () => res.destroy())
+      .pipe(res);
+
+    return;
+  }
   res.writeHead(reply.status, { 'content-type': reply.contentType, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(reply.body) });
   res.end(head ? undefined : reply.body);
 }

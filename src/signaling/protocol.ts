@@ -191,6 +191,8 @@ export const REQUESTS = {
   'call.resume': z.strictObject({ callId }),
   'call.mute': z.strictObject({ callId, muted: z.boolean() }),
   'call.dtmf': z.strictObject({ callId, digits, durationMs: z.int().min(40).max(2000).optional() }),
+  /** Starts (on: true) or stops recording the call on demand (recording.onDemand). */
+  'call.record': z.strictObject({ callId, on: z.boolean() }),
   'media.connect': z.strictObject({ callId, transportId: z.string().min(1).max(128), dtlsParameters: z.record(z.string(), z.unknown()) }),
   'media.produce': z.strictObject({ callId, transportId: z.string().min(1).max(128), kind: z.literal('audio'), rtpParameters: z.record(z.string(), z.unknown()) }),
   'media.consume': z.strictObject({ callId, rtpCapabilities: z.record(z.string(), z.unknown()) }),
@@ -228,6 +230,8 @@ export interface ResponseData {
   'call.resume': Record<string, never>;
   'call.mute': { muted: boolean };
   'call.dtmf': { digits: string };
+  /** Whether the call is being recorded now (by any trigger), and the current file's id. */
+  'call.record': { recording: boolean; recordingId?: string };
   'media.connect': Record<string, never>;
   'media.produce': { producerId: string };
   'media.consume': { consumerId: string; producerId: string; kind: 'audio'; rtpParameters: unknown };
@@ -237,6 +241,9 @@ export interface ResponseData {
 // ------------------------------------------------------------------------------------------------
 // Events (server → client)
 // ------------------------------------------------------------------------------------------------
+
+/** Why recording started or stopped: a trunk or DID rule, the agent (call.record), a failure, or the call's end ('ended': internal, never sent; call.ended implies it). */
+export type RecordingChangeReason = 'rule' | 'on_demand' | 'failed' | 'ended';
 
 /** Every event's `data`. */
 export interface EventData {
@@ -248,6 +255,8 @@ export interface EventData {
   'call.held': { callId: string; by: 'local' | 'remote' };
   'call.resumed': { callId: string; by: 'local' | 'remote' };
   'call.dtmf': { callId: string; digit: string; durationMs: number };
+  /** Recording of the call started or stopped (trunk/DID rule, call.record, a failure, the end). */
+  'call.recording': { callId: string; recording: boolean; recordingId?: string; reason: RecordingChangeReason };
   'call.ended': { callId: string; reason: EndReason; by: 'local' | 'remote' | 'system'; sipStatus?: number };
   'presence.changed': { status: AgentStatus; effective: EffectivePresence };
 }

@@ -16,7 +16,7 @@
  * | {p}agent:{A}:wakes | hash | callId → JSON {@link WakeRecord} (node, sentAt, per-device wake state, outcome) | 5 minutes after the last write |
  * | {p}agent:{A}:records | sorted set | callId → end time (ms) of the agent's call records | trimmed to `calls.recordTtlS` |
  * | {p}token:{sha256(channel + token)} | string | `<agentId> <deviceId>` (dead-token reports name only the token); APNs alert tokens under channel `apns:alert` | with the device |
- * | {p}call:{C} | hash | direction, state, trunkId, from/to (masked unless `calls.maskNumbers` is false), agentId, node (SIP leg), agentNode, timestamps, endReason, sipStatus, codec, cdrId | while live; `calls.recordTtlS` after the end |
+ * | {p}call:{C} | hash | direction, state, trunkId, from/to (masked unless `calls.maskNumbers` is false), agentId, node (SIP leg), agentNode, timestamps, endReason, sipStatus, codec, recordings/recordingDurationMs/recordingBytes (src/calls/recording.ts), cdrId | while live; `calls.recordTtlS` after the end |
  * | {p}node:{N} | hash | id, sipUri, httpUrl, mediaAddress, version, startedAt, draining, calls, sessions, heartbeatAt | expires `cluster.nodeTtlMs` after the last heartbeat |
  * | {p}node:{N}:calls | set | ids of the node's live calls | until the node (or the reaper) removes them |
  * | {p}node:{N}:agents | set | agents with a `n:<N>` field (sessions or activity on the node) | same |
@@ -70,6 +70,10 @@ export interface CallRecord {
   lossPctMax?: number;
   jitterMsMax?: number;
   rttMsMax?: number;
+  /** The call's recordings (src/calls/recording.ts): ids (comma-separated; files `<recording.dir>/<id>.wav`), total audio length (ms) and file bytes. */
+  recordings?: string;
+  recordingDurationMs?: number;
+  recordingBytes?: number;
 }
 
 /** Push channels a device may be woken through (push-channels.md). */

@@ -1,0 +1,561 @@
+/**
+ * Call recording (config `recording`): decides which calls are recorded, runs a CallRecorder
+ * (src/media/recorder.ts) on the call's router, tells the agent (`call.recording`), puts the
+ * files in the call record and the CDR, deletes them after the retention, and lists, erases and
+ * serves them for the admin API.
+ *
+ * Triggers, on the node that holds the call's media, from the answer on:
+ * - `trunks[].recording: true`: every answered call of the trunk (inbound and outbound);
+ * - `routing.dids[].record: true`: every answered inbound call to that number (exact match, else
+ *   the `*` entry, as routing does);
+ * - the agent's `call.record {on}` when `recording.onDemand` is true. An agent may stop only a
+ *   recording it started: a rule's recording is not the agent's to stop (FORBIDDEN).
+ * `recording.enabled: false` records nothing.
+ *
+ * Files: `<dir>/<recordingId>.wav` (stereo PCM 16-bit 8 kHz; left the caller/trunk, right the
+ * agent) and `<recordingId>.json` (callId, agentIds, trigger, times, duration, bytes). The id is
+ * the call id for the call's first recording, `<callId>-<n>` for later ones (on-demand restarts).
+ * The sidecar is written at the start, so that erase and the sweeper find a recording even if the
+ * process died during it; the WAV's sizes are then fixed only when it ends cleanly.
+ *
+ * Sources: the call's trunk producer (on CallMedia's PlainTransport) is the caller channel; a
+ * producer on any WebRtcTransport of the router is the agent channel, the newest one winning (a
+ * transfer re-bridges the call to another agent's producer). Transports with `appData.role`
+ * (player, recorder) are not sources.
+ *
+ * Call record and CDR fields: `recordings` (ids, comma-separated), `recordingDurationMs` and
+ * `recordingBytes` (sums over the call's recordings).
+ *
+ * Retention: a sweeper deletes recordings whose files were last written more than
+ * `recording.retentionS` ago, every `recording.sweepIntervalMs`.
+ */
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { type types as ms } from 'mediasoup';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { type Config } from '../config/schema.js';
+import { type Logger } from '../log/logger.js';
+import { g711LawOf } from '../media/g711.js';
+import { CallRecorder, RecorderCodecError, type RecordingSummary } from '../media/recorder.js';
+import { type EventData, type RecordingChangeReason } from '../signaling/protocol.js';
+import { SignalingError } from '../signaling/server.js';
+import { type Call } from './call.js';
+import { normaliseNumber } from './routing.js';
+
+/** Why a recording runs. */
+export type RecordingTrigger = 'trunk' | 'did' | 'on_demand';
+
+/** The sidecar of a recording (`<id>.json`). Times are ISO strings. */
+export interface RecordingMeta {
+  recordingId: string;
+  callId: string;
+  /** Every agent who was on the call while it recorded. */
+  agentIds: string[];
+  trigger: RecordingTrigger;
+  startedAt: string;
+  endedAt?: string;
+  durationMs?: number;
+  bytes?: number;
+}
+
+/** Fields a call record gets from its recordings. */
+export interface RecordingRecordFields {
+  recordings?: string;
+  recordingDurationMs?: number;
+  recordingBytes?: number;
+}
+
+/** A recording id: a call id, optionally with -<n>. Anything else is refused before touching the disk. */
+export const RECORDING_ID = /^[A-Za-z0-9_.-]{1,128}$/;
+
+interface Running {
+  recorder: CallRecorder;
+  meta: RecordingMeta;
+}
+
+interface CallState {
+  call: Call;
+  /** Recordings done, in order. */
+  done: RecordingMeta[];
+  current: Running | undefined;
+  /** A rule wants the call recorded (and the late trunk producer may still be missing). */
+  wanted: RecordingTrigger | undefined;
+  count: number;
+  unwatch: (() => void)[];
+}
+
+/** Metrics of recording. */
+class RecordingMetrics {
+  readonly active: Gauge;
+  readonly bytes: Counter;
+  readonly failures: Counter<'reason'>;
+
+  constructor(registry: Registry, prefix: string) {
+    const registers = [registry];
+    this.active = new Gauge({ name: `${prefix}recordings_active`, help: 'Call recordings in progress on this node.', registers });
+    this.bytes = new Counter({ name: `${prefix}recording_bytes_total`, help: 'Bytes of audio written to recording files.', registers });
+    this.failures = new Counter({ name: `${prefix}recording_failures_total`, help: 'Recordings that could not start or be written, by reason (codec: G.722/Opus; io: the file; media: mediasoup).', labelNames: ['reason'], registers });
+  }
+}
+
+/** Options of RecordingService. */
+export interface RecordingServiceOptions {
+  config: Pick<Config, 'recording' | 'trunks' | 'routing'>;
+  logger: Logger;
+  metrics?: { registry: Registry; prefix: string };
+}
+
+/** The recording feature of one node. */
+export class RecordingService {
+  readonly #cfg: Config['recording'];
+  readonly #log: Logger;
+  readonly #metrics: RecordingMetrics | undefined;
+  readonly #trunkRule: Set<string>;
+  readonly #didRule = new Map<string, boolean>();
+  readonly #didFallback: boolean;
+  readonly #calls = new Map<string, CallState>();
+  #notify: ((agentId: string, data: EventData['call.recording']) => void) | undefined;
+  #sweeper: NodeJS.Timeout | undefined;
+  #dirReady: Promise<void> | undefined;
+
+  constructor(opts: RecordingServiceOptions) {
+    this.#cfg = opts.config.recording;
+    this.#log = opts.logger;
+    this.#metrics = opts.metrics ? new RecordingMetrics(opts.metrics.registry, opts.metrics.prefix) : undefined;
+    this.#trunkRule = new Set(opts.config.trunks.filter((t) => t.recording).map((t) => t.id));
+    let fallback = false;
+    for (const d of opts.config.routing.dids) {
+      if (d.number === '*') {
+        fallback ||= d.record === true;
+      } else {
+        this.#didRule.set(normaliseNumber(d.number), d.record === true);
+      }
+    }
+    this.#didFallback = fallback;
+  }
+
+  /** The directory of the files (absolute). */
+  get dir(): string {
+    return path.resolve(this.#cfg.dir);
+  }
+
+  /** Sets how agents are told of changes (the call manager's event sender). */
+  bind(notify: (agentId: string, data: EventData['call.recording']) => void): void {
+    this.#notify = notify;
+  }
+
+  /** Starts the retention sweeper (and runs it once now). */
+  startSweeper(): void {
+    if (this.#sweeper) {
+      return;
+    }
+    // one warning per failure streak, not one per interval (a wrong recording.dir stays wrong)
+    let failing = false;
+    const run = (): void => {
+      this.sweep().then(
+        () => {
+          if (failing) {
+            failing = false;
+            this.#log.info({ dir: this.dir }, 'recording sweep works again');
+          }
+        },
+        (err: unknown) => {
+          if (!failing) {
+            failing = true;
+            this.#log.warn({ err, dir: this.dir }, 'recording sweep failed: check recording.dir (warned once until it works)');
+          }
+        },
+      );
+    };
+    this.#sweeper = setInterval(run, this.#cfg.sweepIntervalMs);
+    this.#sweeper.unref();
+    run();
+  }
+
+  /** Stops the sweeper and every running recording (their files are completed). */
+  async close(): Promise<void> {
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
+    await Promise.all([...this.#calls.values()].filter((s) => s.current).map((s) => this.#stop(s, 'ended')));
+  }
+
+  /** Hook: the call was answered and its media is on this node. Starts a rule's recording. */
+  answered(call: Call): void {
+    if (!this.#cfg.enabled || !call.media || this.#calls.has(call.id)) {
+      return;
+    }
+    const trigger = this.#trunkRule.has(call.trunk.id) ? 'trunk' : call.direction === 'inbound' && (this.#didRule.get(normaliseNumber(call.to.number)) ?? this.#didFallback) ? 'did' : undefined;
+    if (!trigger) {
+      return;
+    }
+    const s = this.#state(call);
+    s.wanted = trigger;
+    void this.#start(s, trigger);
+  }
+
+  /**
+   * Hook: `call.record {on}` from the call's agent.
+   * @throws {SignalingError} FORBIDDEN (off by configuration, or stopping a rule's recording),
+   *   INVALID_STATE (no media here yet), MEDIA_ERROR (codec not recordable, file not writable)
+   */
+  async request(call: Call, on: boolean): Promise<{ recording: boolean; recordingId?: string }> {
+    if (!this.#cfg.enabled || !this.#cfg.onDemand) {
+      throw new SignalingError('FORBIDDEN', 'on-demand recording is off (recording.enabled / recording.onDemand)');
+    }
+    if (!call.media || call.media.closed || !call.times.answeredAt) {
+      throw new SignalingError('INVALID_STATE', `call ${call.id} is not answered`);
+    }
+    const s = this.#state(call);
+    if (on) {
+      if (!s.current) {
+        const err = await this.#start(s, 'on_demand');
+        if (err) {
+          throw new SignalingError('MEDIA_ERROR', err);
+        }
+      }
+
+      return { recording: s.current !== undefined, ...(s.current ? { recordingId: s.current.meta.recordingId } : {}) };
+    }
+    if (s.current) {
+      if (s.current.meta.trigger !== 'on_demand') {
+        throw new SignalingError('FORBIDDEN', `the call is recorded by a ${s.current.meta.trigger} rule; the agent cannot stop it`);
+      }
+      await this.#stop(s, 'on_demand');
+    }
+
+    return { recording: false };
+  }
+
+  /**
+   * Hook: the call ended (its record is being written). Stops a running recording and returns
+   * the record's fields; forgets the call.
+   */
+  ended(call: Call): RecordingRecordFields {
+    const s = this.#calls.get(call.id);
+    if (!s) {
+      return {};
+    }
+    if (s.current) {
+      void this.#stop(s, 'ended');
+    }
+    this.#forget(s);
+    if (s.done.length === 0) {
+      return {};
+    }
+
+    return {
+      recordings: s.done.map((m) => m.recordingId).join(','),
+      recordingDurationMs: s.done.reduce((n, m) => n + (m.durationMs ?? 0), 0),
+      recordingBytes: s.done.reduce((n, m) => n + (m.bytes ?? 0), 0),
+    };
+  }
+
+  /** Whether a call is being recorded now (tests, calls.list). */
+  recording(callId: string): string | undefined {
+    return this.#calls.get(callId)?.current?.meta.recordingId;
+  }
+
+  #state(call: Call): CallState {
+    let s = this.#calls.get(call.id);
+    if (!s) {
+      s = { call, done: [], current: undefined, wanted: undefined, count: 0, unwatch: [] };
+      this.#calls.set(call.id, s);
+      const state = s;
+      call.media?.onClose(() => {
+        // the router is gone (its recorder stopped with it): forget the call unless its record still comes
+        setTimeout(() => this.#forget(state), 30_000).unref();
+      });
+    }
+
+    return s;
+  }
+
+  #forget(s: CallState): void {
+    if (this.#calls.get(s.call.id) === s) {
+      this.#calls.delete(s.call.id);
+    }
+    for (const fn of s.unwatch.splice(0)) {
+      fn();
+    }
+  }
+
+  /** Starts a recording; returns an error message when it cannot. */
+  async #start(s: CallState, trigger: RecordingTrigger, trunkProducer?: ms.Producer): Promise<string | undefined> {
+    const media = s.call.media;
+    if (!media || media.closed) {
+      return 'the call has no media';
+    }
+    const codec = media.codec;
+    if (!codec) {
+      // late offer: the codec comes with the trunk's answer (the trunk producer); start then
+      // (it fires inside plain.produce(), before CallMedia.trunkProducer is set: hand it over)
+      const onProducer = (p: ms.Producer): void => {
+        media.plain.observer.off('newproducer', onProducer);
+        if (s.wanted && !s.current && this.#calls.get(s.call.id) === s) {
+          void this.#start(s, s.wanted, p);
+        }
+      };
+      media.plain.observer.on('newproducer', onProducer);
+      s.unwatch.push(() => media.plain.observer.off('newproducer', onProducer));
+
+      return 'the call has no codec yet';
+    }
+    if (!g711LawOf(codec.mimeType)) {
+      // decided before any file exists: G.722 and Opus are not recorded (see the module doc)
+      this.#metrics?.failures.inc({ reason: 'codec' });
+      this.#log.info({ callId: s.call.id, codec: codec.mimeType }, 'call not recorded: the recorder decodes PCMU and PCMA only');
+      this.#tell(s, false, undefined, 'failed');
+
+      return `the recorder decodes PCMU and PCMA only, not ${codec.mimeType}`;
+    }
+    const recordingId = s.count === 0 ? s.call.id : `${s.call.id}-${s.count + 1}`;
+    s.count++;
+    if (!RECORDING_ID.test(recordingId)) {
+      return 'unusable call id for a file name';
+    }
+    const file = path.join(this.dir, `${recordingId}.wav`);
+    const meta: RecordingMeta = { recordingId, callId: s.call.id, agentIds: s.call.agentId ? [s.call.agentId] : [], trigger, startedAt: new Date().toISOString() };
+    let recorder: CallRecorder;
+    try {
+      this.#dirReady ??= mkdir(this.dir, { recursive: true, mode: 0o750 }).then(() => undefined);
+      await this.#dirReady;
+      await this.#writeMeta(meta);
+      recorder = await CallRecorder.create({ router: media.router, codec, path: file, logger: this.#log, onWrite: (n) => this.#metrics?.bytes.inc(n) });
+    } catch (err) {
+      this.#dirReady = undefined;
+      const reason = err instanceof RecorderCodecError ? 'codec' : 'io';
+      this.#metrics?.failures.inc({ reason });
+      if (reason === 'codec') {
+        this.#log.info({ callId: s.call.id, codec: codec.mimeType }, 'call not recorded: codec not recordable');
+      } else {
+        this.#log.warn({ err, callId: s.call.id, recordingId, dir: this.dir }, 'cannot start recording: check recording.dir');
+      }
+      await rm(this.#metaPath(recordingId), { force: true }).catch(() => undefined);
+      this.#tell(s, false, undefined, 'failed');
+
+      return err instanceof RecorderCodecError ? err.message : 'the recording file cannot be created';
+    }
+    if (media.closed || this.#calls.get(s.call.id) !== s || s.current) {
+      // the call ended (or another start won) meanwhile
+      await recorder.close().catch(() => undefined);
+      await rm(file, { force: true });
+      await rm(this.#metaPath(recordingId), { force: true });
+
+      return 'the call ended';
+    }
+    const running: Running = { recorder, meta };
+    s.current = running;
+    this.#metrics?.active.inc();
+    recorder.onStop(() => {
+      // stop(), or the router closed under it (the call's end)
+      if (s.current === running) {
+        this.#finishRunning(s, running);
+      }
+    });
+    try {
+      await recorder.setSource('caller', trunkProducer ?? media.trunkProducer);
+      await recorder.setSource('agent', media.agentProducer);
+      this.#watchSources(s, running, media.router, media.plain);
+    } catch (err) {
+      this.#metrics?.failures.inc({ reason: 'media' });
+      this.#log.warn({ err, callId: s.call.id, recordingId }, 'cannot consume the call audio for recording');
+    }
+    this.#log.info({ callId: s.call.id, recordingId, trigger }, 'recording started');
+    this.#tell(s, true, recordingId, trigger === 'on_demand' ? 'on_demand' : 'rule');
+
+    return undefined;
+  }
+
+  /** Follows producers appearing on the router: the trunk's on CallMedia's PlainTransport, agents' on WebRtcTransports. */
+  #watchSources(s: CallState, running: Running, router: ms.Router, plain: ms.PlainTransport): void {
+    const set = (channel: 'caller' | 'agent', p: ms.Producer): void => {
+      if (s.current !== running) {
+        return;
+      }
+      if (channel === 'agent' && s.call.agentId && !running.meta.agentIds.includes(s.call.agentId)) {
+        running.meta.agentIds.push(s.call.agentId);
+      }
+      running.recorder.setSource(channel, p).catch((err: unknown) => {
+        this.#metrics?.failures.inc({ reason: 'media' });
+        this.#log.warn({ err, callId: s.call.id, channel }, 'cannot record a new source');
+      });
+    };
+    const onPlain = (p: ms.Producer): void => set('caller', p);
+    plain.observer.on('newproducer', onPlain);
+    const watched = new Map<ms.Transport, (p: ms.Producer) => void>();
+    const watch = (t: ms.Transport): void => {
+      if (t === plain || (t.appData as { role?: unknown }).role !== undefined || !('iceParameters' in t)) {
+        return;
+      }
+      const fn = (p: ms.Producer): void => set('agent', p);
+      t.observer.on('newproducer', fn);
+      watched.set(t, fn);
+    };
+    router.observer.on('newtransport', watch);
+    // transports made before the recording (the answering agent's)
+    const media = s.call.media;
+    for (const t of [media?.sendTransport, media?.recvTransport]) {
+      if (t) {
+        watch(t);
+      }
+    }
+    s.unwatch.push(() => {
+      plain.observer.off('newproducer', onPlain);
+      router.observer.off('newtransport', watch);
+      for (const [t, fn] of watched) {
+        t.observer.off('newproducer', fn);
+      }
+    });
+  }
+
+  async #stop(s: CallState, reason: RecordingChangeReason): Promise<void> {
+    const running = s.current;
+    if (!running) {
+      return;
+    }
+    running.recorder.stop(); // runs #finishRunning through onStop
+    if (reason !== 'ended') {
+      this.#tell(s, false, running.meta.recordingId, reason);
+    }
+    await running.recorder.closed.catch(() => undefined);
+  }
+
+  #finishRunning(s: CallState, running: Running): void {
+    s.current = undefined;
+    this.#metrics?.active.dec();
+    const summary: RecordingSummary = running.recorder.stop();
+    const meta = running.meta;
+    meta.endedAt = new Date().toISOString();
+    meta.durationMs = summary.durationMs;
+    meta.bytes = summary.bytes;
+    s.done.push(meta);
+    for (const fn of s.unwatch.splice(0)) {
+      fn();
+    }
+    running.recorder.closed
+      .then(() => this.#writeMeta(meta))
+      .then(() => this.#log.info({ callId: s.call.id, recordingId: meta.recordingId, durationMs: meta.durationMs, bytes: meta.bytes }, 'recording finished'))
+      .catch((err: unknown) => {
+        this.#metrics?.failures.inc({ reason: 'io' });
+        this.#log.warn({ err, callId: s.call.id, recordingId: meta.recordingId }, 'recording file could not be completed');
+      });
+  }
+
+  #tell(s: CallState, recording: boolean, recordingId: string | undefined, reason: RecordingChangeReason): void {
+    const agentId = s.call.agentId;
+    if (agentId && s.call.live) {
+      this.#notify?.(agentId, { callId: s.call.id, recording, ...(recordingId ? { recordingId } : {}), reason });
+    }
+  }
+
+  #metaPath(recordingId: string): string {
+    return path.join(this.dir, `${recordingId}.json`);
+  }
+
+  async #writeMeta(meta: RecordingMeta): Promise<void> {
+    await writeFile(this.#metaPath(meta.recordingId), JSON.stringify(meta), { mode: 0o640 });
+  }
+
+  /** Every recording's sidecar in the directory (unreadable ones are skipped). */
+  async #allMeta(): Promise<RecordingMeta[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        return [];
+      }
+      throw err;
+    }
+    const out: RecordingMeta[] = [];
+    for (const n of names) {
+      if (!n.endsWith('.json')) {
+        continue;
+      }
+      try {
+        out.push(JSON.parse(await readFile(path.join(this.dir, n), 'utf8')) as RecordingMeta);
+      } catch {
+        // written at this moment, or damaged: not listed
+      }
+    }
+
+    return out;
+  }
+
+  /** Deletes recordings (WAV and sidecar) last written more than recording.retentionS ago; returns how many. Running ones are kept. */
+  async sweep(now = Date.now()): Promise<number> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        return 0;
+      }
+      throw err;
+    }
+    const running = new Set([...this.#calls.values()].flatMap((s) => (s.current ? [s.current.meta.recordingId] : [])));
+    const limit = now - this.#cfg.retentionS * 1000;
+    let deleted = 0;
+    for (const n of names) {
+      const m = /^(.+)\.(wav|json)$/.exec(n);
+      if (!m || running.has(m[1]!)) {
+        continue;
+      }
+      try {
+        const st = await stat(path.join(this.dir, n));
+        if (st.mtimeMs < limit) {
+          await rm(path.join(this.dir, n), { force: true });
+          if (m[2] === 'wav') {
+            deleted++;
+          }
+        }
+      } catch {
+        // gone meanwhile
+      }
+    }
+    if (deleted > 0) {
+      this.#log.info({ deleted, retentionS: this.#cfg.retentionS }, 'expired recordings deleted');
+    }
+
+    return deleted;
+  }
+
+  /** The recordings an agent was on (admin export), oldest first. */
+  async listForAgent(agentId: string): Promise<RecordingMeta[]> {
+    return (await this.#allMeta()).filter((m) => Array.isArray(m.agentIds) && m.agentIds.includes(agentId)).sort((a, b) => a.startedAt.localeCompare(b.startedAt));
+  }
+
+  /** Deletes the recordings an agent was on (admin erase); returns how many. */
+  async eraseForAgent(agentId: string): Promise<number> {
+    const mine = await this.listForAgent(agentId);
+    for (const m of mine) {
+      if (!RECORDING_ID.test(m.recordingId)) {
+        continue;
+      }
+      await rm(path.join(this.dir, `${m.recordingId}.wav`), { force: true });
+      await rm(this.#metaPath(m.recordingId), { force: true });
+    }
+
+    return mine.length;
+  }
+
+  /** A finished recording's file by recording id or call id (its first recording), for serving; undefined when there is none. */
+  async file(id: string): Promise<{ path: string; bytes: number; meta: RecordingMeta } | undefined> {
+    if (!RECORDING_ID.test(id) || id.startsWith('.')) {
+      return undefined;
+    }
+    const running = [...this.#calls.values()].some((s) => s.current?.meta.recordingId === id);
+    if (running) {
+      return undefined;
+    }
+    try {
+      const meta = JSON.parse(await readFile(this.#metaPath(id), 'utf8')) as RecordingMeta;
+      const file = path.join(this.dir, `${id}.wav`);
+      const st = await stat(file);
+
+      return { path: file, bytes: st.size, meta };
+    } catch {
+      return undefined;
+    }
+  }
+}
