@@ -16,6 +16,7 @@ import { type Logger } from './log/logger.js';
 import { MediaWorkerPool } from './media/worker-pool.js';
 import { createMetrics, type Metrics } from './metrics/registry.js';
 import { CallManager } from './calls/call-manager.js';
+import { SipRegistrar } from './sip/registrar/registrar.js';
 import { Handoff } from './calls/handoff.js';
 import { JwtVerifier } from './signaling/auth.js';
 import { type SignInGuard, SignalingServer } from './signaling/server.js';
@@ -84,6 +85,7 @@ export class Gateway {
   #calls?: CallManager;
   #signaling?: SignalingServer;
   #security?: SecurityGuard;
+  #registrar?: SipRegistrar;
   #store?: StateStore;
   #registry?: NodeRegistry;
   #push?: PushBridge;
@@ -229,6 +231,16 @@ export class Gateway {
 
       return st?.counters;
     });
+    if (config.sipDevices.enabled) {
+      this.#registrar = new SipRegistrar({
+        config: config.sipDevices,
+        srf: this.#sip.srf,
+        store: this.#store,
+        redis: this.#redis.client,
+        logger: logger.child({ component: 'registrar' }),
+        metrics: { registry: this.metrics.registry, prefix: this.metrics.prefix },
+      });
+    }
     this.#calls = new CallManager({
       ...(wake ? { wake } : {}),
       metrics: callMetrics,
@@ -343,6 +355,11 @@ export class Gateway {
   /** The call layer (after start). */
   get calls(): CallManager | undefined {
     return this.#calls;
+  }
+
+  /** The registrar of agents' SIP devices (after start, when sipDevices.enabled). */
+  get registrar(): SipRegistrar | undefined {
+    return this.#registrar;
   }
 
   /** The Redis state store (after start). */
@@ -497,6 +514,7 @@ export class Gateway {
         }
       };
       this.#calls?.shutdown();
+      this.#registrar?.close();
       await step('cluster', () => this.#registry?.stop(true));
       await step('signaling', () => this.#signaling?.close());
       await step('security', () => this.#security?.close());

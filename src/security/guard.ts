@@ -35,13 +35,14 @@ export const REJECTION_REASONS = [
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
 
 /** The SIP engine's screen settings from the configuration (trunks' allow-lists and trusted proxies are known). */
-export function screenOptions(config: Pick<Config, 'security' | 'trunks' | 'sip'>): SipScreenOptions {
+export function screenOptions(config: Pick<Config, 'security' | 'trunks' | 'sip' | 'sipDevices'>): SipScreenOptions {
   return {
     scannerUserAgents: config.security.scanners.userAgents,
     scannerAction: config.security.scanners.action,
     unknownSourceAction: config.security.unknownSources.action,
     knownSources: [...config.trunks.flatMap((t) => t.inbound.allow), ...config.sip.trustedProxies],
-    digestTrunks: config.trunks.some((t) => t.inbound.auth.username !== ''),
+    // agents' SIP devices register (digest) from anywhere: no source is unknown then either
+    digestTrunks: config.trunks.some((t) => t.inbound.auth.username !== '') || config.sipDevices.enabled,
   };
 }
 

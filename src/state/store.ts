@@ -13,6 +13,7 @@
  * | {p}agent:{A} | hash | `status` (available, busy, away: the agent's own), `effective` (as last computed by a node), `updatedAt`, `firstSeenAt`, `lastCallEndedAt`, and one field `n:<nodeId>` per node serving the agent: JSON `{s: sessions, a: idle/ringing/on_call, t: ms}` | until erased; without devices, 30 days after the last change |
  * | {p}agent:{A}:sessions | hash | sessionId → JSON `{node, state: connected/suspended, since, deviceId?}` | with the sessions; a dead node's are reaped |
  * | {p}agent:{A}:devices | hash | deviceId → JSON {@link Device} (platform, push channel, token, app version, last seen) | until removed, erased, or the provider reports the token dead |
+ * | {p}agent:{A}:sip | hash | SIP registrar bindings of the agent's native SIP devices: binding id (`<+sip.instance>#<reg-id>`, `<+sip.instance>`, or the Contact URI) → JSON {@link SipBinding} (Contact, flow: transport/address/port of the REGISTER, outbound, Path, Call-ID/CSeq, expires, expiresAt, node, User-Agent, push device id) | each binding until its expiresAt (readers skip later ones); the key's TTL is the latest expiry; removed by un-REGISTER and erase |
  * | {p}agent:{A}:wakes | hash | callId → JSON {@link WakeRecord} (node, sentAt, per-device wake state, outcome) | 5 minutes after the last write |
  * | {p}agent:{A}:records | sorted set | callId → end time (ms) of the agent's call records | trimmed to `calls.recordTtlS` |
  * | {p}token:{sha256(channel + token)} | string | `<agentId> <deviceId>` (dead-token reports name only the token); APNs alert tokens under channel `apns:alert` | with the device |
@@ -36,6 +37,7 @@ import { createHash } from 'node:crypto';
 import { type Cluster, type Redis } from 'ioredis';
 import { type Logger } from '../log/logger.js';
 import { DEVICE_CHANNELS, type DEVICE_PLATFORMS } from '../signaling/protocol.js';
+import { type SipBinding } from '../sip/registrar/bindings.js';
 
 /** A Redis client in any mode: standalone/Sentinel (Redis) or Cluster. */
 export type StoreRedis = Redis | Cluster;
@@ -136,6 +138,8 @@ export interface AgentExport {
   presence: Record<string, AgentNodeView>;
   sessions: Record<string, unknown>;
   devices: Device[];
+  /** Registrar bindings of the agent's SIP devices (including expired ones not yet removed). */
+  sipBindings: SipBinding[];
   idleSince?: string;
   callRecords: Record<string, string>[];
 }
@@ -923,10 +927,11 @@ export class StateStore {
    * @throws when Redis is unavailable
    */
   async exportAgent(agentId: string): Promise<AgentExport> {
-    const [profileAll, sessions, devices, idle, recordIds] = await Promise.all([
+    const [profileAll, sessions, devices, sipBindings, idle, recordIds] = await Promise.all([
       this.#redis.hgetall(this.key('agent', agentId)),
       this.#redis.hgetall(this.key('agent', agentId, 'sessions')),
       this.devices(agentId),
+      this.#redis.hgetall(this.key('agent', agentId, 'sip')),
       this.#redis.zscore(this.#idleKey(), agentId),
       this.#redis.zrange(this.key('agent', agentId, 'records'), 0, -1),
     ]);
@@ -954,6 +959,7 @@ export class StateStore {
       presence,
       sessions: Object.fromEntries(Object.entries(sessions).map(([k, v]) => [k, JSON.parse(v) as unknown])),
       devices,
+      sipBindings: Object.values(sipBindings).map((v) => JSON.parse(v) as SipBinding),
       ...(idle !== null ? { idleSince: new Date(Number(idle)).toISOString() } : {}),
       callRecords,
     };
@@ -982,7 +988,7 @@ export class StateStore {
       await this.#redis.del(this.key('call', callId));
       callRecords++;
     }
-    await this.#redis.del(this.key('agent', agentId), this.key('agent', agentId, 'sessions'), this.key('agent', agentId, 'devices'), this.key('agent', agentId, 'records'), this.key('agent', agentId, 'wakes'));
+    await this.#redis.del(this.key('agent', agentId), this.key('agent', agentId, 'sessions'), this.key('agent', agentId, 'devices'), this.key('agent', agentId, 'records'), this.key('agent', agentId, 'wakes'), this.key('agent', agentId, 'sip'));
     await this.#redis.zrem(this.#idleKey(), agentId);
     // CDR entries whose call hash already expired are not in the index: walk the stream (an admin
     // request, rare; the stream holds only calls.recordTtlS of records), and trim what is past

@@ -67,6 +67,8 @@ describe('SipScreen', () => {
     const { config } = loadConfig({ profile: 'test', env: {}, overrides: { sip: { trustedProxies: ['10.0.0.10'] } } });
     expect(screenOptions(config)).toMatchObject({ scannerAction: 'drop', unknownSourceAction: '403', knownSources: ['127.0.0.0/8', '::1/128', '10.0.0.10'], digestTrunks: false });
     expect(screenOptions(config).scannerUserAgents).toContain('friendly-scanner');
+    // agents' SIP devices register from anywhere: with the registrar on, no source is unknown
+    expect(screenOptions({ ...config, sipDevices: { ...config.sipDevices, enabled: true } }).digestTrunks).toBe(true);
   });
 });
 

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import dgram from 'node:dgram';
+import { isStun, stunBindingResponse } from './stun.js';
 import dns from 'node:dns/promises';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
@@ -427,7 +428,16 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
       return;
     }
     if (datagram && data.length <= 4 && /^[\r\n]*$/.test(data.toString('latin1'))) {
-      return; // UDP keep-alive (RFC 5626 §3.5.1 STUN aside, many UAs send bare CRLFs)
+      return; // UDP keep-alive: many UAs send bare CRLFs
+    }
+    if (datagram && isStun(data)) {
+      // RFC 5626 §4.4.2 / §8.4: STUN Binding keep-alives of outbound devices on the SIP port
+      const res = stunBindingResponse(data, flow.remote);
+      if (res) {
+        this.send(res, { protocol: 'udp', host: flow.remote.address, port: flow.remote.port, flow }).catch((e: unknown) => this.#log.debug({ err: e, remote: flow.remote }, 'STUN keep-alive answer not sent'));
+      }
+
+      return;
     }
     let msg: SipMessage;
     try {
