@@ -151,7 +151,7 @@ export class Gateway {
       rtcMaxPort: config.media.rtcMaxPort,
       logger: logger.child({ component: 'media' }),
     });
-    this.#sip = await SipService.start({ config: config.sip, screen: screenOptions(config), logger: logger.child({ component: 'sip' }), logLevel: config.log.level, logPretty: config.log.pretty });
+    this.#sip = await SipService.start({ config: config.sip, screen: screenOptions(config), stunKeepAlives: config.sipDevices.enabled, logger: logger.child({ component: 'sip' }), logLevel: config.log.level, logPretty: config.log.pretty });
     const sipEngine = this.#sip.engine;
     this.#security = new SecurityGuard({
       config: config.security,
@@ -239,6 +239,9 @@ export class Gateway {
         redis: this.#redis.client,
         logger: logger.child({ component: 'registrar' }),
         metrics: { registry: this.metrics.registry, prefix: this.metrics.prefix },
+        security: this.#security,
+        trunkSources: config.trunks.flatMap((t) => t.inbound.allow),
+        trustedProxies: config.sip.trustedProxies,
       });
     }
     this.#calls = new CallManager({

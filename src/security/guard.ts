@@ -26,6 +26,7 @@ export const REJECTION_REASONS = [
   'trunk_rate',
   'sip_locked',
   'ws_locked',
+  'register_locked',
   'trunk_cap',
   'agent_cap',
   'dial_policy',
@@ -41,8 +42,9 @@ export function screenOptions(config: Pick<Config, 'security' | 'trunks' | 'sip'
     scannerAction: config.security.scanners.action,
     unknownSourceAction: config.security.unknownSources.action,
     knownSources: [...config.trunks.flatMap((t) => t.inbound.allow), ...config.sip.trustedProxies],
-    // agents' SIP devices register (digest) from anywhere: no source is unknown then either
-    digestTrunks: config.trunks.some((t) => t.inbound.auth.username !== '') || config.sipDevices.enabled,
+    digestTrunks: config.trunks.some((t) => t.inbound.auth.username !== ''),
+    // agents' SIP devices REGISTER (digest) from anywhere; every other method keeps the screen
+    registrar: config.sipDevices.enabled,
   };
 }
 

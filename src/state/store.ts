@@ -188,6 +188,28 @@ export interface StateStoreOptions {
   trunkIds?: string[];
 }
 
+/**
+ * Claims a push token's index entry for an agent's device: KEYS[1] the token key, ARGV[1]
+ * `<agentId> ` (with the space), ARGV[2] `<agentId> <deviceId>`. Free, or held by a device of the
+ * same agent → set to ARGV[2], returns {1, previous value}; held by another agent → {0, holder}.
+ */
+const CLAIM_TOKEN = `
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, string.len(ARGV[1])) ~= ARGV[1] then
+  return {0, cur}
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return {1, cur}
+`;
+
+/** Gives a claimed token index entry back: KEYS[1] the token key, still ARGV[1] → ARGV[2] (or deleted when ''). */
+const RELEASE_TOKEN = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
+end
+return 1
+`;
+
 /** Adds a call to a trunk's live calls if the trunk has fewer than ARGV[3]; 1 when added (or already there). */
 const ADMIT_TRUNK_CALL = `
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 1 end
@@ -488,6 +510,55 @@ export class StateStore {
     }
 
     return stored;
+  }
+
+  /**
+   * Adds or updates a device of an agent, unless its push token (or APNs alert token) is registered
+   * to another agent: then nothing is written and `{ ok: false }` comes back. For devices whose
+   * registration is not a signed-in app (SIP REGISTER with RFC 8599 parameters): a token never
+   * moves silently from one agent to another that way. Within the agent it moves as putDevice()
+   * moves it (the agent's other device that had it goes).
+   *
+   * Atomic per token: each token index entry is claimed with a compare-and-set script on its one
+   * key (free or this agent's → ours), so two agents registering one token at once cannot both
+   * win; when the second token cannot be claimed the first claim is given back.
+   * @throws when Redis is unavailable
+   */
+  async putDeviceIfTokensFree(agentId: string, device: Omit<Device, 'addedAt' | 'lastSeen'> & Partial<Pick<Device, 'addedAt' | 'lastSeen'>>): Promise<{ ok: true; device: Device } | { ok: false; taken: 'token' | 'alertToken' }> {
+    const owner = `${agentId} ${device.deviceId}`;
+    const claims: { key: string; previous: string | null }[] = [];
+    const wanted: ['token' | 'alertToken', string][] = [];
+    if (device.token) {
+      wanted.push(['token', this.#tokenKey(device.channel, device.token)]);
+    }
+    if (device.alertToken) {
+      wanted.push(['alertToken', this.#tokenKey(`${device.channel}:alert`, device.alertToken)]);
+    }
+    for (const [what, key] of wanted) {
+      const r = (await this.#redis.eval(CLAIM_TOKEN, 1, key, `${agentId} `, owner)) as [number, string | null];
+      if (Number(r[0]) !== 1) {
+        for (const c of claims) {
+          await this.#redis.eval(RELEASE_TOKEN, 1, c.key, owner, c.previous ?? '');
+        }
+
+        return { ok: false, taken: what };
+      }
+      claims.push({ key, previous: r[1] ?? null });
+    }
+    // the agent's other device that held the token (same agent: a reinstall) gives it up
+    for (const c of claims) {
+      if (c.previous && c.previous !== owner) {
+        const otherDevice = c.previous.slice(agentId.length + 1);
+        const otherRaw = await this.#redis.hget(this.key('agent', agentId, 'devices'), otherDevice);
+        if (otherRaw) {
+          const other = JSON.parse(otherRaw) as Device;
+          await this.#dropTokenIndexes(agentId, other);
+          await this.#redis.hdel(this.key('agent', agentId, 'devices'), otherDevice);
+        }
+      }
+    }
+
+    return { ok: true, device: await this.putDevice(agentId, device) };
   }
 
   /** Removes a device's token index entries (its token and, for APNs, its alert token) that still point at it. */

@@ -8,7 +8,7 @@ import { type DigestAlgorithm } from '../../src/sip/registrar/digest.js';
 import { parseDigest } from '../../src/sip/trunks.js';
 import { isFinal, RawSipPeer, sipRequest, token } from './raw-sip.js';
 
-/** A raw UDP device that registers with digest (computing the answer itself, RFC 7616 §3.4.1). */
+/** A raw UDP or TCP device that registers with digest (computing the answer itself, RFC 7616 §3.4.1). */
 export class RawDevice {
   readonly callId = token('reg-');
   readonly fromTag = token();
@@ -20,22 +20,26 @@ export class RawDevice {
     readonly password: string,
   ) {}
 
-  /** A device on a fresh UDP socket that registers at the registrar's UDP `port` as `user`. */
-  static async open(port: number, realm: string, user: string, password: string): Promise<RawDevice> {
-    return new RawDevice(await RawSipPeer.udp({ port }), realm, user, password);
+  /**
+   * A device on a fresh UDP socket (or, with `transport: 'tcp'`, a fresh TCP connection) that
+   * registers at the registrar's `port` as `user`.
+   */
+  static async open(port: number, realm: string, user: string, password: string, o: { transport?: 'udp' | 'tcp' } = {}): Promise<RawDevice> {
+    return new RawDevice(o.transport === 'tcp' ? await RawSipPeer.tcpClient(port) : await RawSipPeer.udp({ port }), realm, user, password);
   }
 
   get contactUri(): string {
-    return `sip:${this.user}@127.0.0.1:${this.peer.port}`;
+    return `sip:${this.user}@127.0.0.1:${this.peer.port}${this.peer.protocol === 'tcp' ? ';transport=tcp' : ''}`;
   }
 
   /** Sends a REGISTER (answering a 401 once) and resolves with the final response. */
-  async register(o: { contact?: string | null; expires?: number; headers?: string[]; algorithm?: DigestAlgorithm; password?: string; toUser?: string } = {}) {
+  async register(o: { contact?: string | null; expires?: number; headers?: string[]; algorithm?: DigestAlgorithm; password?: string; toUser?: string; authUser?: string } = {}) {
     const send = (authorization?: string) => {
       this.cseq++;
       const text = sipRequest({
         method: 'REGISTER',
         uri: `sip:${this.realm}`,
+        transport: this.peer.protocol === 'tcp' ? 'TCP' : 'UDP',
         viaPort: this.peer.port,
         viaParams: ';rport',
         callId: this.callId,
@@ -59,12 +63,13 @@ export class RawDevice {
     const alg = o.algorithm ?? 'MD5';
     const ch = parseDigest(challenges.find((c) => c.includes(`algorithm=${alg}`)) ?? '')!;
     const h = (s: string) => createHash(alg === 'MD5' ? 'md5' : 'sha256').update(s).digest('hex');
-    const ha1 = h(`${this.user}:${this.realm}:${o.password ?? this.password}`);
+    const authUser = o.authUser ?? this.user;
+    const ha1 = h(`${authUser}:${this.realm}:${o.password ?? this.password}`);
     const uri = `sip:${this.realm}`;
     const cnonce = token();
     const response = h(`${ha1}:${ch.nonce}:00000001:${cnonce}:auth:${h(`REGISTER:${uri}`)}`);
 
-    return send(`Digest username="${this.user}", realm="${this.realm}", nonce="${ch.nonce}", uri="${uri}", algorithm=${alg}, qop=auth, nc=00000001, cnonce="${cnonce}", response="${response}"`);
+    return send(`Digest username="${authUser}", realm="${this.realm}", nonce="${ch.nonce}", uri="${uri}", algorithm=${alg}, qop=auth, nc=00000001, cnonce="${cnonce}", response="${response}"`);
   }
 
   close(): void {

@@ -47,6 +47,8 @@ const config: SipDevicesConfig = {
   defaultExpiresS: 3600,
   flowTimerS: 30,
   maxBindingsPerAgent: 5,
+  maxPushDevicesPerAgent: 5,
+  lockout: { maxFailuresPerSource: 0, maxFailuresPerUser: 0, windowMs: 60_000, lockMs: 60_000 },
   credentials: Object.entries(users).map(([username, u]) => ({ agentId: u.agentId, username, ha1Md5: digestHa1('MD5', username, REALM, u.password), ha1Sha256: digestHa1('SHA-256', username, REALM, u.password) })),
 };
 
@@ -59,7 +61,7 @@ const changes: { agentId: string; bindings: number }[] = [];
 
 beforeAll(async () => {
   certs = await createTestCerts();
-  fx = await startEngine({ tls: { enabled: true, port: 0, certFile: certs.certFile, keyFile: certs.keyFile } });
+  fx = await startEngine({ tls: { enabled: true, port: 0, certFile: certs.certFile, keyFile: certs.keyFile }, stunKeepAlives: { enabled: true } });
   redis = new Redis('redis://127.0.0.1:6379', { lazyConnect: false });
   store = new StateStore({ redis, keyPrefix: PREFIX, nodeId: 'node-reg', logger: quietLogger(), recordTtlS: 3600 });
   registrar = new SipRegistrar({ config, srf: fx.srf, store, redis, logger: quietLogger(), onChange: (agentId, bindings) => changes.push({ agentId, bindings }) });

@@ -8,9 +8,11 @@
  * (and delete) bindings past their time. The node that took a REGISTER also arms a timer that
  * removes the binding when it expires, so presence learns of it at once.
  *
- * Concurrency: one agent's changes are serialised within a node. Two REGISTERs of one agent at the
- * same moment on two nodes may race (last writer wins per binding id); devices refresh well before
- * expiry, so a lost update is repaired by the next refresh.
+ * Concurrency: one agent's changes are serialised within a node, and every change is a
+ * compare-and-set in Redis (one script on the agent's one key): it is written only if the hash
+ * still holds exactly what the change was computed from, else it is computed again from the new
+ * state (a few times, then the REGISTER fails with 500 and Retry-After). So a limit checked in the
+ * change (the most bindings per agent) holds across nodes and concurrent REGISTERs.
  */
 import { type Logger } from '../../log/logger.js';
 import { type StoreRedis } from '../../state/store.js';
@@ -28,6 +30,14 @@ export interface SipBinding {
   id: string;
   /** The Contact URI as registered. */
   contact: string;
+  /** The address-of-record (`user@host` of the REGISTER's To, lower-cased). */
+  aor?: string;
+  /**
+   * For TCP/TLS registrations: the token naming this binding's flow to the engine
+   * (`X-RB-Binding-Flow`, src/sip/engine/core/registered-flows.ts): requests to the binding that
+   * carry it go over the registration's connection.
+   */
+  flowToken?: string;
   /** `+sip.instance` (with its `<>`), `reg-id`, `q`, when the device gave them. */
   instance?: string;
   regId?: number;
@@ -81,27 +91,13 @@ export class SipBindingStore {
    * @throws when Redis is unavailable
    */
   async list(agentId: string, now = Date.now()): Promise<SipBinding[]> {
-    const all = await this.#redis.hgetall(this.#key(agentId));
-    const live: SipBinding[] = [];
-    const dead: string[] = [];
-    for (const [id, raw] of Object.entries(all)) {
-      let b: SipBinding | undefined;
-      try {
-        b = JSON.parse(raw) as SipBinding;
-      } catch {
-        b = undefined;
-      }
-      if (!b || typeof b.expiresAt !== 'number' || b.expiresAt <= now) {
-        dead.push(id);
-      } else {
-        live.push(b);
-      }
-    }
-    if (dead.length > 0) {
-      await this.#redis.hdel(this.#key(agentId), ...dead);
+    const { live, dead } = parseAll(await this.#redis.hgetall(this.#key(agentId)), now);
+    for (const [id, raw] of dead) {
+      // only if unchanged: another node may have just written a fresh binding under this id
+      await this.#redis.eval(HDEL_IF_SAME, 1, this.#key(agentId), id, raw);
     }
 
-    return live.sort((a, b) => a.registeredAt - b.registeredAt || a.id.localeCompare(b.id));
+    return sortBindings(live);
   }
 
   /**
@@ -126,38 +122,100 @@ export class SipBindingStore {
   }
 
   async #update(agentId: string, decide: (current: SipBinding[], now: number) => BindingChange): Promise<SipBinding[]> {
-    const now = Date.now();
-    const current = await this.list(agentId, now);
-    const change = decide(current, now);
-    const byId = new Map(current.map((b) => [b.id, b]));
-    for (const id of change.remove) {
-      byId.delete(id);
-    }
-    for (const b of change.put) {
-      byId.set(b.id, b);
-    }
-    const after = [...byId.values()];
     const key = this.#key(agentId);
-    const m = this.#redis.multi();
-    if (change.remove.length > 0) {
-      m.hdel(key, ...change.remove);
-    }
-    for (const b of change.put) {
-      m.hset(key, b.id, JSON.stringify(b));
-    }
-    if (after.length === 0) {
-      m.del(key);
-    } else {
-      m.pexpire(key, Math.max(1, Math.max(...after.map((b) => b.expiresAt)) - now + 1000));
-    }
-    const res = await m.exec();
-    for (const entry of res ?? []) {
-      if (entry[0]) {
-        throw entry[0];
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const now = Date.now();
+      const raw = await this.#redis.hgetall(key);
+      const { live, dead } = parseAll(raw, now);
+      const change = decide(sortBindings([...live]), now);
+      const byId = new Map(live.map((b) => [b.id, b]));
+      for (const id of change.remove) {
+        byId.delete(id);
       }
-    }
-    this.#log.debug({ agent: agentId, bindings: after.length, put: change.put.length, removed: change.remove.length }, 'SIP bindings changed');
+      for (const b of change.put) {
+        byId.set(b.id, b);
+      }
+      const after = [...byId.values()];
+      const remove = [...new Set([...change.remove, ...dead.map(([id]) => id)])].filter((id) => id in raw && !change.put.some((b) => b.id === id));
+      const ttlMs = after.length === 0 ? 0 : Math.max(1, Math.max(...after.map((b) => b.expiresAt)) - now + 1000);
+      const expected = Object.entries(raw).flat();
+      const args = [String(expected.length / 2), ...expected, String(ttlMs), String(remove.length), ...remove, ...change.put.flatMap((b) => [b.id, JSON.stringify(b)])];
+      const ok = Number(await this.#redis.eval(CAS_UPDATE, 1, key, ...args)) === 1;
+      if (ok) {
+        this.#log.debug({ agent: agentId, bindings: after.length, put: change.put.length, removed: remove.length, attempt }, 'SIP bindings changed');
 
-    return after.sort((a, b) => a.registeredAt - b.registeredAt || a.id.localeCompare(b.id));
+        return sortBindings(after);
+      }
+      // another node (or a list() clean-up) changed the bindings meanwhile: decide again
+      await new Promise((r) => setTimeout(r, 5 + Math.floor(Math.random() * 20 * (attempt + 1))));
+    }
+    throw new Error(`SIP bindings of an agent changed concurrently ${MAX_ATTEMPTS} times in a row`);
   }
+}
+
+/** How often a change is computed again after a concurrent change. */
+const MAX_ATTEMPTS = 8;
+
+/**
+ * Compare-and-set of an agent's bindings hash. KEYS[1] the hash; ARGV: n, then n (field, value)
+ * pairs the hash must hold exactly (and nothing else), then the new TTL in ms (0: delete the key),
+ * then r and r fields to delete, then (field, value) pairs to write. Returns 1 when written, 0
+ * when the hash was not as expected (nothing written).
+ */
+const CAS_UPDATE = `
+local n = tonumber(ARGV[1])
+if redis.call('HLEN', KEYS[1]) ~= n then return 0 end
+local i = 2
+for _ = 1, n do
+  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 0 end
+  i = i + 2
+end
+local ttl = tonumber(ARGV[i])
+local r = tonumber(ARGV[i + 1])
+i = i + 2
+for _ = 1, r do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  i = i + 1
+end
+while i <= #ARGV do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+if ttl == 0 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 1
+`;
+
+/** Deletes a hash field if it still holds ARGV[2]. */
+const HDEL_IF_SAME = `
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+`;
+
+/** Live bindings, and the raw entries that are expired or unreadable (id, raw value). */
+function parseAll(all: Record<string, string>, now: number): { live: SipBinding[]; dead: [string, string][] } {
+  const live: SipBinding[] = [];
+  const dead: [string, string][] = [];
+  for (const [id, raw] of Object.entries(all)) {
+    let b: SipBinding | undefined;
+    try {
+      b = JSON.parse(raw) as SipBinding;
+    } catch {
+      b = undefined;
+    }
+    if (!b || typeof b.expiresAt !== 'number' || b.expiresAt <= now) {
+      dead.push([id, raw]);
+    } else {
+      live.push(b);
+    }
+  }
+
+  return { live, dead };
+}
+
+function sortBindings(bs: SipBinding[]): SipBinding[] {
+  return bs.sort((a, b) => a.registeredAt - b.registeredAt || a.id.localeCompare(b.id));
 }

@@ -50,6 +50,25 @@ export const sipDevicesConfigSchema = z.strictObject({
   maxBindingsPerAgent: z.int().min(1).max(100),
   /** Agents' device credentials. */
   credentials: z.array(sipDeviceCredentialSchema),
+  /**
+   * Lockout after failed digest responses (src/sip/registrar/lockout.ts), apart from the trunks'
+   * `security.lockout`: per source (IPv6 by /64; trunks' addresses never) and per username.
+   */
+  lockout: z.strictObject({
+    /** Failures from one source within windowMs that lock it; 0: off. */
+    maxFailuresPerSource: z.int().min(0).max(100_000),
+    /** Failures for one username (any source) within windowMs that lock it; 0: off. */
+    maxFailuresPerUser: z.int().min(0).max(100_000),
+    /** The counting window, ms. */
+    windowMs: z.int().min(1000).max(86_400_000),
+    /** How long a locked source or username stays locked, ms. */
+    lockMs: z.int().min(1000).max(86_400_000),
+  }),
+  /**
+   * Most push devices (RFC 8599 Contact parameters) one agent's SIP registrations keep; a new one
+   * past it evicts the agent's SIP push device seen longest ago. WebRTC app devices do not count.
+   */
+  maxPushDevicesPerAgent: z.int().min(1).max(100),
 });
 
 /** The validated `sipDevices` section. */

@@ -23,15 +23,26 @@
  *    path (RFC 3327 §5.3).
  *
  * Flows: each binding keeps the REGISTER's source (transport, address, port). The engine itself
- * remembers the connection of a REGISTER answered 2xx over TCP/TLS and sends later requests for
- * that Contact through it (engine-core #rememberRegisteredFlow), and answers RFC 5626 CRLF
+ * remembers the connection of a REGISTER answered 2xx over TCP/TLS, and sends a later request to
+ * that binding through it only when the request names the binding (`X-RB-Binding-Flow: <the
+ * binding's flowToken>`, src/sip/engine/core/registered-flows.ts); it answers RFC 5626 CRLF
  * keep-alives on streams; bare CRLF keep-alives over UDP are absorbed.
+ *
+ * Defences (README "SIP devices (registrar)"): a lockout of its own against digest guessing (per
+ * source, IPv6 by /64, and per username; lockout.ts); a push token registered to another agent is
+ * refused with 403 (never moves silently); at most `maxPushDevicesPerAgent` SIP push devices per
+ * agent (the one seen longest ago is evicted); at most `maxBindingsPerAgent` bindings, checked in
+ * the same compare-and-set that writes them (bindings.ts).
  */
 import { createHash } from 'node:crypto';
 import type Srf from 'drachtio-srf';
 import { Counter, type Registry } from 'prom-client';
 import { type Logger } from '../../log/logger.js';
 import { type StateStore, type StoreRedis } from '../../state/store.js';
+import { type SecurityGuard } from '../../security/guard.js';
+import { bindingFlowToken } from '../engine/core/registered-flows.js';
+import { parseDigest } from '../trunks.js';
+import { RegisterLockout } from './lockout.js';
 import { parseNameAddr, parseUri } from '../engine/message.js';
 import { splitTopLevel } from '../engine/message/chars.js';
 import { SipBindingStore, type SipBinding, type SipFlow } from './bindings.js';
@@ -50,6 +61,14 @@ export interface SipRegistrarOptions {
   onChange?: (agentId: string, bindings: number) => void;
   /** Where to register `<prefix>sip_registrations_total{result}`. */
   metrics?: { registry: Registry; prefix: string };
+  /**
+   * The gateway's defences: their Redis window counters carry the registrar's lockout, and its
+   * refusals count as `register_locked`. Without it there is no lockout (unit tests).
+   */
+  security?: Pick<SecurityGuard, 'counter' | 'rejected'>;
+  /** Every trunk's `inbound.allow` (never locked out) and `sip.trustedProxies` (X-RB-Source). */
+  trunkSources?: readonly string[];
+  trustedProxies?: readonly string[];
 }
 
 /** How a REGISTER ended, for the metric: 2xx, 401, 403, 423, another 4xx/555, 5xx. */
@@ -71,6 +90,8 @@ export class SipRegistrar {
   readonly #log: Logger;
   readonly #onChange: ((agentId: string, bindings: number) => void) | undefined;
   readonly #results: Counter<'result'> | undefined;
+  readonly #lockout: RegisterLockout | undefined;
+  readonly #security: Pick<SecurityGuard, 'counter' | 'rejected'> | undefined;
   /** username (lower-case) → agent id */
   readonly #agentOf = new Map<string, string>();
   /** agentId → the timer of its next binding expiry (bindings this node wrote or read). */
@@ -82,6 +103,10 @@ export class SipRegistrar {
     this.#store = opts.store;
     this.#log = opts.logger;
     this.#onChange = opts.onChange;
+    this.#security = opts.security;
+    this.#lockout = opts.security
+      ? new RegisterLockout({ counter: opts.security.counter, config: opts.config.lockout, trunkSources: opts.trunkSources ?? [], trustedProxies: opts.trustedProxies ?? [] })
+      : undefined;
     this.#results = opts.metrics
       ? new Counter({
           name: `${opts.metrics.prefix}sip_registrations_total`,
@@ -150,12 +175,29 @@ export class SipRegistrar {
     if (!aor || (aor.scheme !== 'sip' && aor.scheme !== 'sips') || !aor.user) {
       throw new RegistrarError(400, 'To is not a sip: address-of-record with a user');
     }
+    const authorization = req.get('Authorization') || undefined;
+    // the lockout: a locked source or username gets 403 before its credentials are checked
+    const source = this.#lockout?.source(req.source_address, req.get('X-RB-Source') || undefined) ?? '';
+    const claimedUser = (authorization ? parseDigest(authorization)?.username : undefined) ?? safeDecode(aor.user);
+    const lockedBy = await this.#lockout?.locked(source, claimedUser);
+    if (lockedBy) {
+      this.#security?.rejected('register_locked');
+      this.#log.info({ source, lockedBy }, 'REGISTER refused: locked after failed authentications');
+      throw new RegistrarError(403, 'Forbidden (locked after failed authentications)');
+    }
     const required = listHeader(req.get('Require'));
     const unsupported = required.filter((o) => !SUPPORTED.includes(o.toLowerCase()));
     if (unsupported.length > 0) {
       throw new RegistrarError(420, 'Bad Extension', { Unsupported: unsupported.join(', ') });
     }
-    const verdict = this.#auth.verify('REGISTER', req.get('Authorization') || undefined);
+    const verdict = this.#auth.verify('REGISTER', authorization);
+    if (!verdict.ok && verdict.status !== 401 && this.#lockout) {
+      // a wrong response (or an unknown user: 403), or a mangled one (400): a guess
+      const locked = await this.#lockout.failed(source, verdict.status === 403 ? claimedUser : undefined);
+      if (locked.source || locked.user) {
+        this.#log.warn({ source: locked.source ? source : undefined, user: locked.user ? (this.#agentOf.get((claimedUser ?? '').toLowerCase()) ?? 'unknown user') : undefined }, 'REGISTER lockout after failed authentications');
+      }
+    }
     if (!verdict.ok) {
       if (verdict.status === 401) {
         this.#log.debug({ reason: verdict.reason }, 'REGISTER challenged');
@@ -178,6 +220,7 @@ export class SipRegistrar {
     if (!agentId) {
       throw new RegistrarError(403, 'Forbidden');
     }
+    const aorKey = `${aor.user}@${aor.host}`.toLowerCase();
     const parsed = parseRegisterContacts(req.get('Contact'));
     const expiresHeader = req.get('Expires');
     if (expiresHeader !== undefined && !/^\s*\d{1,10}\s*$/.test(expiresHeader)) {
@@ -224,7 +267,10 @@ export class SipRegistrar {
 
         return { c, expires: Math.min(raw, this.#cfg.maxExpiresS), id: bindingId(c, outbound), outbound, push };
       });
-      after = await this.#bindings.update(agentId, (current, now) => {
+      // push tokens first: one registered to another agent refuses the REGISTER before anything is written
+      const created = await this.#registerPushDevices(agentId, wanted);
+      try {
+        after = await this.#bindings.update(agentId, (current, now) => {
         unregistered.length = 0;
         const byId = new Map(current.map((b) => [b.id, b]));
         const put: SipBinding[] = [];
@@ -246,6 +292,8 @@ export class SipRegistrar {
           put.push({
             id: w.id,
             contact: w.c.uri,
+            aor: aorKey,
+            ...(flow.transport === 'tcp' || flow.transport === 'tls' ? { flowToken: bindingFlowToken({ aor: aorKey, instance: w.c.instance, regId: w.c.regId, contact: w.c.uri }) } : {}),
             ...(w.c.instance ? { instance: w.c.instance } : {}),
             ...(w.outbound && w.c.regId !== undefined ? { regId: w.c.regId } : {}),
             ...(w.c.q !== undefined ? { q: w.c.q } : {}),
@@ -270,7 +318,15 @@ export class SipRegistrar {
 
         return { put, remove };
       });
-      await this.#registerPushDevices(agentId, wanted);
+      } catch (err) {
+        // nothing registered: the push devices this REGISTER created go again
+        for (const deviceId of created) {
+          await this.#store.removeDevice(agentId, deviceId).catch(() => undefined);
+        }
+        throw err;
+      }
+      // only once the REGISTER succeeded: the cap may evict one of the agent's older push devices
+      await this.#capPushDevices(agentId, wanted);
       this.#log.info({ agent: agentId, contacts: wanted.length, bindings: after.length, transport: flow.transport, outbound: outboundUsed }, 'SIP device registered');
     }
     for (const deviceId of unregistered) {
@@ -302,24 +358,64 @@ export class SipRegistrar {
     this.#results?.inc({ result: resultOf(status) });
   }
 
-  /** RFC 8599 push parameters of the contacts become (or update) the agent's push devices. */
-  async #registerPushDevices(agentId: string, wanted: { id: string; expires: number; push: ReturnType<typeof parsePushParams> }[]): Promise<void> {
-    for (const w of wanted) {
-      if (!w.push || w.expires === 0) {
-        continue;
+  /**
+   * RFC 8599 push parameters of the contacts become (or update) the agent's push devices, unless a
+   * token is registered to another agent (403, nothing written; #capPushDevices trims afterwards).
+   * Resolves with the ids of devices this call created (to remove them when the REGISTER fails).
+   * @throws {RegistrarError} 403 when a token is another agent's, or one REGISTER carries more push
+   *   registrations than the cap
+   */
+  async #registerPushDevices(agentId: string, wanted: { id: string; expires: number; push: ReturnType<typeof parsePushParams> }[]): Promise<string[]> {
+    const withPush = wanted.filter((w) => w.push && w.expires > 0);
+    if (withPush.length === 0) {
+      return [];
+    }
+    const cap = this.#cfg.maxPushDevicesPerAgent;
+    if (new Set(withPush.map((w) => w.id)).size > cap) {
+      throw new RegistrarError(403, `Forbidden (at most ${cap} push devices per agent)`);
+    }
+    const existing = new Set((await this.#store.devices(agentId)).map((d) => d.deviceId));
+    const created: string[] = [];
+    for (const w of withPush) {
+      const push = w.push!;
+      const deviceId = sipDeviceId(w.id);
+      const r = await this.#store.putDeviceIfTokensFree(agentId, {
+        deviceId,
+        platform: push.platform,
+        channel: push.channel,
+        token: push.token,
+        ...(push.alertToken ? { alertToken: push.alertToken } : {}),
+        ...(push.topic ? { topic: push.topic } : {}),
+      });
+      if (!r.ok) {
+        for (const id of created) {
+          await this.#store.removeDevice(agentId, id).catch(() => undefined);
+        }
+        this.#log.warn({ agent: agentId, taken: r.taken }, 'REGISTER refused: its push token is registered to another agent');
+        throw new RegistrarError(403, 'Forbidden (push token registered to another agent)');
       }
-      try {
-        await this.#store.putDevice(agentId, {
-          deviceId: sipDeviceId(w.id),
-          platform: w.push.platform,
-          channel: w.push.channel,
-          token: w.push.token,
-          ...(w.push.alertToken ? { alertToken: w.push.alertToken } : {}),
-          ...(w.push.topic ? { topic: w.push.topic } : {}),
-        });
-      } catch (err) {
-        this.#log.warn({ err, agent: agentId }, 'could not store the push device of a SIP registration');
+      if (!existing.has(deviceId)) {
+        created.push(deviceId);
       }
+    }
+    return created;
+  }
+
+  /** The cap: past `maxPushDevicesPerAgent`, the agent's SIP push devices seen longest ago go (not this REGISTER's; the app's devices do not count). */
+  async #capPushDevices(agentId: string, wanted: { id: string; expires: number; push: ReturnType<typeof parsePushParams> }[]): Promise<void> {
+    const mine = new Set(wanted.filter((w) => w.push && w.expires > 0).map((w) => sipDeviceId(w.id)));
+    if (mine.size === 0) {
+      return;
+    }
+    const cap = this.#cfg.maxPushDevicesPerAgent;
+    const sipDevices = (await this.#store.devices(agentId)).filter((d) => d.deviceId.startsWith('sip-'));
+    if (sipDevices.length <= cap) {
+      return;
+    }
+    const evictable = sipDevices.filter((d) => !mine.has(d.deviceId)).sort((a, b) => a.lastSeen.localeCompare(b.lastSeen) || a.deviceId.localeCompare(b.deviceId));
+    for (const d of evictable.slice(0, sipDevices.length - cap)) {
+      await this.#store.removeDevice(agentId, d.deviceId);
+      this.#log.info({ agent: agentId, device: d.deviceId }, 'SIP push device evicted (most push devices per agent)');
     }
   }
 
@@ -383,6 +479,17 @@ function transportOf(protocol: string | undefined): SipFlow['transport'] {
   const p = (protocol ?? 'udp').toLowerCase();
 
   return p === 'tcp' || p === 'tls' || p === 'ws' || p === 'wss' ? p : 'udp';
+}
+
+function safeDecode(v: string | undefined): string | undefined {
+  if (v === undefined) {
+    return undefined;
+  }
+  try {
+    return decodeURIComponent(v);
+  } catch {
+    return v;
+  }
 }
 
 function listHeader(v: string | undefined): string[] {
