@@ -25,8 +25,8 @@
  * | {p}agents:idle | sorted set | agentId → end (ms) of the agent's last call (longest idle first) | erased with the agent |
  * | {p}cdr | stream | one entry per finished call (the call record) | entries older than `calls.recordTtlS` trimmed on each append |
  * | {p}trunk:{T}:calls | hash | callId → node holding the call's trunk leg: the trunk's live calls, for `trunks[].maxConcurrentCalls` | an entry leaves when its call ends, or when the reaper reaps its node |
- * | {p}rl:{S:I} | string | a fixed-window counter of scope S for id I (src/security/rate-limit.ts): `src:<address>` INVITEs per source, `trunk:<T>` INVITEs per trunk, `dial:<agent>` dials per agent, `fail-sip:<address>` / `fail-ws:<address>` failed authentications | PX = the window |
- * | {p}lock:{K:A} | string | address A locked after failed authentications of kind K (`sip` or `ws`): the lock time (ms) | PX = `security.lockout.lockMs` |
+ * | {p}rl:{S:I} | string | a fixed-window counter of scope S for id I (src/security/rate-limit.ts): `src:<address>` INVITEs per source, `trunk:<T>` INVITEs per trunk, `dial:<agent>` dials per agent, `fail-sip:<address>` / `fail-ws:<address>` failed authentications, `fail-reg:<source>` / `fail-reg-user:<sha256 of the username, 32 hex>` failed REGISTER digests of SIP devices | PX = the window |
+ * | {p}lock:{K:A} | string | address A locked after failed authentications of kind K (`sip` or `ws`; `reg`: a SIP device source, IPv6 by /64; `reg-user`: a hashed digest username, src/sip/registrar/lockout.ts): the lock time (ms) | PX = `security.lockout.lockMs` (`sipDevices.lockout.lockMs` for `reg*`) |
  * | {p}revoked:{J} | string | JWT id J revoked (ISO time of the revocation); revocations are also published on the channel {p}revocations | until the token's expiry, else `security.revocation.defaultTtlS` |
  *
  * Atomicity: one entity's keys change in one MULTI. A change that spans entities (a call record
