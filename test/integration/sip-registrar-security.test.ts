@@ -373,3 +373,50 @@ describe('e. the binding store is a compare-and-set', () => {
     }
   });
 });
+
+describe('break-it: malformed, huge and many', () => {
+  it('answers malformed Contacts, pn-* parameters and Expires with 4xx (or 555), never 5xx, and keeps serving', async () => {
+    const d = await device('jon');
+    const c = d.contactUri;
+    const cases: [string | null, string[]][] = [
+      [`<${c};pn-provider=fcm;pn-prid=%>`, []],
+      [`<${c};pn-provider=fcm;pn-prid=>`, []],
+      [`<${c};pn-provider=fcm>`, []],
+      [`<${c};pn-provider=apns;pn-prid=${'a'.repeat(5000)};pn-param=ABCDE12345.com.example.voip>`, []],
+      [`<${c};pn-provider=apns;pn-prid=aaaaaaaaaa:voip&bbbbbbbbbb:remote;pn-param=nonsense>`, []],
+      [`<${c};pn-provider=webpush;pn-prid=abcdefghij>`, []],
+      [`<${c};pn-type=apple;pn-tok=x>`, []],
+      [`<${c}>;expires=99999999999`, []],
+      [`<${c}>;+sip.instance=<urn:uuid:x>`, []],
+      [`<${c}>;reg-id=0;+sip.instance="<urn:uuid:1>"`, []],
+      [`<${c}>;q=7`, []],
+      ['<mailto:someone@example.com>', []],
+      ['garbage <<>>', []],
+      [`*, <${c}>`, ['Expires: 0']],
+      ['*', ['Expires: 5']],
+      [`<${c}>`, ['Expires: -1']],
+      [`<${c}>`, ['Expires: 99999999999']],
+      [`<${c}>`, ['Require: gruu']],
+    ];
+    for (const [contact, headers] of cases) {
+      const r = await d.register({ contact, headers: [...headers, ...from('203.0.113.210')] });
+      const what = `${contact} ${headers.join(' ')} → ${r.msg.status} ${r.msg.reason}`;
+      expect((r.msg.status >= 400 && r.msg.status < 500) || r.msg.status === 555, what).toBe(true);
+    }
+    // RFC 8599 §4.1.2: a provider we cannot serve gets 555 with the ones we can (srf had to learn the code:
+    // before, srf threw inside the handler and the unhandled rejection took the process down)
+    const pns = await d.register({ contact: `<${c};pn-provider=webpush;pn-prid=abcdefghij>`, headers: from('203.0.113.210') });
+    expect(pns.msg.status).toBe(555);
+    expect(pns.msg.getHeader('feature-caps')).toContain('+sip.pns="fcm"');
+    expect(await regA.bindings(agent('jon'))).toEqual([]);
+    expect(await store.devices(agent('jon'))).toEqual([]);
+    // a huge expires is shortened to maxExpiresS; 200 contacts in one REGISTER are refused whole
+    const huge = await d.register({ contact: `<${c}>;expires=4294967295`, headers: from('203.0.113.210') });
+    expect(huge.msg.status).toBe(200);
+    expect((await regA.bindings(agent('jon')))[0]!.expires).toBe(3600);
+    const many = Array.from({ length: 200 }, (_, i) => `<sip:jon-${i}@192.0.2.${(i % 250) + 1}:5060>`).join(', ');
+    expect((await d.register({ contact: many, expires: 600, headers: from('203.0.113.210') })).msg.status).toBe(403);
+    expect(await regA.bindings(agent('jon'))).toHaveLength(1);
+    expect((await d.register({ contact: '*', expires: 0, headers: from('203.0.113.210') })).msg.status).toBe(200);
+  });
+});

@@ -35,6 +35,7 @@
  * the same compare-and-set that writes them (bindings.ts).
  */
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import type Srf from 'drachtio-srf';
 import { Counter, type Registry } from 'prom-client';
 import { type Logger } from '../../log/logger.js';
@@ -77,6 +78,26 @@ type RegisterResult = 'ok' | 'challenged' | 'forbidden' | 'too_brief' | 'bad_req
 function resultOf(status: number): RegisterResult {
   return status < 300 ? 'ok' : status === 401 ? 'challenged' : status === 403 ? 'forbidden' : status === 423 ? 'too_brief' : status < 500 || status === 555 ? 'bad_request' : 'error';
 }
+
+/**
+ * drachtio-srf sends only the status codes its `sip-status` table knows, and RFC 8599's
+ * `555 Push Notification Service Not Supported` is not among them: it is added there once (the
+ * table is srf's own copy of the module). Returns whether srf can send 555 now; when it cannot,
+ * #send answers 400 with the same reason and headers instead.
+ */
+function teachSrf555(): boolean {
+  try {
+    const req = createRequire(import.meta.url);
+    const fromSrf = createRequire(req.resolve('drachtio-srf'));
+    const codes = fromSrf('sip-status') as Record<number, string>;
+    codes[555] ??= 'Push Notification Service Not Supported';
+
+    return 555 in codes;
+  } catch {
+    return false;
+  }
+}
+const SRF_SENDS_555 = teachSrf555();
 
 /** Extensions this registrar supports (RFC 5626 outbound, RFC 3327 path). */
 const SUPPORTED = ['outbound', 'path'];
@@ -350,12 +371,18 @@ export class SipRegistrar {
     this.#onChange?.(agentId, after.length);
   }
 
+  /** Sends the final response; never throws (a response srf refuses is logged, not thrown into the void). */
   #send(res: Srf.SrfResponse, status: number, reason: string, headers: Record<string, string>): void {
     if (res.finalResponseSent) {
       return;
     }
-    res.send(status, reason, { headers });
-    this.#results?.inc({ result: resultOf(status) });
+    const code = status === 555 && !SRF_SENDS_555 ? 400 : status;
+    try {
+      res.send(code, reason, { headers });
+      this.#results?.inc({ result: resultOf(code) });
+    } catch (err) {
+      this.#log.warn({ err, status: code }, 'REGISTER response not sent');
+    }
   }
 
   /**
