@@ -246,6 +246,7 @@ export class Gateway {
     }
     this.#calls = new CallManager({
       ...(wake ? { wake } : {}),
+      ...(this.#registrar ? { sipDevices: this.#registrar } : {}),
       metrics: callMetrics,
       security: this.#security,
       quality: { metrics: new QualityMetrics(this.metrics.registry, this.metrics.prefix, config.metrics.lowMosThreshold), intervalMs: config.metrics.qualityIntervalMs },

@@ -5,10 +5,12 @@
  *
  *   npx vitest run --config .config/vitest.config.ts test/e2e/sip-devices.test.ts
  */
+import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { digestHa1 } from '../../src/sip/registrar/digest.js';
-import { type CallFixture, startCallGateway } from '../helpers/calls.js';
-import { token } from '../helpers/raw-sip.js';
+import { captureUdp, type CallFixture, startCallGateway } from '../helpers/calls.js';
+import { isRequest, sipResponse, token } from '../helpers/raw-sip.js';
+import { freePort, startSipp } from '../helpers/sipp.js';
 import { RawDevice } from '../helpers/sip-device.js';
 
 const REALM = 'gw.ringbridge.test';
@@ -74,6 +76,129 @@ describe('SIP devices on the gateway', () => {
       expect(metrics).toMatch(/^ringbridge_sip_registrations_total\{result="challenged"\} 3$/m);
     } finally {
       dev.close();
+    }
+  }, 60_000);
+});
+
+/**
+ * Item 3: inbound calls ring registered SIP devices (a raw UDP device with its own RTP socket),
+ * alone or together with the agent's WebRTC session; sipp is the trunk with real PCMA (its pcap
+ * play), watched by tshark on its media port.
+ */
+describe('inbound calls ring SIP devices', () => {
+  let fx: CallFixture;
+  const AGENT = 'agent-dev';
+
+  beforeAll(async () => {
+    fx = await startCallGateway({
+      routing: { dids: [{ number: '*', agent: AGENT }], groups: [], defaultTrunk: '' },
+      sipDevices: {
+        enabled: true,
+        realm: REALM,
+        minExpiresS: 2,
+        credentials: [{ agentId: AGENT, username: 'gail', ha1Md5: digestHa1('MD5', 'gail', REALM, 'gail-pw'), ha1Sha256: digestHa1('SHA-256', 'gail', REALM, 'gail-pw') }],
+      },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await fx?.close();
+  });
+
+  /** A registered device that answers (or only rings) and, once answered, sends PCMA to the offer's port and counts what comes back. */
+  async function phone(answer: boolean) {
+    const dev = await RawDevice.open(Number(fx.sipTarget.split(':')[1]), REALM, 'gail', 'gail-pw');
+    const rtp = dgram.createSocket('udp4');
+    await new Promise<void>((r) => rtp.bind(0, '127.0.0.1', r));
+    const got: Buffer[] = [];
+    rtp.on('message', (m) => got.push(m));
+    let sender: NodeJS.Timeout | undefined;
+    dev.peer.onMessage((m) => {
+      if (!m.msg.isRequest) {
+        return;
+      }
+      if (m.msg.method === 'INVITE') {
+        dev.peer.reply(m, sipResponse(m.msg, 180, 'Ringing', { toTag: 'gail1' }));
+        if (answer) {
+          const offerPort = Number(/m=audio (\d+)/.exec(m.msg.body.toString())![1]);
+          const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${rtp.address().port} RTP/AVP 8`, 'a=rtpmap:8 PCMA/8000', 'a=sendrecv', ''].join('\r\n');
+          dev.peer.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'gail1', contact: `<sip:gail@127.0.0.1:${dev.peer.port}>`, body: sdp }));
+          let seq = 0;
+          sender = setInterval(() => {
+            const b = Buffer.alloc(172, 0x55);
+            b[0] = 0x80;
+            b[1] = 8;
+            b.writeUInt16BE(seq++ & 0xffff, 2);
+            b.writeUInt32BE((seq * 160) >>> 0, 4);
+            b.writeUInt32BE(0x6a11, 8);
+            rtp.send(b, offerPort, '127.0.0.1');
+          }, 20);
+        }
+      } else if (m.msg.method === 'CANCEL') {
+        dev.peer.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'gail1' }));
+        const inv = dev.peer.received.find((x) => x.msg.isRequest && x.msg.method === 'INVITE' && x.msg.callId === m.msg.callId)!;
+        dev.peer.reply(inv, sipResponse(inv.msg, 487, 'Request Terminated', { toTag: 'gail1' }));
+      } else if (m.msg.method === 'BYE') {
+        clearInterval(sender);
+        dev.peer.reply(m, sipResponse(m.msg, 200, 'OK'));
+      }
+    });
+    expect((await dev.register({ expires: 600 })).msg.status).toBe(200);
+
+    return {
+      dev,
+      got,
+      close: async () => {
+        clearInterval(sender);
+        await dev.register({ contact: '*', expires: 0 }).catch(() => undefined);
+        dev.close();
+        rtp.close();
+      },
+    };
+  }
+
+  it('rings a registered device of an agent with no session; it answers, audio flows both ways, the trunk BYE hangs it up', async () => {
+    const p = await phone(true);
+    try {
+      const mediaPort = await freePort();
+      const capture = captureUdp(mediaPort);
+      await capture.ready;
+      const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '3000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+      const invite = await p.dev.peer.waitFor(isRequest('INVITE'), 10_000);
+      expect(invite.msg.body.toString()).toMatch(/m=audio \d+ RTP\/AVP 8 101/);
+      const r = await trunk.result;
+      expect(r.exitCode, r.describe()).toBe(0);
+      await p.dev.peer.waitFor(isRequest('BYE'), 5000);
+      const atSipp = await capture.stop();
+      // the device's PCMA reached the trunk, the trunk's reached the device
+      expect(atSipp.byPayloadType.get(8) ?? 0, 'PCMA from the device at the sipp trunk').toBeGreaterThan(50);
+      const audio = p.got.filter((b) => b.length > 12 && (b[1]! & 0x7f) === 8);
+      expect(audio.length, 'PCMA from the trunk at the device').toBeGreaterThan(50);
+      // not silence: the trunk's pcap is speech, its bytes vary
+      expect(new Set(audio.flatMap((b) => [...b.subarray(-160)])).size).toBeGreaterThan(16);
+      const record = (await fx.gw.store!.recentRecords(1))[0]!;
+      expect(record).toMatchObject({ direction: 'inbound', agentId: AGENT, endReason: 'hangup_remote', codec: 'PCMA' });
+    } finally {
+      await p.close();
+    }
+  }, 60_000);
+
+  it('rings the device and the agent\'s WebRTC session together: the session answers, the device gets CANCEL with Reason cause=200', async () => {
+    const p = await phone(false);
+    const agent = await fx.agent(AGENT);
+    try {
+      const mediaPort = await freePort();
+      const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '1000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+      const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+      await p.dev.peer.waitFor(isRequest('INVITE'), 10_000);
+      await agent.client.answer(incoming.call.id);
+      const cancel = await p.dev.peer.waitFor(isRequest('CANCEL'), 5000);
+      expect(cancel.msg.getHeader('reason')).toBe('SIP;cause=200;text="Call completed elsewhere"');
+      const r = await trunk.result;
+      expect(r.exitCode, r.describe()).toBe(0);
+      expect(p.dev.peer.all(isRequest('BYE'))).toHaveLength(0);
+    } finally {
+      await p.close();
     }
   }, 60_000);
 });
