@@ -805,6 +805,18 @@ export class CallManager implements SignalingHandler {
     }
     call.transition('answering');
     call.agentId = a.agentId;
+    // from now on the call's end hangs up the device (BYE), and the device's BYE ends the call
+    (call.devices as CallDevices).keep(a.dialog, a.media, () => {
+      if (!call.live) {
+        return;
+      }
+      if (call.dialog) {
+        call.dialog.destroy();
+        this.#finish(call, 'hangup_local', 'local');
+      } else {
+        this.#hangupTrunk(call, 'failed', 'SIP;cause=487;text="the device hung up"');
+      }
+    });
     call.ringing.delete(a.agentId);
     this.#settleWakes(call, 'answered_elsewhere', a.agentId);
     for (const other of [...call.ringing]) {
@@ -840,12 +852,6 @@ export class CallManager implements SignalingHandler {
     call.transition('active');
     this.#sampleQuality(call);
     this.#watchDialog(call, dialog);
-    (call.devices as CallDevices).keep(a.dialog, a.media, () => {
-      if (call.live) {
-        dialog.destroy();
-        this.#finish(call, 'hangup_local', 'local');
-      }
-    });
     void this.#store.putCall(call.id, { state: 'active', agentId: a.agentId, answeredAt: call.times.answeredAt?.toISOString(), codec: plan.codec.name });
     this.#log.info({ callId: call.id, agent: a.agentId, transport: a.binding.flow.transport, codec: plan.codec.name }, 'call answered on a SIP device');
   }

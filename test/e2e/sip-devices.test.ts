@@ -9,8 +9,8 @@ import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { digestHa1 } from '../../src/sip/registrar/digest.js';
 import { captureUdp, type CallFixture, startCallGateway } from '../helpers/calls.js';
-import { isRequest, sipResponse, token } from '../helpers/raw-sip.js';
-import { freePort, startSipp } from '../helpers/sipp.js';
+import { isRequest, sipRequest, sipResponse, token } from '../helpers/raw-sip.js';
+import { freePort, runSipp, startSipp } from '../helpers/sipp.js';
 import { RawDevice } from '../helpers/sip-device.js';
 
 const REALM = 'gw.ringbridge.test';
@@ -106,7 +106,7 @@ describe('inbound calls ring SIP devices', () => {
   });
 
   /** A registered device that answers (or only rings) and, once answered, sends PCMA to the offer's port and counts what comes back. */
-  async function phone(answer: boolean) {
+  async function phone(answer: boolean | 486) {
     const dev = await RawDevice.open(Number(fx.sipTarget.split(':')[1]), REALM, 'gail', 'gail-pw');
     const rtp = dgram.createSocket('udp4');
     await new Promise<void>((r) => rtp.bind(0, '127.0.0.1', r));
@@ -119,7 +119,9 @@ describe('inbound calls ring SIP devices', () => {
       }
       if (m.msg.method === 'INVITE') {
         dev.peer.reply(m, sipResponse(m.msg, 180, 'Ringing', { toTag: 'gail1' }));
-        if (answer) {
+        if (answer === 486) {
+          dev.peer.reply(m, sipResponse(m.msg, 486, 'Busy Here', { toTag: 'gail1' }));
+        } else if (answer) {
           const offerPort = Number(/m=audio (\d+)/.exec(m.msg.body.toString())![1]);
           const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${rtp.address().port} RTP/AVP 8`, 'a=rtpmap:8 PCMA/8000', 'a=sendrecv', ''].join('\r\n');
           dev.peer.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'gail1', contact: `<sip:gail@127.0.0.1:${dev.peer.port}>`, body: sdp }));
@@ -178,6 +180,49 @@ describe('inbound calls ring SIP devices', () => {
       expect(new Set(audio.flatMap((b) => [...b.subarray(-160)])).size).toBeGreaterThan(16);
       const record = (await fx.gw.store!.recentRecords(1))[0]!;
       expect(record).toMatchObject({ direction: 'inbound', agentId: AGENT, endReason: 'hangup_remote', codec: 'PCMA' });
+    } finally {
+      await p.close();
+    }
+  }, 60_000);
+
+  it('answers the trunk 486 when the agent\'s only device is busy', async () => {
+    const p = await phone(486);
+    try {
+      const r = await runSipp({ scenario: 'uac-expect-486', target: fx.sipTarget, extraArgs: ['-mp', String(await freePort())] });
+      expect(r.exitCode, r.describe()).toBe(0);
+      expect(r.received(486, 'INVITE')).toHaveLength(1);
+    } finally {
+      await p.close();
+    }
+  }, 60_000);
+
+  it('ends the trunk call (BYE) when the device hangs up first', async () => {
+    const p = await phone(true);
+    try {
+      const trunk = startSipp({ scenario: 'trunk-in-wait-bye', target: fx.sipTarget, extraArgs: ['-mp', String(await freePort())] });
+      const invite = await p.dev.peer.waitFor(isRequest('INVITE'), 10_000);
+      await p.dev.peer.waitFor(isRequest('ACK'), 5000);
+      await new Promise((r) => setTimeout(r, 500));
+      const fromTag = /;\s*tag=([^;>\s]+)/.exec(invite.msg.getHeader('from') ?? '')![1]!;
+      const target = /<([^>]+)>/.exec(invite.msg.getHeader('contact') ?? '')![1]!;
+      p.dev.peer.send(
+        sipRequest({
+          method: 'BYE',
+          uri: target,
+          viaPort: p.dev.peer.port,
+          callId: invite.msg.callId,
+          fromTag: 'gail1',
+          toTag: fromTag,
+          cseq: 1,
+          fromUri: /<([^>]+)>/.exec(invite.msg.getHeader('to') ?? '')![1]!,
+          toUri: /<([^>]+)>/.exec(invite.msg.getHeader('from') ?? '')![1]!,
+          contact: null,
+        }),
+      );
+      const r = await trunk.result;
+      expect(r.exitCode, r.describe()).toBe(0);
+      const record = (await fx.gw.store!.recentRecords(1))[0]!;
+      expect(record).toMatchObject({ agentId: AGENT, endReason: 'hangup_local' });
     } finally {
       await p.close();
     }
