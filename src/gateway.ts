@@ -240,6 +240,8 @@ export class Gateway {
         logger: logger.child({ component: 'registrar' }),
         metrics: { registry: this.metrics.registry, prefix: this.metrics.prefix },
         security: this.#security,
+        // a woken device's new registration gets the call that waits for it (item 2b)
+        onChange: (agentId, bindings) => this.#calls?.sipBindingsChanged(agentId, bindings),
         trunkSources: config.trunks.flatMap((t) => t.inbound.allow),
         trustedProxies: config.sip.trustedProxies,
       });

@@ -747,6 +747,29 @@ export class CallManager implements SignalingHandler {
   // Agents' SIP devices (device-ringer.ts, issue 12)
   // ----------------------------------------------------------------------------------------------
 
+  /**
+   * The registrar's onChange: an agent's SIP bindings changed. A ringing call that is waking the
+   * agent by push (item 2b: its SIP device was asleep, with no binding left) rings the bindings it
+   * has not rung yet: the woken device's new registration gets the waiting call.
+   */
+  sipBindingsChanged(agentId: string, bindings: number): void {
+    if (bindings === 0 || !this.#devices) {
+      return;
+    }
+    for (const call of this.#calls.values()) {
+      if (call.state !== 'ringing' || !call.waking.has(agentId)) {
+        continue;
+      }
+      void this.#ringableDevices(agentId, false, undefined).then((bs) => {
+        const fresh = bs.filter((b) => !(call.devices as CallDevices | undefined)?.rang(b));
+        if (fresh.length > 0 && call.state === 'ringing' && call.waking.delete(agentId)) {
+          this.#log.info({ callId: call.id, agent: agentId }, 'a woken SIP device registered: ringing it');
+          this.#ringDevices(call, agentId, fresh);
+        }
+      });
+    }
+  }
+
   /** An agent's SIP bindings to ring: with a session here, or alone when the agent's own status is available and it is on no call here. */
   async #ringableDevices(agentId: string, local: boolean, status: string | undefined): Promise<SipBinding[]> {
     if (!this.#devices || (!local && this.#activity(agentId) !== undefined)) {

@@ -45,6 +45,14 @@ export class CallDevices {
   /** The device that answered, once bridged: hung up (BYE) when the call ends. */
   #answered: { dialog: Srf.Dialog; media: DeviceMedia } | undefined;
 
+  /** Registrations already rung in this call (binding id and registration time). */
+  readonly #rung = new Set<string>();
+
+  /** Whether this registration of a binding was rung in this call already. */
+  rang(b: SipBinding): boolean {
+    return this.#rung.has(registrationKey(b));
+  }
+
   /** Whether a device leg of the call still rings. */
   get ringing(): boolean {
     return !this.#ended && this.#legs.some((l) => !l.done);
@@ -95,6 +103,7 @@ export class CallDevices {
   add(agentId: string, leg: DeviceLeg, media: DeviceMedia, hooks: DeviceRingHooks): void {
     const entry = { agentId, leg, media, done: false };
     this.#legs.push(entry);
+    this.#rung.add(registrationKey(leg.binding));
     if (this.#ended || this.#claimed) {
       leg.cancel(this.#claimed && !this.#ended);
     }
@@ -125,6 +134,11 @@ export class CallDevices {
       }
     });
   }
+}
+
+/** One registration of a binding: a device that re-registered (woken by push, new flow) is another. */
+function registrationKey(b: SipBinding): string {
+  return `${b.id}\n${b.updatedAt}`;
 }
 
 /** Options of DeviceRinger. */
