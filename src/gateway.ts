@@ -17,6 +17,7 @@ import { type Logger } from './log/logger.js';
 import { MediaWorkerPool } from './media/worker-pool.js';
 import { createMetrics, type Metrics } from './metrics/registry.js';
 import { CallManager } from './calls/call-manager.js';
+import { SipRegistrar } from './sip/registrar/registrar.js';
 import { Handoff } from './calls/handoff.js';
 import { JwtVerifier } from './signaling/auth.js';
 import { type SignInGuard, SignalingServer } from './signaling/server.js';
@@ -86,6 +87,7 @@ export class Gateway {
   #recording?: RecordingService;
   #signaling?: SignalingServer;
   #security?: SecurityGuard;
+  #registrar?: SipRegistrar;
   #store?: StateStore;
   #registry?: NodeRegistry;
   #push?: PushBridge;
@@ -151,7 +153,7 @@ export class Gateway {
       rtcMaxPort: config.media.rtcMaxPort,
       logger: logger.child({ component: 'media' }),
     });
-    this.#sip = await SipService.start({ config: config.sip, screen: screenOptions(config), logger: logger.child({ component: 'sip' }), logLevel: config.log.level, logPretty: config.log.pretty });
+    this.#sip = await SipService.start({ config: config.sip, screen: screenOptions(config), stunKeepAlives: config.sipDevices.enabled, logger: logger.child({ component: 'sip' }), logLevel: config.log.level, logPretty: config.log.pretty });
     const sipEngine = this.#sip.engine;
     this.#security = new SecurityGuard({
       config: config.security,
@@ -235,8 +237,24 @@ export class Gateway {
 
       return st?.counters;
     });
+    if (config.sipDevices.enabled) {
+      this.#registrar = new SipRegistrar({
+        config: config.sipDevices,
+        srf: this.#sip.srf,
+        store: this.#store,
+        redis: this.#redis.client,
+        logger: logger.child({ component: 'registrar' }),
+        metrics: { registry: this.metrics.registry, prefix: this.metrics.prefix },
+        security: this.#security,
+        // a woken device's new registration gets the call that waits for it (item 2b)
+        onChange: (agentId, bindings) => this.#calls?.sipBindingsChanged(agentId, bindings),
+        trunkSources: config.trunks.flatMap((t) => t.inbound.allow),
+        trustedProxies: config.sip.trustedProxies,
+      });
+    }
     this.#calls = new CallManager({
       ...(wake ? { wake } : {}),
+      ...(this.#registrar ? { sipDevices: this.#registrar } : {}),
       metrics: callMetrics,
       security: this.#security,
       recording: this.#recording,
@@ -350,6 +368,11 @@ export class Gateway {
   /** The call layer (after start). */
   get calls(): CallManager | undefined {
     return this.#calls;
+  }
+
+  /** The registrar of agents' SIP devices (after start, when sipDevices.enabled). */
+  get registrar(): SipRegistrar | undefined {
+    return this.#registrar;
   }
 
   /** The Redis state store (after start). */
@@ -505,6 +528,7 @@ export class Gateway {
         }
       };
       this.#calls?.shutdown();
+      this.#registrar?.close();
       await step('cluster', () => this.#registry?.stop(true));
       await step('signaling', () => this.#signaling?.close());
       await step('security', () => this.#security?.close());

@@ -33,7 +33,7 @@ function redactSecrets(key: string, value: unknown): unknown {
   if (typeof value === 'string' && value.includes('@')) {
     value = maskUrlPassword(value, '[set]'); // redis.url's password
   }
-  return /secret|password|token/i.test(key) && typeof value === 'string' && value !== '' ? '[set]' : value;
+  return /secret|password|token|ha1/i.test(key) && typeof value === 'string' && value !== '' ? '[set]' : value;
 }
 
 async function main(): Promise<number> {

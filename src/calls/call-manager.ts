@@ -31,6 +31,9 @@ import { type RecordingService } from './recording.js';
 import { Router, type RouteTarget } from './routing.js';
 import { dialRefusalMessage } from '../security/dial-policy.js';
 import { type SecurityGuard } from '../security/guard.js';
+import { type TrunkCodecName } from '../media/codecs.js';
+import { type SipBinding } from '../sip/registrar/bindings.js';
+import { type CallDevices, type DeviceAnswer, DeviceRinger } from './device-ringer.js';
 
 /** Options of the call manager. */
 export interface CallManagerOptions {
@@ -58,6 +61,8 @@ export interface CallManagerOptions {
   security?: SecurityGuard;
   /** Call recording (src/calls/recording.ts); none: nothing is recorded and call.record is FORBIDDEN. */
   recording?: RecordingService;
+  /** Agents' registered SIP devices (the registrar, when sipDevices.enabled): rung with their sessions. */
+  sipDevices?: { bindings(agentId: string): Promise<SipBinding[]> };
 }
 
 /** One agent to ring: here (a local session) and/or on other nodes (hand-off legs). */
@@ -67,6 +72,8 @@ interface RingTarget {
   nodes: string[];
   /** Devices to wake by push (the agent has no session anywhere). */
   wake?: Device[];
+  /** The agent's registered SIP devices to ring (device-ringer.ts). */
+  devices?: SipBinding[];
 }
 
 /** Devices an agent may register (each call wakes every one of them). */
@@ -165,6 +172,7 @@ export class CallManager implements SignalingHandler {
   readonly #recording: RecordingService | undefined;
   readonly presence: PresenceService;
   readonly #security: SecurityGuard | undefined;
+  readonly #devices: DeviceRinger | undefined;
   #signaling: SignalingServer | undefined;
 
   constructor(opts: CallManagerOptions) {
@@ -184,6 +192,7 @@ export class CallManager implements SignalingHandler {
     this.#quality = opts.quality;
     this.#recording = opts.recording;
     this.#recording?.bind((agentId, data) => this.#emit(agentId, 'call.recording', data));
+    this.#devices = opts.sipDevices ? new DeviceRinger({ srf: opts.srf, bindings: (a) => opts.sipDevices!.bindings(a), media: this.#mediaSettings, logger: opts.logger.child({ component: 'devices' }) }) : undefined;
     this.#cluster?.registry.on('refresh', () => this.#checkPeers());
     this.presence = new PresenceService({
       store: opts.store,
@@ -496,8 +505,10 @@ export class CallManager implements SignalingHandler {
       }
       const local = this.presence.isAvailable(agentId);
       const nodes = p ? p.nodes.filter((n) => n !== this.#store.nodeId && registry?.isLive(n)) : [];
-      if (local || nodes.length > 0) {
-        plan.push({ agentId, local, nodes });
+      // registered SIP devices ring with the sessions; alone, they make the agent ringable (README "SIP devices")
+      const devices = !handoff && !localOnly ? await this.#ringableDevices(agentId, local, p?.status) : [];
+      if (local || nodes.length > 0 || devices.length > 0) {
+        plan.push({ agentId, local, nodes, ...(devices.length > 0 ? { devices } : {}) });
       } else if (!handoff && this.#wake && (this.#signaling?.sessionsOf(agentId).length ?? 0) === 0 && (p === undefined || p.effective === 'offline')) {
         // No session anywhere: wake the agent's devices, if its own status says it takes calls.
         const wake = await this.#wakeTargets(agentId, p?.status);
@@ -544,6 +555,9 @@ export class CallManager implements SignalingHandler {
       }
       if (t.wake) {
         this.#wakeAgent(call, t.agentId, t.wake);
+      }
+      if (t.devices) {
+        this.#ringDevices(call, t.agentId, t.devices);
       }
       for (const n of t.nodes) {
         byNode.set(n, [...(byNode.get(n) ?? []), t.agentId]);
@@ -736,6 +750,143 @@ export class CallManager implements SignalingHandler {
   }
 
   // ----------------------------------------------------------------------------------------------
+  // Agents' SIP devices (device-ringer.ts, issue 12)
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * The registrar's onChange: an agent's SIP bindings changed. A ringing call that is waking the
+   * agent by push (item 2b: its SIP device was asleep, with no binding left) rings the bindings it
+   * has not rung yet: the woken device's new registration gets the waiting call.
+   */
+  sipBindingsChanged(agentId: string, bindings: number): void {
+    if (bindings === 0 || !this.#devices) {
+      return;
+    }
+    for (const call of this.#calls.values()) {
+      if (call.state !== 'ringing' || !call.waking.has(agentId)) {
+        continue;
+      }
+      void this.#ringableDevices(agentId, false, undefined).then((bs) => {
+        const fresh = bs.filter((b) => !(call.devices as CallDevices | undefined)?.rang(b));
+        if (fresh.length > 0 && call.state === 'ringing' && call.waking.delete(agentId)) {
+          this.#log.info({ callId: call.id, agent: agentId }, 'a woken SIP device registered: ringing it');
+          this.#ringDevices(call, agentId, fresh);
+        }
+      });
+    }
+  }
+
+  /** An agent's SIP bindings to ring: with a session here, or alone when the agent's own status is available and it is on no call here. */
+  async #ringableDevices(agentId: string, local: boolean, status: string | undefined): Promise<SipBinding[]> {
+    if (!this.#devices || (!local && this.#activity(agentId) !== undefined)) {
+      return [];
+    }
+    // a TCP/TLS binding's connection is on the node that took its REGISTER: only that node can ring it
+    const bindings = (await this.#devices.ringable(agentId)).filter((b) => b.flow.transport === 'udp' || b.node === this.#store.nodeId);
+    if (bindings.length === 0 || local) {
+      return bindings;
+    }
+    const own = status ?? (await this.#store.getStatus(agentId).catch(() => undefined));
+
+    return (own ?? 'available') === 'available' ? bindings : [];
+  }
+
+  #ringDevices(call: Call, agentId: string, bindings: SipBinding[]): void {
+    const offer = call.inviteReq && hasSdp(call.inviteReq) ? call.inviteReq.body : undefined;
+    if (!this.#devices || !offer || call.srtp) {
+      return; // late offer or SRTP toward the trunk: WebRTC sessions only (device-ringer.ts)
+    }
+    let codec: TrunkCodecName;
+    try {
+      codec = negotiateAnswer(offer, { allowedCodecs: call.trunk.codecs, localAddress: this.#localAddress(this.#mediaSettings.relayAnnouncedAddress || '0.0.0.0'), localPort: 9 }).plan.codec.name;
+    } catch {
+      return;
+    }
+    call.ringing.add(agentId);
+    this.presence.refresh(agentId);
+    void this.#devices.ring(call, agentId, bindings, codec, {
+      answered: (a) => {
+        this.#deviceAnswered(call, a).catch((err: unknown) => {
+          this.#log.warn({ err, callId: call.id }, 'a SIP device answered but the call could not be connected');
+          this.#hangupTrunk(call, 'media_error', 'SIP;cause=500;text="device leg failed"');
+        });
+      },
+      gone: (gone, declined, busy) => {
+        if (declined && !call.declined.has(gone)) {
+          call.declined.add(gone);
+          call.busyDeclines += busy ? 1 : 0;
+        }
+        if (!this.#signaling?.sessionsOf(gone).length) {
+          call.ringing.delete(gone);
+        }
+        this.#ringingDone(call);
+      },
+    });
+  }
+
+  /** A SIP device answered first among the devices: first answer wins against sessions too; bridge it to the trunk. */
+  async #deviceAnswered(call: Call, a: DeviceAnswer): Promise<void> {
+    if (call.state !== 'ringing' || !call.inviteReq || !call.inviteRes) {
+      a.dialog.destroy();
+      a.media.close();
+
+      return;
+    }
+    call.transition('answering');
+    call.agentId = a.agentId;
+    // from now on the call's end hangs up the device (BYE), and the device's BYE ends the call
+    (call.devices as CallDevices).keep(a.dialog, a.media, () => {
+      if (!call.live) {
+        return;
+      }
+      if (call.dialog) {
+        call.dialog.destroy();
+        this.#finish(call, 'hangup_local', 'local');
+      } else {
+        this.#hangupTrunk(call, 'failed', 'SIP;cause=487;text="the device hung up"');
+      }
+    });
+    call.ringing.delete(a.agentId);
+    this.#settleWakes(call, 'answered_elsewhere', a.agentId);
+    for (const other of [...call.ringing]) {
+      this.#unring(call, other, 'answered_elsewhere');
+    }
+    this.#emit(a.agentId, 'call.cancelled', { callId: call.id, reason: 'answered_elsewhere' });
+    this.#cancelLegs(call, 'answered_elsewhere');
+    for (const t of call.timers) {
+      clearTimeout(t);
+    }
+    call.timers.clear();
+    this.presence.refresh(a.agentId);
+    const media = await CallMedia.create(this.#mediaSettings, { latching: call.trunk.media.latching });
+    call.media = media;
+    media.onClose(() => {
+      a.media.close();
+      if (call.live) {
+        this.#hangupTrunk(call, 'media_error', 'SIP;cause=500;text="media failure"');
+      }
+    });
+    const { answerSdp, plan } = negotiateAnswer(call.inviteReq.body, { allowedCodecs: call.trunk.codecs, localAddress: this.#localAddress(media.localRtp.address), localPort: media.localRtp.port });
+    call.localSdp = answerSdp;
+    await media.applyPlan(plan);
+    this.#watchRelay(call);
+    await a.media.bridge(a.sdp, media);
+    if (!call.live || !call.inviteReq || !call.inviteRes) {
+      throw new Error('the caller hung up');
+    }
+    const dialog = await this.#srf.createUAS(call.inviteReq, call.inviteRes, { localSdp: call.localSdp });
+    call.dialog = dialog;
+    call.inviteReq = undefined;
+    call.inviteRes = undefined;
+    call.transition('active');
+    this.#sampleQuality(call);
+    this.#recording?.answered(call);
+    this.#watchDialog(call, dialog);
+    void this.#store.putCall(call.id, { state: 'active', agentId: a.agentId, answeredAt: call.times.answeredAt?.toISOString(), codec: plan.codec.name });
+    this.#log.info({ callId: call.id, agent: a.agentId, transport: a.binding.flow.transport, codec: plan.codec.name }, 'call answered on a SIP device');
+  }
+
+  // ----------------------------------------------------------------------------------------------
   // Hand-off legs (handoff.ts): ringing agents connected to other nodes
   // ----------------------------------------------------------------------------------------------
 
@@ -832,6 +983,7 @@ export class CallManager implements SignalingHandler {
     call.transition('answering');
     const agentId = late ? '' : ((r as unknown as { res?: { get(h: string): string | undefined } }).res?.get('X-RB-Agent') ?? '');
     call.remote = { node: leg.node, agentId, dialog: late ? undefined : r, release: late ? () => void r.destroy?.() : undefined };
+    call.devices?.cancel(true);
     this.#settleWakes(call, 'answered_elsewhere', agentId || leg.agents[0]);
     for (const a of [...call.ringing]) {
       this.#unring(call, a, 'answered_elsewhere');
@@ -999,6 +1151,7 @@ export class CallManager implements SignalingHandler {
     call.agentId = session.agentId;
     call.sessionId = session.id;
     call.ringing.delete(session.agentId);
+    call.devices?.cancel(true);
     this.#settleWakes(call, 'answered_elsewhere', session.agentId);
     for (const a of [...call.ringing]) {
       this.#unring(call, a, 'answered_elsewhere');

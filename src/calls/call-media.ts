@@ -268,6 +268,20 @@ export class CallMedia {
     await (enabled ? this.agentProducer.resume() : this.agentProducer.pause());
   }
 
+  /**
+   * Makes another leg's producer (a SIP device's, device-media.ts) the audio toward the trunk, in
+   * place of a WebRTC agent's; the trunk's PlainTransport consumes it.
+   * @throws when mediasoup refuses the consumer
+   */
+  async useAgentProducer(producer: ms.Producer): Promise<void> {
+    if (this.agentProducer !== producer) {
+      this.trunkConsumer?.close();
+      this.trunkConsumer = undefined;
+    }
+    this.agentProducer = producer;
+    await this.#ensureTrunkConsumer();
+  }
+
   async #ensureTrunkConsumer(): Promise<void> {
     if (this.trunkConsumer || !this.agentProducer || !this.plan) {
       return;

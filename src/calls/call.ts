@@ -100,6 +100,8 @@ export class Call {
    * a late-offer leg is ACKed, `release` abandons it instead.
    */
   remote: { node: string; agentId: string; dialog: Srf.Dialog | undefined; release: (() => void) | undefined } | undefined;
+  /** Legs to agents' SIP devices (device-ringer.ts), when any was rung; ended with the call. */
+  devices: { readonly ringing: boolean; cancel(answeredElsewhere: boolean): void; end(): void } | undefined;
   /** When the inbound call stops ringing (ms since the epoch). */
   ringDeadline: number | undefined;
   /** Since when the call depends on another node (ms since the epoch). */
@@ -144,8 +146,11 @@ export class Call {
     return this.origin ?? this.remote?.node;
   }
 
-  /** Whether a hand-off leg is still ringing. */
+  /** Whether a hand-off leg or a SIP device leg is still ringing. */
   get legsRinging(): boolean {
+    if (this.devices?.ringing) {
+      return true;
+    }
     for (const l of this.legs.values()) {
       if (!l.done) {
         return true;
@@ -186,6 +191,7 @@ export class Call {
       clearTimeout(t);
     }
     this.timers.clear();
+    this.devices?.end();
     this.media?.close();
 
     return true;

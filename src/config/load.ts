@@ -75,7 +75,7 @@ function describeProblem(p: ConfigProblem): string {
 }
 
 function showValue(v: unknown, key = ''): string {
-  if (/secret|password|token/i.test(key) && typeof v === 'string' && v !== '') {
+  if (/secret|password|token|ha1/i.test(key) && typeof v === 'string' && v !== '') {
     return '[set]';
   }
   const text = maskUrlPassword(JSON.stringify(v) ?? String(v), '[set]');

@@ -10,6 +10,7 @@ import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { pushConfigSchema } from '../push/config.js';
 import { cdrWebhookConfigSchema } from '../calls/cdr-webhook-config.js';
+import { checkSipDevices, sipDevicesConfigSchema } from '../sip/registrar/config.js';
 
 const port = z.int().min(1).max(65535);
 /** A port, or 0 for "pick a free one" (tests). */
@@ -485,6 +486,7 @@ export const configSchema = z
     push: pushConfigSchema,
     trunks: z.array(trunkSchema),
     routing: routingSchema,
+    sipDevices: sipDevicesConfigSchema,
   })
   .superRefine((cfg, ctx) => {
     if (cfg.media.rtcMinPort >= cfg.media.rtcMaxPort) {
@@ -530,6 +532,7 @@ export const configSchema = z
       ctx.addIssue({ code: 'custom', path: ['routing', 'defaultTrunk'], message: `one of the trunk ids (${[...trunkIds].join(', ') || 'none defined'})` });
     }
     checkRedis(cfg.redis, ctx);
+    checkSipDevices(cfg.sipDevices, ctx);
     if (cfg.cluster.secret !== '' && cfg.cluster.secret.length < 32) {
       ctx.addIssue({ code: 'custom', path: ['cluster', 'secret'], message: 'at least 32 characters (or empty for a single node)' });
     }

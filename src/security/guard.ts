@@ -26,6 +26,7 @@ export const REJECTION_REASONS = [
   'trunk_rate',
   'sip_locked',
   'ws_locked',
+  'register_locked',
   'trunk_cap',
   'agent_cap',
   'dial_policy',
@@ -35,13 +36,15 @@ export const REJECTION_REASONS = [
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
 
 /** The SIP engine's screen settings from the configuration (trunks' allow-lists and trusted proxies are known). */
-export function screenOptions(config: Pick<Config, 'security' | 'trunks' | 'sip'>): SipScreenOptions {
+export function screenOptions(config: Pick<Config, 'security' | 'trunks' | 'sip' | 'sipDevices'>): SipScreenOptions {
   return {
     scannerUserAgents: config.security.scanners.userAgents,
     scannerAction: config.security.scanners.action,
     unknownSourceAction: config.security.unknownSources.action,
     knownSources: [...config.trunks.flatMap((t) => t.inbound.allow), ...config.sip.trustedProxies],
     digestTrunks: config.trunks.some((t) => t.inbound.auth.username !== ''),
+    // agents' SIP devices REGISTER (digest) from anywhere; every other method keeps the screen
+    registrar: config.sipDevices.enabled,
   };
 }
 

@@ -9,8 +9,12 @@
  */
 import { type WindowCounter } from './rate-limit.js';
 
-/** Which authentication failed. */
-export type LockoutKind = 'sip' | 'ws';
+/**
+ * Which authentication failed: trunk digest (`sip`), agent sign-in (`ws`), a SIP device's REGISTER
+ * digest per source (`reg`) and per username (`reg-user`, src/sip/registrar/lockout.ts). Each kind
+ * locks only its own requests.
+ */
+export type LockoutKind = 'sip' | 'ws' | 'reg' | 'reg-user';
 
 /** Options of Lockout (config `security.lockout`). */
 export interface LockoutOptions {

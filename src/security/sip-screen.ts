@@ -26,6 +26,12 @@ export interface SipScreenOptions {
    * source is unknown (failures count towards the lockout instead).
    */
   digestTrunks: boolean;
+  /**
+   * Whether the registrar serves agents' SIP devices (`sipDevices.enabled`): then REGISTER, and
+   * REGISTER alone, passes from any source (devices register from anywhere, with digest; failures
+   * count towards the registrar's own lockout). Every other method keeps the screen.
+   */
+  registrar?: boolean;
 }
 
 /** The screen's decision on one request: pass it on, or refuse it (and why). */
@@ -82,13 +88,16 @@ export class SipScreen {
    * Screens an out-of-dialog request.
    * @param source the packet's source address
    * @param header a header of the request by lower-case name (undefined when absent)
+   * @param method the request's method (upper-case); only REGISTER is let through from unknown
+   *   sources, and only when the registrar is on
    */
-  screen(source: string, header: (name: string) => string | undefined): ScreenVerdict {
+  screen(source: string, header: (name: string) => string | undefined, method = ''): ScreenVerdict {
     if (this.isScanner(header('user-agent')) || this.isScanner(header('server'))) {
       return { pass: false, action: this.#opts.scannerAction, reason: 'scanner' };
     }
     const action = this.#opts.unknownSourceAction;
-    if (action !== 'allow' && !this.#opts.digestTrunks && header(HANDOFF_HEADER) === undefined && !this.isKnown(source)) {
+    const registering = this.#opts.registrar === true && method === 'REGISTER';
+    if (action !== 'allow' && !this.#opts.digestTrunks && !registering && header(HANDOFF_HEADER) === undefined && !this.isKnown(source)) {
       return { pass: false, action, reason: 'unknown_source' };
     }
 

@@ -30,6 +30,8 @@ export interface SipServiceOptions {
   logPretty?: boolean;
   /** The embedded engine's scanner and unknown-source screen (src/security/sip-screen.ts). */
   screen?: SipScreenOptions;
+  /** RFC 5626 STUN keep-alives on the engine's UDP port: on only when SIP devices register (`sipDevices.enabled`). */
+  stunKeepAlives?: boolean;
 }
 
 /** The engine (when embedded) and the connected srf. */
@@ -69,6 +71,7 @@ export class SipService {
         timers: config.timers,
         limits: config.limits,
         ...(opts.screen ? { screen: opts.screen } : {}),
+        ...(opts.stunKeepAlives ? { stunKeepAlives: { enabled: true } } : {}),
       };
       engine = config.engineThread
         ? await SipEngineThread.start({ ...engineOpts, log: { level: opts.logLevel ?? 'info', pretty: opts.logPretty ?? false } })

@@ -13,6 +13,7 @@
  * | {p}agent:{A} | hash | `status` (available, busy, away: the agent's own), `effective` (as last computed by a node), `updatedAt`, `firstSeenAt`, `lastCallEndedAt`, and one field `n:<nodeId>` per node serving the agent: JSON `{s: sessions, a: idle/ringing/on_call, t: ms}` | until erased; without devices, 30 days after the last change |
  * | {p}agent:{A}:sessions | hash | sessionId → JSON `{node, state: connected/suspended, since, deviceId?}` | with the sessions; a dead node's are reaped |
  * | {p}agent:{A}:devices | hash | deviceId → JSON {@link Device} (platform, push channel, token, app version, last seen) | until removed, erased, or the provider reports the token dead |
+ * | {p}agent:{A}:sip | hash | SIP registrar bindings of the agent's native SIP devices: binding id (`<+sip.instance>#<reg-id>`, `<+sip.instance>`, or the Contact URI) → JSON {@link SipBinding} (Contact, flow: transport/address/port of the REGISTER, outbound, Path, Call-ID/CSeq, expires, expiresAt, node, User-Agent, push device id) | each binding until its expiresAt (readers skip later ones); the key's TTL is the latest expiry; removed by un-REGISTER and erase |
  * | {p}agent:{A}:wakes | hash | callId → JSON {@link WakeRecord} (node, sentAt, per-device wake state, outcome) | 5 minutes after the last write |
  * | {p}agent:{A}:records | sorted set | callId → end time (ms) of the agent's call records | trimmed to `calls.recordTtlS` |
  * | {p}token:{sha256(channel + token)} | string | `<agentId> <deviceId>` (dead-token reports name only the token); APNs alert tokens under channel `apns:alert` | with the device |
@@ -24,8 +25,8 @@
  * | {p}agents:idle | sorted set | agentId → end (ms) of the agent's last call (longest idle first) | erased with the agent |
  * | {p}cdr | stream | one entry per finished call (the call record) | entries older than `calls.recordTtlS` trimmed on each append |
  * | {p}trunk:{T}:calls | hash | callId → node holding the call's trunk leg: the trunk's live calls, for `trunks[].maxConcurrentCalls` | an entry leaves when its call ends, or when the reaper reaps its node |
- * | {p}rl:{S:I} | string | a fixed-window counter of scope S for id I (src/security/rate-limit.ts): `src:<address>` INVITEs per source, `trunk:<T>` INVITEs per trunk, `dial:<agent>` dials per agent, `fail-sip:<address>` / `fail-ws:<address>` failed authentications | PX = the window |
- * | {p}lock:{K:A} | string | address A locked after failed authentications of kind K (`sip` or `ws`): the lock time (ms) | PX = `security.lockout.lockMs` |
+ * | {p}rl:{S:I} | string | a fixed-window counter of scope S for id I (src/security/rate-limit.ts): `src:<address>` INVITEs per source, `trunk:<T>` INVITEs per trunk, `dial:<agent>` dials per agent, `fail-sip:<address>` / `fail-ws:<address>` failed authentications, `fail-reg:<source>` / `fail-reg-user:<sha256 of the username, 32 hex>` failed REGISTER digests of SIP devices | PX = the window |
+ * | {p}lock:{K:A} | string | address A locked after failed authentications of kind K (`sip` or `ws`; `reg`: a SIP device source, IPv6 by /64; `reg-user`: a hashed digest username, src/sip/registrar/lockout.ts): the lock time (ms) | PX = `security.lockout.lockMs` (`sipDevices.lockout.lockMs` for `reg*`) |
  * | {p}revoked:{J} | string | JWT id J revoked (ISO time of the revocation); revocations are also published on the channel {p}revocations | until the token's expiry, else `security.revocation.defaultTtlS` |
  *
  * Atomicity: one entity's keys change in one MULTI. A change that spans entities (a call record
@@ -36,6 +37,7 @@ import { createHash } from 'node:crypto';
 import { type Cluster, type Redis } from 'ioredis';
 import { type Logger } from '../log/logger.js';
 import { DEVICE_CHANNELS, type DEVICE_PLATFORMS } from '../signaling/protocol.js';
+import { type SipBinding } from '../sip/registrar/bindings.js';
 
 /** A Redis client in any mode: standalone/Sentinel (Redis) or Cluster. */
 export type StoreRedis = Redis | Cluster;
@@ -140,6 +142,8 @@ export interface AgentExport {
   presence: Record<string, AgentNodeView>;
   sessions: Record<string, unknown>;
   devices: Device[];
+  /** Registrar bindings of the agent's SIP devices (including expired ones not yet removed). */
+  sipBindings: SipBinding[];
   idleSince?: string;
   callRecords: Record<string, string>[];
 }
@@ -187,6 +191,28 @@ export interface StateStoreOptions {
   /** Ids of the configured trunks: the reaper frees a dead node's entries in their live-call hashes. */
   trunkIds?: string[];
 }
+
+/**
+ * Claims a push token's index entry for an agent's device: KEYS[1] the token key, ARGV[1]
+ * `<agentId> ` (with the space), ARGV[2] `<agentId> <deviceId>`. Free, or held by a device of the
+ * same agent → set to ARGV[2], returns {1, previous value}; held by another agent → {0, holder}.
+ */
+const CLAIM_TOKEN = `
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, string.len(ARGV[1])) ~= ARGV[1] then
+  return {0, cur}
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return {1, cur}
+`;
+
+/** Gives a claimed token index entry back: KEYS[1] the token key, still ARGV[1] → ARGV[2] (or deleted when ''). */
+const RELEASE_TOKEN = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
+end
+return 1
+`;
 
 /** Adds a call to a trunk's live calls if the trunk has fewer than ARGV[3]; 1 when added (or already there). */
 const ADMIT_TRUNK_CALL = `
@@ -488,6 +514,55 @@ export class StateStore {
     }
 
     return stored;
+  }
+
+  /**
+   * Adds or updates a device of an agent, unless its push token (or APNs alert token) is registered
+   * to another agent: then nothing is written and `{ ok: false }` comes back. For devices whose
+   * registration is not a signed-in app (SIP REGISTER with RFC 8599 parameters): a token never
+   * moves silently from one agent to another that way. Within the agent it moves as putDevice()
+   * moves it (the agent's other device that had it goes).
+   *
+   * Atomic per token: each token index entry is claimed with a compare-and-set script on its one
+   * key (free or this agent's → ours), so two agents registering one token at once cannot both
+   * win; when the second token cannot be claimed the first claim is given back.
+   * @throws when Redis is unavailable
+   */
+  async putDeviceIfTokensFree(agentId: string, device: Omit<Device, 'addedAt' | 'lastSeen'> & Partial<Pick<Device, 'addedAt' | 'lastSeen'>>): Promise<{ ok: true; device: Device } | { ok: false; taken: 'token' | 'alertToken' }> {
+    const owner = `${agentId} ${device.deviceId}`;
+    const claims: { key: string; previous: string | null }[] = [];
+    const wanted: ['token' | 'alertToken', string][] = [];
+    if (device.token) {
+      wanted.push(['token', this.#tokenKey(device.channel, device.token)]);
+    }
+    if (device.alertToken) {
+      wanted.push(['alertToken', this.#tokenKey(`${device.channel}:alert`, device.alertToken)]);
+    }
+    for (const [what, key] of wanted) {
+      const r = (await this.#redis.eval(CLAIM_TOKEN, 1, key, `${agentId} `, owner)) as [number, string | null];
+      if (Number(r[0]) !== 1) {
+        for (const c of claims) {
+          await this.#redis.eval(RELEASE_TOKEN, 1, c.key, owner, c.previous ?? '');
+        }
+
+        return { ok: false, taken: what };
+      }
+      claims.push({ key, previous: r[1] ?? null });
+    }
+    // the agent's other device that held the token (same agent: a reinstall) gives it up
+    for (const c of claims) {
+      if (c.previous && c.previous !== owner) {
+        const otherDevice = c.previous.slice(agentId.length + 1);
+        const otherRaw = await this.#redis.hget(this.key('agent', agentId, 'devices'), otherDevice);
+        if (otherRaw) {
+          const other = JSON.parse(otherRaw) as Device;
+          await this.#dropTokenIndexes(agentId, other);
+          await this.#redis.hdel(this.key('agent', agentId, 'devices'), otherDevice);
+        }
+      }
+    }
+
+    return { ok: true, device: await this.putDevice(agentId, device) };
   }
 
   /** Removes a device's token index entries (its token and, for APNs, its alert token) that still point at it. */
@@ -927,10 +1002,11 @@ export class StateStore {
    * @throws when Redis is unavailable
    */
   async exportAgent(agentId: string): Promise<AgentExport> {
-    const [profileAll, sessions, devices, idle, recordIds] = await Promise.all([
+    const [profileAll, sessions, devices, sipBindings, idle, recordIds] = await Promise.all([
       this.#redis.hgetall(this.key('agent', agentId)),
       this.#redis.hgetall(this.key('agent', agentId, 'sessions')),
       this.devices(agentId),
+      this.#redis.hgetall(this.key('agent', agentId, 'sip')),
       this.#redis.zscore(this.#idleKey(), agentId),
       this.#redis.zrange(this.key('agent', agentId, 'records'), 0, -1),
     ]);
@@ -958,6 +1034,7 @@ export class StateStore {
       presence,
       sessions: Object.fromEntries(Object.entries(sessions).map(([k, v]) => [k, JSON.parse(v) as unknown])),
       devices,
+      sipBindings: Object.values(sipBindings).map((v) => JSON.parse(v) as SipBinding),
       ...(idle !== null ? { idleSince: new Date(Number(idle)).toISOString() } : {}),
       callRecords,
     };
@@ -986,7 +1063,7 @@ export class StateStore {
       await this.#redis.del(this.key('call', callId));
       callRecords++;
     }
-    await this.#redis.del(this.key('agent', agentId), this.key('agent', agentId, 'sessions'), this.key('agent', agentId, 'devices'), this.key('agent', agentId, 'records'), this.key('agent', agentId, 'wakes'));
+    await this.#redis.del(this.key('agent', agentId), this.key('agent', agentId, 'sessions'), this.key('agent', agentId, 'devices'), this.key('agent', agentId, 'records'), this.key('agent', agentId, 'wakes'), this.key('agent', agentId, 'sip'));
     await this.#redis.zrem(this.#idleKey(), agentId);
     // CDR entries whose call hash already expired are not in the index: walk the stream (an admin
     // request, rare; the stream holds only calls.recordTtlS of records), and trim what is past

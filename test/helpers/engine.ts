@@ -33,6 +33,10 @@ export interface EngineFixtureOptions {
   /** Control-port limits (authentication deadline, connections per source, wrong secrets). */
   control?: Pick<SipEngineOptions['control'], 'authTimeoutMs' | 'maxConnectionsPerSource' | 'maxAuthFailures'>;
   logger?: Logger;
+  /** The scanner and unknown-source screen (off by default). */
+  screen?: SipEngineOptions['screen'];
+  /** RFC 5626 STUN keep-alives on the UDP port (off by default). */
+  stunKeepAlives?: SipEngineOptions['stunKeepAlives'];
 }
 
 /** Connects an srf app to an engine's control port; resolves on its `connect` event. */
@@ -59,6 +63,8 @@ export async function startEngine(opts: EngineFixtureOptions = {}): Promise<Engi
     control: { host: '127.0.0.1', port: 0, secret: 'test-secret', ...opts.control },
     timers: { t1Ms: 500, t2Ms: 4000, t4Ms: 5000, ...opts.timers },
     limits: opts.limits,
+    ...(opts.screen ? { screen: opts.screen } : {}),
+    ...(opts.stunKeepAlives ? { stunKeepAlives: opts.stunKeepAlives } : {}),
     logger: opts.logger ?? quietLogger(),
   });
   const apps: Srf[] = [];

@@ -8,6 +8,7 @@ import net from 'node:net';
 import type Srf from 'drachtio-srf';
 import { afterEach, describe, expect, it } from 'vitest';
 import { splitPayload } from '../../src/sip/engine/control/framing.js';
+import { BINDING_FLOW_HEADER, bindingFlowToken } from '../../src/sip/engine/core/registered-flows.js';
 import { type EngineFixture, startEngine } from '../helpers/engine.js';
 import { isFinal, isRequest, isResponse, rawControlClient, RawSipPeer, sipRequest, sipResponse, sleep, token } from '../helpers/raw-sip.js';
 
@@ -222,16 +223,24 @@ describe('TCP connection slots cannot be exhausted (finding 3)', () => {
 
 describe('a REGISTER cannot bind someone else\'s Contact to its connection (finding 4)', () => {
   /** srf.request(uri, {method}) through srf's untyped callback form; resolves with the error, if any. */
-  function appRequest(srf: Srf, uri: string, method: string): Promise<unknown> {
+  function appRequest(srf: Srf, uri: string, method: string, headers: Record<string, string> = {}): Promise<unknown> {
     const r = srf as unknown as { request(uri: string, opts: object, cb: (err: unknown) => void): void };
 
-    return new Promise((resolve) => r.request(uri, { method, headers: { From: 'sip:app@localhost' } }, (err) => resolve(err ?? undefined)));
+    return new Promise((resolve) => r.request(uri, { method, headers: { From: 'sip:app@localhost', ...headers } }, (err) => resolve(err ?? undefined)));
   }
 
-  async function register(c: RawSipPeer, port: number, contact: string): Promise<void> {
-    const callId = token('reg-');
-    c.send(sipRequest({ method: 'REGISTER', uri: `sip:127.0.0.1:${port}`, transport: 'TCP', viaPort: c.port, callId, fromTag: 'r1', cseq: 1, contact, headers: ['Expires: 600'] }));
-    expect((await c.waitFor(isFinal('REGISTER', callId))).msg.status).toBe(200);
+  /** The header with which the app names a binding's flow (registered-flows.ts). */
+  function naming(b: { aor: string; contact: string; instance?: string; regId?: number }): Record<string, string> {
+    return { [BINDING_FLOW_HEADER]: bindingFlowToken(b) };
+  }
+
+  async function register(c: RawSipPeer, port: number, contact: string, o: { aorUser?: string; expires?: number; callId?: string; cseq?: number } = {}): Promise<void> {
+    const callId = o.callId ?? token('reg-');
+    const cseq = o.cseq ?? 1;
+    const to = o.aorUser ? `sip:${o.aorUser}@127.0.0.1` : undefined;
+    c.send(sipRequest({ method: 'REGISTER', uri: `sip:127.0.0.1:${port}`, transport: 'TCP', viaPort: c.port, callId, fromTag: 'r1', cseq, contact, ...(to ? { toUri: to, fromUri: to } : {}), headers: [`Expires: ${o.expires ?? 600}`] }));
+    const res = await c.waitFor((m) => isFinal('REGISTER', callId)(m) && m.msg.getHeader('cseq')?.startsWith(`${cseq} `) === true);
+    expect(res.msg.status).toBe(200);
   }
 
   it('does not send the apps\' requests for a Contact naming another host:port over the registering connection', async () => {
@@ -271,8 +280,9 @@ describe('a REGISTER cannot bind someone else\'s Contact to its connection (find
     }
     await register(own, fx.port('tcp'), `<sip:dave@127.0.0.1:${own.port};transport=tcp>`);
     await register(nat, fx.port('tcp'), '<sip:erin@192.0.2.50:5060;transport=tcp;ob>');
-    expect(await appRequest(fx.srf, `sip:dave@127.0.0.1:${own.port};transport=tcp`, 'OPTIONS')).toBeUndefined();
-    expect(await appRequest(fx.srf, 'sip:erin@192.0.2.50:5060;transport=tcp', 'OPTIONS')).toBeUndefined();
+    // the app names the binding whose flow it wants (X-RB-Binding-Flow)
+    expect(await appRequest(fx.srf, `sip:dave@127.0.0.1:${own.port};transport=tcp`, 'OPTIONS', naming({ aor: '@127.0.0.1', contact: `sip:dave@127.0.0.1:${own.port};transport=tcp` }))).toBeUndefined();
+    expect(await appRequest(fx.srf, 'sip:erin@192.0.2.50:5060;transport=tcp;ob', 'OPTIONS', naming({ aor: '@127.0.0.1', contact: 'sip:erin@192.0.2.50:5060;transport=tcp;ob' }))).toBeUndefined();
     await own.waitFor(isRequest('OPTIONS'));
     await nat.waitFor(isRequest('OPTIONS'));
   });
@@ -293,8 +303,73 @@ describe('a REGISTER cannot bind someone else\'s Contact to its connection (find
       clearInterval(pinger);
     }
     expect(ended).toBe(false);
-    expect(await appRequest(fx.srf, 'sip:frank@192.0.2.70:5060;transport=tcp', 'OPTIONS')).toBeUndefined();
+    expect(await appRequest(fx.srf, 'sip:frank@192.0.2.70:5060;transport=tcp;ob', 'OPTIONS', naming({ aor: '@127.0.0.1', contact: 'sip:frank@192.0.2.70:5060;transport=tcp;ob' }))).toBeUndefined();
     await c.waitFor(isRequest('OPTIONS'));
+  });
+
+  // issue 12 review, finding a: a flow serves only requests that name the binding that made it
+  it('never sends a request over a device\'s flow because its Request-URI matches a registered Contact: the binding must be named', async () => {
+    fx = await startEngine();
+    fx.srf.use('register', (req, res) => res.send(200, { headers: { Contact: req.get('Contact'), Expires: '600' } }));
+    // the "carrier": where calls to sip:+15550001@127.0.0.1:<port> really go
+    const carrier = await tcpServer();
+    carrier.onMessage((m) => m.msg.isRequest && carrier.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'v1' })));
+    const attacker = await RawSipPeer.tcpClient(fx.port('tcp'));
+    peers.push(attacker);
+    attacker.onMessage((m) => m.msg.isRequest && attacker.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'a1' })));
+    const trap = `sip:+15550001@127.0.0.1:${carrier.port};transport=tcp`;
+    // an agent registers the carrier's URI as its Contact, with RFC 5626 hints
+    const contact = `${trap};ob`;
+    await register(attacker, fx.port('tcp'), `<${contact}>;+sip.instance="<urn:uuid:00000000-0000-4000-8000-00000000000a>";reg-id=1`, { aorUser: 'mallory' });
+    const binding = { aor: 'mallory@127.0.0.1', instance: '<urn:uuid:00000000-0000-4000-8000-00000000000a>', regId: 1, contact };
+    // 1. a call to the carrier (no binding named), to the trap URI and to the exact Contact
+    expect(await appRequest(fx.srf, trap, 'OPTIONS')).toBeUndefined();
+    expect(await appRequest(fx.srf, contact, 'OPTIONS')).toBeUndefined();
+    // 2. naming the binding but another Request-URI, or another agent's binding with this URI
+    expect(await appRequest(fx.srf, trap, 'OPTIONS', naming(binding))).toBeUndefined();
+    expect(await appRequest(fx.srf, contact, 'OPTIONS', naming({ ...binding, aor: 'alice@127.0.0.1' }))).toBeUndefined();
+    expect(await appRequest(fx.srf, contact, 'OPTIONS', naming({ ...binding, regId: 2 }))).toBeUndefined();
+    await sleep(200);
+    expect(carrier.all(isRequest('OPTIONS'))).toHaveLength(5);
+    expect(attacker.all(isRequest('OPTIONS'))).toHaveLength(0);
+    // the header never leaves the engine
+    expect(carrier.all((m) => m.msg.getHeader(BINDING_FLOW_HEADER.toLowerCase()) !== undefined)).toHaveLength(0);
+    // 3. the request that names this binding, to its Contact: over its flow
+    expect(await appRequest(fx.srf, contact, 'OPTIONS', naming(binding))).toBeUndefined();
+    const got = await attacker.waitFor(isRequest('OPTIONS'));
+    expect(got.msg.getHeader(BINDING_FLOW_HEADER.toLowerCase())).toBeUndefined();
+    expect(carrier.all(isRequest('OPTIONS'))).toHaveLength(5);
+  });
+
+  it('ends a binding\'s flow with the binding (a 2xx that no longer lists it) and with its connection', async () => {
+    fx = await startEngine();
+    fx.srf.use('register', (req, res) => {
+      const expires = req.get('Expires');
+      res.send(200, { headers: expires === '0' ? {} : { Contact: req.get('Contact'), Expires: '600' } });
+    });
+    const elsewhere = await tcpServer();
+    elsewhere.onMessage((m) => m.msg.isRequest && elsewhere.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'e1' })));
+    const contact = `sip:gina@127.0.0.1:${elsewhere.port};transport=tcp;ob`;
+    const b = { aor: 'gina@127.0.0.1', contact };
+    const dev = await RawSipPeer.tcpClient(fx.port('tcp'));
+    peers.push(dev);
+    dev.onMessage((m) => m.msg.isRequest && dev.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'd1' })));
+    const callId = token('reg-');
+    await register(dev, fx.port('tcp'), `<${contact}>`, { aorUser: 'gina', callId, cseq: 1 });
+    expect(await appRequest(fx.srf, contact, 'OPTIONS', naming(b))).toBeUndefined();
+    await dev.waitFor(isRequest('OPTIONS'));
+    // un-REGISTER: the 2xx lists no binding; the flow is gone, the request is routed as usual
+    await register(dev, fx.port('tcp'), `<${contact}>`, { aorUser: 'gina', callId, cseq: 2, expires: 0 });
+    expect(await appRequest(fx.srf, contact, 'OPTIONS', naming(b))).toBeUndefined();
+    await elsewhere.waitFor(isRequest('OPTIONS'));
+    expect(dev.all(isRequest('OPTIONS'))).toHaveLength(1);
+    // registered again, then the connection closes: routed as usual again
+    await register(dev, fx.port('tcp'), `<${contact}>`, { aorUser: 'gina', callId, cseq: 3 });
+    dev.close();
+    await sleep(200);
+    expect(await appRequest(fx.srf, contact, 'OPTIONS', naming(b))).toBeUndefined();
+    await expect.poll(() => elsewhere.all(isRequest('OPTIONS')).length).toBe(2);
+    expect(dev.all(isRequest('OPTIONS'))).toHaveLength(1);
   });
 });
 

@@ -67,6 +67,20 @@ describe('SipScreen', () => {
     const { config } = loadConfig({ profile: 'test', env: {}, overrides: { sip: { trustedProxies: ['10.0.0.10'] } } });
     expect(screenOptions(config)).toMatchObject({ scannerAction: 'drop', unknownSourceAction: '403', knownSources: ['127.0.0.0/8', '::1/128', '10.0.0.10'], digestTrunks: false });
     expect(screenOptions(config).scannerUserAgents).toContain('friendly-scanner');
+    // agents' SIP devices register from anywhere: with the registrar on, REGISTER (and only
+    // REGISTER) passes from unknown sources; INVITE, OPTIONS, MESSAGE... keep the screen
+    const withRegistrar = screenOptions({ ...config, sipDevices: { ...config.sipDevices, enabled: true } });
+    expect(withRegistrar).toMatchObject({ digestTrunks: false, registrar: true });
+    const screen = new SipScreen(withRegistrar);
+    expect(screen.screen('203.0.113.1', headers({}), 'REGISTER')).toEqual({ pass: true });
+    for (const method of ['INVITE', 'OPTIONS', 'MESSAGE', 'SUBSCRIBE', 'NOTIFY', 'REFER', 'INFO', 'PUBLISH', 'register', '']) {
+      expect(screen.screen('203.0.113.1', headers({}), method), method).toEqual({ pass: false, action: '403', reason: 'unknown_source' });
+    }
+    // a known source still passes every method; a scanner's REGISTER is still a scanner's
+    expect(screen.screen('127.0.0.1', headers({}), 'INVITE')).toEqual({ pass: true });
+    expect(screen.screen('203.0.113.1', headers({ 'user-agent': 'friendly-scanner' }), 'REGISTER')).toMatchObject({ pass: false, reason: 'scanner' });
+    // without the registrar a REGISTER from an unknown source is screened like the rest
+    expect(new SipScreen(screenOptions(config)).screen('203.0.113.1', headers({}), 'REGISTER')).toMatchObject({ pass: false, reason: 'unknown_source' });
   });
 });
 

@@ -42,6 +42,8 @@ export interface SipEngineOptions {
   };
   /** Scanner and unknown-source screen (src/security/sip-screen.ts); none: off. */
   screen?: SipScreenOptions;
+  /** RFC 5626 STUN keep-alives on the UDP port (TransportOptions.stunKeepAlives); none: off. */
+  stunKeepAlives?: TransportOptions['stunKeepAlives'];
   logger: Logger;
 }
 
@@ -76,6 +78,7 @@ export class SipEngine {
       tcp: opts.tcp,
       tls: opts.tls,
       ...transportLimits,
+      ...(opts.stunKeepAlives ? { stunKeepAlives: opts.stunKeepAlives } : {}),
       logger: log.child({ layer: 'transport' }),
     });
     let control: ControlServer | undefined;

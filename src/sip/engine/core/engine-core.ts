@@ -33,6 +33,7 @@ import {
   wireTime,
 } from './build.js';
 import { ProxyCore } from './proxy.js';
+import { BINDING_FLOW_HEADER, RegisteredFlows } from './registered-flows.js';
 import { SipScreen, type ScreenAction, type SipScreenOptions } from '../../../security/sip-screen.js';
 import { Dialog, dialogIdOf, DialogTable, type IncomingRequest, type OutgoingRequest } from './state.js';
 
@@ -102,6 +103,8 @@ export class EngineCore implements TransactionUser, ControlHandler {
   /** Requests the screen refused with 403 (answered once their transaction exists). */
   readonly #refuse = new WeakMap<SipMessage, ScreenAction>();
   readonly #pruneTimer: NodeJS.Timeout;
+  /** Flows of registered bindings (RFC 5626), used only for requests that name their binding. */
+  readonly #registeredFlows: RegisteredFlows;
   #closed = false;
 
   constructor(opts: EngineCoreOptions) {
@@ -113,7 +116,8 @@ export class EngineCore implements TransactionUser, ControlHandler {
     this.#maxPendingInvitesPerSource = opts.maxPendingInvitesPerSource ?? 1000;
     this.txl = new TransactionLayer({ transport: opts.transport, timers: opts.timers, tu: this, logger: opts.logger });
     this.proxy = new ProxyCore(this, opts.logger);
-    this.#pruneTimer = setInterval(() => this.#pruneRegisteredFlows(), 60_000);
+    this.#registeredFlows = new RegisteredFlows((id) => this.#transport.isConnectionOpen(id), MAX_REGISTERED_FLOWS);
+    this.#pruneTimer = setInterval(() => this.#registeredFlows.prune(), 60_000);
     this.#pruneTimer.unref();
     this.#screen = opts.screen ? new SipScreen(opts.screen) : undefined;
     opts.transport.on('message', (msg, flow) => {
@@ -209,7 +213,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (method === 'ACK' || method === 'CANCEL') {
       return true;
     }
-    const v = this.#screen.screen(flow.remote.address, (n) => msg.getHeader(n));
+    const v = this.#screen.screen(flow.remote.address, (n) => msg.getHeader(n), method);
     if (v.pass) {
       return true;
     }
@@ -969,7 +973,8 @@ export class EngineCore implements TransactionUser, ControlHandler {
   #afterFinalResponse(inc: IncomingRequest, res: SipMessage, data: Buffer, dest: Destination): void {
     const status = res.status;
     const d = inc.dialog;
-    if (inc.method === 'REGISTER' && status >= 200 && status < 300 && inc.flow.connectionId) {
+    if (inc.method === 'REGISTER' && status >= 200 && status < 300) {
+      // over UDP too: a 2xx that no longer lists a binding ends its flow on any connection
       this.#rememberRegisteredFlow(inc, res);
     }
     if (inc.method === 'INVITE' && status >= 200 && status < 300 && d) {
@@ -992,96 +997,17 @@ export class EngineCore implements TransactionUser, ControlHandler {
     }
   }
 
-  /** Contacts registered over TCP/TLS, reachable through the connection they registered on. */
-  readonly #registeredFlows = new Map<string, { flow: Flow; expires: number }>();
-
   /**
-   * wire protocol §6.3 (last bullet): after a 2xx to REGISTER over a connection, requests the apps
-   * later send to a registered Contact reuse the connection (clients behind NAT, and WebSocket-like
-   * clients, cannot be reached otherwise). A Contact is remembered only when the registrar (the
-   * app) granted it in its 2xx, the client asked for it in the REGISTER, and it names the client
-   * itself: its host:port is the connection's remote end, or it carries RFC 5626 outbound hints
-   * (`ob`, `reg-id`, `+sip.instance`). Anything else could bind someone else's address to this
-   * connection. SUBSCRIBE dialogs keep their own flow; the Contact of their 2xx is ours.
+   * wire protocol §6.3 (last bullet), RFC 5626 §5.3: after a 2xx to a REGISTER over a connection,
+   * the app may send requests to that binding through it; only requests that name the binding
+   * (registered-flows.ts).
    */
   #rememberRegisteredFlow(inc: IncomingRequest, res: SipMessage): void {
-    const flow = inc.flow;
-    if (inc.method !== 'REGISTER' || !flow.connectionId) {
-      return;
-    }
-    const granted = res.getHeaderValues('contact');
-    if (granted.length === 0) {
-      return;
-    }
-    const asked = new Set<string>();
-    for (const c of inc.req.getHeaderValues('contact')) {
-      const u = parseUri(parseNameAddr(c)?.uri ?? '');
-      if (u) {
-        asked.add(flowKey(u));
-      }
-    }
-    const now = Date.now();
-    const expiresHeader = Number(res.getHeader('expires') ?? 3600);
-    const defaultExpires = Number.isFinite(expiresHeader) ? expiresHeader : 3600;
-    const remoteHost = flow.remote.address.toLowerCase();
-    for (const c of granted) {
-      const na = parseNameAddr(c);
-      const u = na ? parseUri(na.uri) : undefined;
-      if (!na || !u) {
-        continue;
-      }
-      const key = flowKey(u);
-      if (!asked.has(key)) {
-        continue;
-      }
-      const defaultPort = u.scheme === 'sips' || (u.params.transport ?? '').toLowerCase() === 'tls' ? 5061 : 5060;
-      const itself = u.host.toLowerCase() === remoteHost && (u.port ?? defaultPort) === flow.remote.port;
-      const outbound = 'ob' in u.params || 'reg-id' in na.params || '+sip.instance' in na.params;
-      if (!itself && !outbound) {
-        continue;
-      }
-      const expires = Number(na.params.expires ?? defaultExpires);
-      if (!(expires > 0)) {
-        this.#registeredFlows.delete(key);
-        continue;
-      }
-      if (!this.#registeredFlows.has(key) && this.#registeredFlows.size >= MAX_REGISTERED_FLOWS) {
-        this.#pruneRegisteredFlows();
-        if (this.#registeredFlows.size >= MAX_REGISTERED_FLOWS) {
-          this.#log.warn({ max: MAX_REGISTERED_FLOWS }, 'registered-flow table full; a registration will not reuse its connection');
-          continue;
-        }
-      }
-      const until = now + Math.min(expires, 86_400) * 1000;
-      this.#registeredFlows.set(key, { flow, expires: until });
+    const keep = this.#registeredFlows.remember(inc.req, res, inc.flow);
+    if (keep) {
       // RFC 5626 keep-alives hold this connection open while the registration lasts
-      this.#transport.holdConnection(flow.connectionId, until);
+      this.#transport.holdConnection(keep.connectionId, keep.until);
     }
-  }
-
-  /** Drops expired registrations and those whose connection is gone. */
-  #pruneRegisteredFlows(): void {
-    const now = Date.now();
-    for (const [k, v] of this.#registeredFlows) {
-      if (v.expires < now || !v.flow.connectionId || !this.#transport.isConnectionOpen(v.flow.connectionId)) {
-        this.#registeredFlows.delete(k);
-      }
-    }
-  }
-
-  /** The connection a Request-URI registered over, if it is still open and not expired. */
-  #registeredFlowFor(uri: SipUri): Flow | undefined {
-    const entry = this.#registeredFlows.get(flowKey(uri));
-    if (!entry) {
-      return undefined;
-    }
-    if (entry.expires < Date.now() || !entry.flow.connectionId || !this.#transport.isConnectionOpen(entry.flow.connectionId)) {
-      this.#registeredFlows.delete(flowKey(uri));
-
-      return undefined;
-    }
-
-    return entry.flow;
   }
 
   /** RFC 3261 §13.3.1.4: re-send the 2xx until its ACK; after 64·T1 give up, BYE the peer. */
@@ -1263,7 +1189,8 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (routeUri === '' && this.#transport.isLocal(dest.host, parseUri(nextHop)?.port, dest.protocol)) {
       throw new AppMessageError('can not send request to myself');
     }
-    const registered = routeUri === '' ? this.#registeredFlowFor(ruri) : undefined;
+    // a registered binding's flow, only for a request that names that binding (registered-flows.ts)
+    const registered = routeUri === '' ? this.#registeredFlows.flowFor(app.getHeader(BINDING_FLOW_HEADER.toLowerCase()), ruriText) : undefined;
     if (registered) {
       dest = { protocol: registered.protocol, host: registered.remote.address, port: registered.remote.port, flow: registered };
     }
@@ -1301,7 +1228,7 @@ export class EngineCore implements TransactionUser, ControlHandler {
     if (contact) {
       req.addHeader('Contact', contact);
     }
-    copyAppHeaders(app, req, new Set(['from', 'to', 'call-id', 'cseq', 'contact', 'max-forwards', 'content-type']), point);
+    copyAppHeaders(app, req, new Set(['from', 'to', 'call-id', 'cseq', 'contact', 'max-forwards', 'content-type', BINDING_FLOW_HEADER.toLowerCase()]), point);
     for (const [n, v] of uriHeaders) {
       if (!ENGINE_OWNED.has(n.toLowerCase())) {
         req.addHeader(outgoingHeaderName(n), decodeURIComponent(v));
@@ -1907,11 +1834,6 @@ function stripOwnRoutes(req: SipMessage, transport: TransportLayer): void {
       req.addHeader('Route', r);
     }
   }
-}
-
-/** Key of a registered contact: user@host:port of its URI. */
-function flowKey(u: SipUri): string {
-  return `${(u.user ?? '').toLowerCase()}@${u.host.toLowerCase()}:${u.port ?? ''}`;
 }
 
 /** Whether a PRACK's RAck names the reliable provisional in flight (RFC 3262 §7.2). */

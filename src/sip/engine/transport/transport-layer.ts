@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import dgram from 'node:dgram';
+import { isStun, StunResponder } from './stun.js';
 import dns from 'node:dns/promises';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
@@ -45,6 +46,13 @@ export interface TransportOptions {
    * closed.
    */
   messageTimeoutMs?: number;
+  /**
+   * Answer RFC 5626 §4.4.2 STUN Binding keep-alives on the UDP listeners (only when SIP devices
+   * register here: `sipDevices.enabled`), at most `perSourcePerSecond` per source (IPv6 by /64,
+   * default 5) and `totalPerSecond` in all (default 2000). Off (default): STUN datagrams are
+   * dropped unanswered.
+   */
+  stunKeepAlives?: { enabled: boolean; perSourcePerSecond?: number; totalPerSecond?: number };
   logger: Logger;
 }
 
@@ -96,7 +104,9 @@ interface UdpListener {
 
 /** Events: 'message' (msg: SipMessage, flow: Flow, bytes: number). */
 export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, number] }> {
-  readonly #opts: Required<Omit<TransportOptions, 'logger' | 'tls'>> & Pick<TransportOptions, 'logger' | 'tls'>;
+  readonly #opts: Required<Omit<TransportOptions, 'logger' | 'tls' | 'stunKeepAlives'>> & Pick<TransportOptions, 'logger' | 'tls'>;
+  /** Answers STUN keep-alives; undefined when they are off. */
+  readonly #stun: StunResponder | undefined;
   readonly #log: Logger;
   readonly #points: ListenPoint[] = [];
   readonly #udp: UdpListener[] = [];
@@ -124,6 +134,13 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
       messageTimeoutMs: 10_000,
       ...opts,
     };
+    const stun = opts.stunKeepAlives;
+    this.#stun = stun?.enabled
+      ? new StunResponder({
+          ...(stun.perSourcePerSecond === undefined ? {} : { perSourcePerSecond: stun.perSourcePerSecond }),
+          ...(stun.totalPerSecond === undefined ? {} : { totalPerSecond: stun.totalPerSecond }),
+        })
+      : undefined;
     this.#log = opts.logger;
   }
 
@@ -422,12 +439,39 @@ export class TransportLayer extends EventEmitter<{ message: [SipMessage, Flow, n
     return { protocol: conn.protocol, local: conn.local, remote: conn.remote, connectionId: conn.id };
   }
 
+  /** Sends a STUN answer back on the UDP listener it came in on; never throws (a failure is logged at debug). */
+  #sendStun(res: Buffer, flow: Flow): void {
+    const listener = this.#udp.find((u) => u.point.address === flow.local.address && u.point.port === flow.local.port);
+    if (!listener) {
+      return;
+    }
+    try {
+      listener.socket.send(res, flow.remote.port, flow.remote.address, (err) => {
+        if (err) {
+          this.#log.debug({ err: err.message }, 'STUN keep-alive answer not sent');
+        }
+      });
+    } catch (err) {
+      this.#log.debug({ err: (err as Error).message }, 'STUN keep-alive answer not sent');
+    }
+  }
+
   #onData(data: Buffer, flow: Flow, datagram: boolean): void {
     if (this.#closed) {
       return;
     }
     if (datagram && data.length <= 4 && /^[\r\n]*$/.test(data.toString('latin1'))) {
-      return; // UDP keep-alive (RFC 5626 §3.5.1 STUN aside, many UAs send bare CRLFs)
+      return; // UDP keep-alive: many UAs send bare CRLFs
+    }
+    if (datagram && isStun(data)) {
+      // RFC 5626 §4.4.2 / §8.4: STUN Binding keep-alives of outbound devices on the SIP port; off
+      // unless SIP devices register here, rate-limited (the source of a datagram is not verified)
+      const res = this.#stun?.answer(data, flow.remote);
+      if (res) {
+        this.#sendStun(res, flow);
+      }
+
+      return;
     }
     let msg: SipMessage;
     try {

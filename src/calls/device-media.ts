@@ -1,0 +1,110 @@
+/**
+ * The media of a call's leg to a SIP device (issue 12, item 3, media part), like the trunk leg:
+ *
+ *   trunk ⇄ trunk RtpRelay ⇄ PlainTransport ─ trunk producer ──→ consumer on the device's PlainTransport ⇄ device RtpRelay ⇄ device
+ *                                          ←─ consumer ──────── device producer ←
+ *
+ * in the call's router, without transcoding: the device is offered the trunk leg's codec only (and
+ * telephone-event). The relay is bound when the device is rung (its port goes in the INVITE's
+ * offer); the PlainTransport, producer and consumers follow once the device answered and the
+ * call's router exists (CallMedia.create at answer time).
+ *
+ * Not yet: SDES-SRTP toward a device registered over TLS (plain RTP only), re-INVITEs (hold) from
+ * the device.
+ */
+import { type types as ms } from 'mediasoup';
+import { RtpRelay } from '../media/rtp-relay.js';
+import { consumerPayloadTypeMap, buildOffer, negotiateFromAnswer, toProducerRtpParameters, toRtpCapabilities, type MediaPlan } from '../sip/sdp.js';
+import { type TrunkCodecName } from '../media/codecs.js';
+import { type CallMedia, CallMediaError, type CallMediaSettings } from './call-media.js';
+
+/** One device leg's media. Create with DeviceMedia.create(). */
+export class DeviceMedia {
+  readonly relay: RtpRelay;
+  /** The SDP offer for the device (our relay's address, the trunk leg's codec). */
+  readonly offerSdp: string;
+  plain?: ms.PlainTransport;
+  /** Audio from the device, and the trunk's audio toward it. */
+  producer?: ms.Producer;
+  consumer?: ms.Consumer;
+  plan?: MediaPlan;
+  #closed = false;
+
+  private constructor(relay: RtpRelay, offerSdp: string) {
+    this.relay = relay;
+    this.offerSdp = offerSdp;
+  }
+
+  /**
+   * Binds the device leg's relay and builds the offer.
+   * @param codec the trunk leg's codec (the device gets no other: no transcoding)
+   * @throws {CallMediaError} when no relay port is free
+   */
+  static async create(settings: Pick<CallMediaSettings, 'relayBindAddress' | 'relayAnnouncedAddress' | 'relayPortRange' | 'rtpTimeoutMs' | 'logger'>, codec: TrunkCodecName): Promise<DeviceMedia> {
+    let relay: RtpRelay;
+    try {
+      relay = await RtpRelay.create({ listenAddress: settings.relayBindAddress, portRange: settings.relayPortRange, latching: true, rtpTimeoutMs: settings.rtpTimeoutMs, logger: settings.logger });
+    } catch (err) {
+      throw new CallMediaError(`cannot set up the device media: ${(err as Error).message}`, { cause: err });
+    }
+    const address = settings.relayAnnouncedAddress || relay.publicSide.address;
+    const offerSdp = buildOffer({ codecs: [codec], localAddress: address, localPort: relay.publicSide.port, direction: 'sendrecv' }).offerSdp;
+
+    return new DeviceMedia(relay, offerSdp);
+  }
+
+  /**
+   * The device's SDP answer (its 200 OK), and the bridge to the trunk leg inside the call's
+   * router: a PlainTransport toward this relay, the device's producer (consumed by the trunk's
+   * PlainTransport through CallMedia.useAgentProducer) and a consumer of the trunk's audio.
+   * @throws {SdpError} for an unusable answer; {CallMediaError} when the codecs do not match or mediasoup refuses
+   */
+  async bridge(answerSdp: string, trunk: CallMedia): Promise<void> {
+    const plan = negotiateFromAnswer(this.offerSdp, answerSdp);
+    if (trunk.plan && trunk.plan.codec.mimeType.toLowerCase() !== plan.codec.mimeType.toLowerCase()) {
+      throw new CallMediaError(`the device answered ${plan.codec.mimeType}, the trunk leg uses ${trunk.plan.codec.mimeType}`);
+    }
+    if (!trunk.trunkProducer) {
+      throw new CallMediaError('no trunk audio to bridge yet');
+    }
+    this.plan = plan;
+    const relay = this.relay;
+    relay.setRemote({ address: plan.remote.address, port: plan.remote.port, rtcpPort: plan.remote.rtcpPort, rtcpMux: plan.remote.rtcpMux });
+    relay.setTelephoneEventPt(plan.telephoneEvent?.localPayloadType, plan.telephoneEvent?.clockRate);
+    relay.setAudioClockRate(plan.codec.clockRate);
+    relay.sendEnabled = plan.flow.send;
+    relay.expectMedia = plan.flow.receive;
+    const plain = await trunk.router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: false, comedia: false });
+    this.plain = plain;
+    const side = relay.mediasoupSide;
+    await plain.connect({ ip: side.ip, port: side.port, rtcpPort: side.rtcpPort });
+    relay.setMediasoupTarget({ port: plain.tuple.localPort, rtcpPort: plain.rtcpTuple!.localPort });
+    try {
+      this.producer = await plain.produce({ kind: 'audio', rtpParameters: toProducerRtpParameters(plan, { ssrc: relay.producerSsrc }) });
+      this.consumer = await plain.consume({ producerId: trunk.trunkProducer.id, rtpCapabilities: toRtpCapabilities(plan) });
+    } catch (err) {
+      throw new CallMediaError(`mediasoup refused the device's codec ${plan.codec.mimeType}: ${(err as Error).message}`, { cause: err });
+    }
+    relay.setPayloadTypeMap(consumerPayloadTypeMap(plan, this.consumer.rtpParameters));
+    await trunk.useAgentProducer(this.producer);
+  }
+
+  /** Packet counters: from the device into the router, and from the router to the device. */
+  async stats(): Promise<{ deviceIn: number; deviceOut: number }> {
+    const sum = async (o?: { getStats(): Promise<unknown[]> }) => ((await o?.getStats()) as Record<string, number>[] | undefined)?.reduce((n, x) => n + (Number(x.packetCount) || 0), 0) ?? 0;
+
+    return { deviceIn: await sum(this.producer), deviceOut: await sum(this.consumer) };
+  }
+
+  /** Closes the leg's transport (its producer and consumer with it) and the relay. Idempotent. */
+  close(): void {
+    if (this.#closed) {
+      return;
+    }
+    this.#closed = true;
+    if (this.plain && !this.plain.closed) {
+      this.plain.close();
+    }
+    this.relay.close();
+  }
+}

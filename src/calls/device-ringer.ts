@@ -1,0 +1,201 @@
+/**
+ * Ringing agents' registered SIP devices for an inbound call (issue 12, item 3), next to their
+ * WebRTC sessions: one DeviceLeg (INVITE) per binding, each with its own DeviceMedia relay whose
+ * offer carries the trunk leg's codec only. The first device to answer wins among the devices and
+ * is handed to the call manager (which decides against WebRTC answers: first answer wins); the
+ * other devices get a CANCEL with `Reason: SIP;cause=200;text="Call completed elsewhere"`. When
+ * the call ends otherwise (caller gone, ring timeout, a WebRTC session answered) the ringing
+ * devices are cancelled too (with that Reason when answered elsewhere).
+ *
+ * Decisions: a device is rung only for calls with an SDP offer and without SDES-SRTP toward the
+ * trunk (plain RTP toward the device, no transcoding); a late-offer or SRTP call rings WebRTC
+ * sessions only. A device's 486/600/603 counts as that agent's decline once all its devices ended.
+ */
+import type Srf from 'drachtio-srf';
+import { type Logger } from '../log/logger.js';
+import { type TrunkCodecName } from '../media/codecs.js';
+import { type SipBinding } from '../sip/registrar/bindings.js';
+import { type Call } from './call.js';
+import { type CallMediaSettings } from './call-media.js';
+import { DeviceLeg } from './device-leg.js';
+import { DeviceMedia } from './device-media.js';
+
+/** A device that answered: its dialog, its SDP answer and its media leg (not yet bridged). */
+export interface DeviceAnswer {
+  agentId: string;
+  binding: SipBinding;
+  dialog: Srf.Dialog;
+  sdp: string;
+  media: DeviceMedia;
+}
+
+/** What the call manager does with device outcomes. */
+export interface DeviceRingHooks {
+  /** The first device answer of the call; it must bridge or release (dialog.destroy(), media.close()) it. */
+  answered(a: DeviceAnswer): void;
+  /** Every device of the agent ended without an answer; `declined` when one refused (486, 600, 603). */
+  gone(agentId: string, declined: boolean, busy: boolean): void;
+}
+
+/** The device legs of one call (Call.devices). */
+export class CallDevices {
+  readonly #legs: { agentId: string; leg: DeviceLeg; media: DeviceMedia; done: boolean }[] = [];
+  #claimed = false;
+  #ended = false;
+  /** The device that answered, once bridged: hung up (BYE) when the call ends. */
+  #answered: { dialog: Srf.Dialog; media: DeviceMedia } | undefined;
+
+  /** Registrations already rung in this call (binding id and registration time). */
+  readonly #rung = new Set<string>();
+
+  /** Whether this registration of a binding was rung in this call already. */
+  rang(b: SipBinding): boolean {
+    return this.#rung.has(registrationKey(b));
+  }
+
+  /** Whether a device leg of the call still rings. */
+  get ringing(): boolean {
+    return !this.#ended && this.#legs.some((l) => !l.done);
+  }
+
+  /** CANCELs the devices still ringing (saying so when the call was answered elsewhere). */
+  cancel(answeredElsewhere: boolean): void {
+    this.#claimed = true;
+    for (const l of this.#legs) {
+      l.leg.cancel(answeredElsewhere);
+    }
+  }
+
+  /** The call ended: ringing devices are cancelled, the answered one hung up (BYE), media closed. */
+  end(): void {
+    if (this.#ended) {
+      return;
+    }
+    this.cancel(false);
+    this.#ended = true;
+    const a = this.#answered;
+    this.#answered = undefined;
+    if (a) {
+      try {
+        a.dialog.destroy();
+      } catch {
+        // already gone
+      }
+      a.media.close();
+    }
+  }
+
+  /**
+   * The answered device's call is bridged: `onHangup` runs when the device hangs up (BYE) first;
+   * the call's end hangs it up otherwise.
+   */
+  keep(dialog: Srf.Dialog, media: DeviceMedia, onHangup: () => void): void {
+    this.#answered = { dialog, media };
+    dialog.on('destroy', () => {
+      if (this.#answered?.dialog === dialog) {
+        this.#answered = undefined;
+        media.close();
+        onHangup();
+      }
+    });
+  }
+
+  add(agentId: string, leg: DeviceLeg, media: DeviceMedia, hooks: DeviceRingHooks): void {
+    const entry = { agentId, leg, media, done: false };
+    this.#legs.push(entry);
+    this.#rung.add(registrationKey(leg.binding));
+    if (this.#ended || this.#claimed) {
+      leg.cancel(this.#claimed && !this.#ended);
+    }
+    void leg.done.then((out) => {
+      entry.done = true;
+      if (out.answered) {
+        if (this.#claimed || this.#ended) {
+          out.dialog.destroy();
+          media.close();
+
+          return;
+        }
+        this.#claimed = true;
+        for (const other of this.#legs) {
+          if (other !== entry) {
+            other.leg.cancel(true);
+          }
+        }
+        hooks.answered({ agentId, binding: leg.binding, dialog: out.dialog, sdp: out.sdp, media });
+
+        return;
+      }
+      media.close();
+      const mine = this.#legs.filter((l) => l.agentId === agentId);
+      if (!this.#claimed && !this.#ended && mine.every((l) => l.done)) {
+        const refused = out.status === 486 || out.status === 600 || out.status === 603;
+        hooks.gone(agentId, refused, out.status === 486 || out.status === 600);
+      }
+    });
+  }
+}
+
+/** One registration of a binding: a device that re-registered (woken by push, new flow) is another. */
+function registrationKey(b: SipBinding): string {
+  return `${b.id}\n${b.updatedAt}`;
+}
+
+/** Options of DeviceRinger. */
+export interface DeviceRingerOptions {
+  srf: Srf;
+  /** An agent's current bindings (the registrar's). @throws when Redis is unavailable */
+  bindings: (agentId: string) => Promise<SipBinding[]>;
+  media: CallMediaSettings;
+  logger: Logger;
+}
+
+/** Rings agents' SIP devices. */
+export class DeviceRinger {
+  readonly #opts: DeviceRingerOptions;
+
+  constructor(opts: DeviceRingerOptions) {
+    this.#opts = opts;
+  }
+
+  /** An agent's bindings that can be rung now; none on a Redis error (logged). */
+  async ringable(agentId: string): Promise<SipBinding[]> {
+    try {
+      return await this.#opts.bindings(agentId);
+    } catch (err) {
+      this.#opts.logger.warn({ err, agent: agentId }, 'cannot read the agent\'s SIP bindings; not ringing its devices');
+
+      return [];
+    }
+  }
+
+  /**
+   * INVITEs each binding with an offer in the trunk leg's codec. Resolves once the INVITEs are on
+   * their way (a binding whose media cannot be set up is skipped, logged).
+   * @param codec the codec the trunk leg will use (from its offer)
+   */
+  async ring(call: Call, agentId: string, bindings: SipBinding[], codec: TrunkCodecName, hooks: DeviceRingHooks): Promise<void> {
+    let devices = call.devices as CallDevices | undefined;
+    if (!devices) {
+      devices = new CallDevices();
+      call.devices = devices;
+    }
+    const from = (call.inviteReq?.get('From') ?? '').replace(/;\s*tag=[^;>\s]*/i, '');
+    for (const binding of bindings) {
+      let media: DeviceMedia;
+      try {
+        media = await DeviceMedia.create(this.#opts.media, codec);
+      } catch (err) {
+        this.#opts.logger.warn({ err, callId: call.id, agent: agentId }, 'cannot set up a SIP device\'s media; not ringing it');
+        continue;
+      }
+      if (!call.live || call.state !== 'ringing') {
+        media.close();
+
+        return;
+      }
+      const leg = DeviceLeg.start({ srf: this.#opts.srf, binding, offerSdp: media.offerSdp, from: from || '<sip:anonymous@anonymous.invalid>', logger: this.#opts.logger.child({ callId: call.id, agent: agentId }) });
+      devices.add(agentId, leg, media, hooks);
+    }
+  }
+}
