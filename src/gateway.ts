@@ -15,6 +15,7 @@ import { startHttpServer, type HttpReply, type HttpServerHandle } from './http/s
 import { type Logger } from './log/logger.js';
 import { MediaWorkerPool } from './media/worker-pool.js';
 import { createMetrics, type Metrics } from './metrics/registry.js';
+import { QueueMetrics } from './metrics/queue-metrics.js';
 import { CallManager } from './calls/call-manager.js';
 import { Handoff } from './calls/handoff.js';
 import { JwtVerifier } from './signaling/auth.js';
@@ -232,6 +233,7 @@ export class Gateway {
     this.#calls = new CallManager({
       ...(wake ? { wake } : {}),
       metrics: callMetrics,
+      queueMetrics: new QueueMetrics(this.metrics.registry, this.metrics.prefix),
       security: this.#security,
       quality: { metrics: new QualityMetrics(this.metrics.registry, this.metrics.prefix, config.metrics.lowMosThreshold), intervalMs: config.metrics.qualityIntervalMs },
       config,
@@ -463,6 +465,7 @@ export class Gateway {
       store,
       logger: this.logger.child({ component: 'admin' }),
       nodes: () => store.liveNodes(),
+      queues: (groupId) => (this.#calls ? this.#calls.centre.queues(groupId) : Promise.resolve(undefined)),
       ...(this.#security ? { revocations: this.#security.revocations } : {}),
       drain: (deadlineMs) => {
         const ms = deadlineMs ?? this.config.shutdown.drainTimeoutMs;

@@ -226,6 +226,11 @@ export class CallMedia {
     } catch (err) {
       throw new CallMediaError(`produce refused: ${(err as Error).message}`, { cause: err });
     }
+    if (this.trunkConsumer && this.trunkConsumer.producerId !== this.agentProducer.id) {
+      // the trunk heard something else meanwhile (queue audio, a call offered anew): the agent now
+      this.trunkConsumer.close();
+      this.trunkConsumer = undefined;
+    }
     await this.#ensureTrunkConsumer();
 
     return this.agentProducer.id;
@@ -266,6 +271,46 @@ export class CallMedia {
       return;
     }
     await (enabled ? this.agentProducer.resume() : this.agentProducer.pause());
+  }
+
+  /**
+   * Takes the agent's leg away while the trunk leg stays up (a call offered anew, call-centre.ts):
+   * closes the agent's WebRTC transports (and so its producer and consumer) and the
+   * PlainTransport's consumer of the agent's audio. The trunk hears nothing until another agent
+   * produces (agentTransports() then creates new transports in the same router) or feedTrunk()
+   * gives it another producer.
+   */
+  releaseAgent(): void {
+    this.trunkConsumer?.close();
+    this.trunkConsumer = undefined;
+    this.agentConsumer?.close();
+    this.agentConsumer = undefined;
+    this.agentProducer?.close();
+    this.agentProducer = undefined;
+    this.sendTransport?.close();
+    this.sendTransport = undefined;
+    this.recvTransport?.close();
+    this.recvTransport = undefined;
+  }
+
+  /**
+   * Sends another producer of this router to the trunk in place of the agent's audio (queue or
+   * hold audio from a player, the other trunk leg of a transfer to a number). It must carry the
+   * call's codec. Replaced again when an agent produces.
+   * @throws {CallMediaError} before the plan is known, or when the PlainTransport cannot consume it
+   */
+  async feedTrunk(producerId: string): Promise<void> {
+    if (!this.plan) {
+      throw new CallMediaError('no negotiated media yet');
+    }
+    this.trunkConsumer?.close();
+    this.trunkConsumer = undefined;
+    try {
+      this.trunkConsumer = await this.plain.consume({ producerId, rtpCapabilities: toRtpCapabilities(this.plan) });
+    } catch (err) {
+      throw new CallMediaError(`the trunk leg cannot take producer ${producerId}: ${(err as Error).message}`, { cause: err });
+    }
+    this.relay.setPayloadTypeMap(consumerPayloadTypeMap(this.plan, this.trunkConsumer.rtpParameters));
   }
 
   async #ensureTrunkConsumer(): Promise<void> {

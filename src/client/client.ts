@@ -408,6 +408,17 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
     }
   }
 
+  /**
+   * Blind transfer (`call.transfer`): the caller is offered to another agent or a group; this
+   * agent's media leaves at once and the call ends here with reason `transferred` (the gateway's
+   * `call.ended` event).
+   * @throws {RingbridgeError} NOT_FOUND, INVALID_STATE, UNAVAILABLE (nobody can take it now; the
+   *   call stays), NO_ROUTE, ...
+   */
+  async transfer(callId: string, to: { agent: string } | { group: string } | { number: string }): Promise<void> {
+    await this.#request('call.transfer', { callId, to }, callId);
+  }
+
   /** Takes the call off hold (`call.resume`) and resumes the local producer unless muted. */
   async resume(callId: string): Promise<void> {
     await this.#request('call.resume', { callId }, callId);

@@ -81,6 +81,8 @@ export const END_REASONS = [
   'failed',
   'node_failure',
   'shutdown',
+  /** The agent passed the call on (call.transfer); the caller stays connected. */
+  'transferred',
 ] as const;
 export type EndReason = (typeof END_REASONS)[number];
 
@@ -127,6 +129,10 @@ export interface CallInfo {
   answeredAt?: string;
   /** For ringing calls: how long they ring in total, ms. */
   ringTimeoutMs?: number;
+  /** A call offered anew (call.transfer): the agent who passed it on. */
+  transferredBy?: string;
+  /** A call offered from a queue (routing.groups[].queue): the group whose queue it waited in. */
+  queue?: string;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -191,6 +197,18 @@ export const REQUESTS = {
   'call.resume': z.strictObject({ callId }),
   'call.mute': z.strictObject({ callId, muted: z.boolean() }),
   'call.dtmf': z.strictObject({ callId, digits, durationMs: z.int().min(40).max(2000).optional() }),
+  /**
+   * Blind transfer: the caller is offered to another agent, a group, or a number dialled toward
+   * the trunk; the transferring agent's media leaves at once.
+   */
+  'call.transfer': z.strictObject({
+    callId,
+    to: z.union([
+      z.strictObject({ agent: z.string().min(1).max(128) }),
+      z.strictObject({ group: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a group id') }),
+      z.strictObject({ number: z.string().regex(/^\+?[0-9*#]{2,32}$/, 'a dialable number: digits, * and #, optional leading +') }),
+    ]),
+  }),
   'media.connect': z.strictObject({ callId, transportId: z.string().min(1).max(128), dtlsParameters: z.record(z.string(), z.unknown()) }),
   'media.produce': z.strictObject({ callId, transportId: z.string().min(1).max(128), kind: z.literal('audio'), rtpParameters: z.record(z.string(), z.unknown()) }),
   'media.consume': z.strictObject({ callId, rtpCapabilities: z.record(z.string(), z.unknown()) }),
@@ -228,6 +246,8 @@ export interface ResponseData {
   'call.resume': Record<string, never>;
   'call.mute': { muted: boolean };
   'call.dtmf': { digits: string };
+  /** The target rings (agent, group) or is being dialled (number). */
+  'call.transfer': { callId: string };
   'media.connect': Record<string, never>;
   'media.produce': { producerId: string };
   'media.consume': { consumerId: string; producerId: string; kind: 'audio'; rtpParameters: unknown };

@@ -1,0 +1,496 @@
+/**
+ * Call-centre features on established trunk calls: offering a call anew (blind transfer to an
+ * agent or a group, call.transfer) and group queues (routing.groups[].queue).
+ *
+ * Offering anew. The trunk's dialog stays up and no SIP goes to the trunk: the agent's WebRTC
+ * transports close (CallMedia.releaseAgent(), so the PlainTransport's consumer of the agent's
+ * audio too), the call goes back to `ringing`, the targets get `call.incoming` (with
+ * `transferredBy` or `queue`), and the agent who answers (`call.answer`, as for any call) gets new
+ * transports in the same router: it consumes the trunk's producer and the PlainTransport consumes
+ * its producer. Only agents with a session on this node are rung, plus wake pushes to agents with
+ * no session anywhere (transfers only); no hand-off leg is opened, because a hand-off carries the
+ * trunk's SDP to another node's router, while this call's media is anchored in this node's router
+ * (moving it would take a re-INVITE toward the trunk). A woken agent that connects to another
+ * node is therefore not rung for such a call.
+ *
+ * Blind transfer (agent or group). The transferring agent gets `call.ended {reason: transferred}`
+ * at once. Nobody answers within calls.ringTimeoutMs (or everyone declines): the call is offered
+ * back to the transferring agent once, if that agent is still connected and available; else a
+ * transfer to a group with a queue waits in that queue; else the trunk gets a BYE with
+ * `Reason: SIP;cause=480`. A target that nobody can take at once is refused (UNAVAILABLE) and the
+ * call stays with the agent — except for a group with a queue, where the caller joins the queue.
+ *
+ * Queues. A call to a group with a queue, while no member of the group is available, is answered
+ * (200 OK: call centres answer, so that the wait is not bounded by the trunk's INVITE timers and
+ * the caller hears the queue audio as an ordinary call) and joins the queue: a sorted set per group
+ * in Redis scored by the time it joined (store.ts), so that the cluster shares one order and the
+ * admin API shows each caller's position. Every QUEUE_TICK_MS, and when a call of this node ends,
+ * this node walks its groups' queues in order and offers each of its own waiting callers to the
+ * members available here (ring-all: all of them; longest-idle: the longest idle, for
+ * calls.ringStepMs); an offer nobody answers puts the caller back in its place. Callers held by
+ * other nodes are offered by those nodes (the media stays where it is), so across nodes the order
+ * is kept per node: an agent on node B is never offered node A's caller. A caller who hangs up
+ * leaves the queue (abandoned); after `maxWaitS` the configured fallback takes the call (timed out).
+ */
+import { type Config } from '../config/schema.js';
+import { type Logger } from '../log/logger.js';
+import { type QueueMetrics, type QueueOutcome } from '../metrics/queue-metrics.js';
+import { type AgentSession, SignalingError } from '../signaling/server.js';
+import { type CancelReason, type EndReason, type RequestData, type ResponseData } from '../signaling/protocol.js';
+import { type StateStore } from '../state/store.js';
+import { type Call } from './call.js';
+import { type PresenceService } from './presence.js';
+import { type RingTarget, type RouteTarget } from './routing.js';
+
+/** How often each node offers its waiting callers to free agents, ms. */
+export const QUEUE_TICK_MS = 500;
+
+type GroupConfig = Config['routing']['groups'][number];
+type QueueConfig = NonNullable<GroupConfig['queue']>;
+
+/** What the call centre needs from the call layer (call-manager.ts). */
+export interface CallCentreHost {
+  /** Agents to ring for a route: sessions on this node and, when `wake`, pushes to agents with no session anywhere. */
+  ringPlan(route: RouteTarget, wake: boolean): Promise<RingTarget[]>;
+  /** Rings targets (call.incoming to sessions, wake pushes). */
+  ringTargets(call: Call, targets: RingTarget[]): void;
+  /** Takes a ringing call away from an agent (call.cancelled). */
+  unring(call: Call, agentId: string, reason: CancelReason): void;
+  /** The ring timeout of a call (ends in unanswered() through the call layer). */
+  ringTimeout(call: Call): void;
+  /** Sends an event to an agent's sessions. */
+  emit(agentId: string, type: 'call.ended', data: { callId: string; reason: EndReason; by: 'local' | 'remote' | 'system'; sipStatus?: number }): void;
+  emit(agentId: string, type: 'call.answered', data: { callId: string }): void;
+  /** Ends the call toward the trunk (BYE with an RFC 3326 Reason) and for its agent. */
+  hangupTrunk(call: Call, reason: EndReason, sipReason: string): void;
+  /**
+   * Answers a ringing inbound call toward the trunk (media, 200 OK) without an agent.
+   * @throws when it cannot (the call is then ended)
+   */
+  answerTrunk(call: Call): Promise<void>;
+  /** Live calls of this node. */
+  calls(): Iterable<Call>;
+  call(id: string): Call | undefined;
+  /** Sessions of an agent on this node. */
+  sessions(agentId: string): number;
+  presence: PresenceService;
+}
+
+/** Options of the call centre. */
+export interface CallCentreOptions {
+  config: Config;
+  store: StateStore;
+  logger: Logger;
+  host: CallCentreHost;
+  metrics?: QueueMetrics;
+}
+
+/** One waiting caller as the admin API lists it: no number. */
+export interface QueuedCallInfo {
+  callId: string;
+  /** 1 = next to be offered. */
+  position: number;
+  /** Seconds since the caller joined the queue. */
+  waitS: number;
+  /** The node holding the call. */
+  node: string;
+}
+
+/** Transfers and queues of one gateway node. */
+export class CallCentre {
+  readonly #cfg: Config;
+  readonly #store: StateStore;
+  readonly #log: Logger;
+  readonly #host: CallCentreHost;
+  readonly #metrics: QueueMetrics | undefined;
+  readonly #groups: Map<string, GroupConfig>;
+  /** Calls already offered back to their transferring agent (once only). */
+  readonly #returned = new WeakSet<Call>();
+  /** Calls transferred to a group with a queue: that group (they queue when nobody answers). */
+  readonly #queueOnMiss = new WeakMap<Call, string>();
+  #tick: NodeJS.Timeout | undefined;
+  #pumping = false;
+  #again = false;
+
+  constructor(opts: CallCentreOptions) {
+    this.#cfg = opts.config;
+    this.#store = opts.store;
+    this.#log = opts.logger;
+    this.#host = opts.host;
+    this.#metrics = opts.metrics;
+    this.#groups = new Map(opts.config.routing.groups.map((g) => [g.id, g]));
+    this.#metrics?.bind(() => {
+      const by = new Map<string, number>();
+      for (const g of this.#groups.values()) {
+        if (this.#queueOf(g.id)) {
+          by.set(g.id, 0);
+        }
+      }
+      for (const c of this.#host.calls()) {
+        if (c.queue && c.live) {
+          by.set(c.queue.groupId, (by.get(c.queue.groupId) ?? 0) + 1);
+        }
+      }
+
+      return by;
+    });
+  }
+
+  /** Starts offering queued callers (when a queue is configured). */
+  start(): void {
+    if (!this.#tick && [...this.#groups.values()].some((g) => this.#queueOf(g.id))) {
+      this.#tick = setInterval(() => void this.#pump(), QUEUE_TICK_MS);
+      this.#tick.unref();
+    }
+  }
+
+  /** Stops the queue tick. */
+  stop(): void {
+    clearInterval(this.#tick);
+    this.#tick = undefined;
+  }
+
+  #queueOf(groupId: string): QueueConfig | undefined {
+    const q = this.#groups.get(groupId)?.queue;
+
+    return q?.enabled ? q : undefined;
+  }
+
+  /** Whether a group has an enabled queue. */
+  hasQueue(groupId: string): boolean {
+    return this.#queueOf(groupId) !== undefined;
+  }
+
+  #route(to: { agent: string } | { group: string }): RouteTarget {
+    if ('agent' in to) {
+      return { kind: 'agent', agentId: to.agent };
+    }
+    const g = this.#groups.get(to.group);
+    if (!g) {
+      throw new SignalingError('NOT_FOUND', `no group ${to.group}`);
+    }
+
+    return { kind: 'group', groupId: g.id, members: g.members, strategy: g.strategy };
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Blind transfer
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * call.transfer to an agent or a group (blind): checks that someone can take the call, takes the
+   * agent's media away and rings the target(s).
+   * @throws {SignalingError} INVALID_STATE (not an established call of the agent), BAD_REQUEST
+   *   (to oneself), NOT_FOUND (unknown group), UNAVAILABLE (nobody can be rung and no queue),
+   *   NO_ROUTE (a number: not supported yet)
+   */
+  async transfer(session: AgentSession, call: Call, to: RequestData<'call.transfer'>['to']): Promise<ResponseData['call.transfer']> {
+    if ((call.state !== 'active' && call.state !== 'held') || !call.media?.plan || !call.dialog) {
+      throw new SignalingError('INVALID_STATE', `call ${call.id} is not an established call (${call.state})`);
+    }
+    if ('number' in to) {
+      throw new SignalingError('NO_ROUTE', 'transfer to a number is not supported by this gateway yet');
+    }
+    if ('agent' in to && to.agent === session.agentId) {
+      throw new SignalingError('BAD_REQUEST', 'cannot transfer a call to yourself');
+    }
+    const route = this.#route(to);
+    const plan = (await this.#host.ringPlan(route, true)).filter((t) => t.agentId !== session.agentId);
+    if (!call.live || call.agentId !== session.agentId || (call.state !== 'active' && call.state !== 'held')) {
+      throw new SignalingError('INVALID_STATE', `call ${call.id} changed meanwhile`);
+    }
+    const queueGroup = route.kind === 'group' && this.hasQueue(route.groupId) ? route.groupId : undefined;
+    if (plan.length === 0 && !queueGroup) {
+      throw new SignalingError('UNAVAILABLE', route.kind === 'agent' ? `agent ${route.agentId} is not available` : `no agent of group ${route.groupId} is available`);
+    }
+    this.#log.info({ callId: call.id, agent: session.agentId, to: route.kind === 'agent' ? { agent: route.agentId } : { group: route.groupId }, targets: plan.length }, 'blind transfer');
+    this.#detachAgent(call, session.agentId);
+    call.transferredBy = session.agentId;
+    if (queueGroup) {
+      this.#queueOnMiss.set(call, queueGroup);
+    }
+    if (plan.length === 0) {
+      this.#enqueue(call, queueGroup!);
+    } else {
+      this.#offer(call, plan, this.#cfg.calls.ringTimeoutMs);
+    }
+
+    return { callId: call.id };
+  }
+
+  /** The agent's media leaves the call; the agent is told the call went on without it. */
+  #detachAgent(call: Call, agentId: string): void {
+    call.media?.releaseAgent();
+    call.agentId = undefined;
+    call.sessionId = undefined;
+    call.muted = false;
+    this.#host.emit(agentId, 'call.ended', { callId: call.id, reason: 'transferred', by: 'local' });
+    void this.#store.agentBecameIdle(agentId);
+    this.#host.presence.refresh(agentId);
+  }
+
+  /** Rings targets for an established call (state → ringing) for `ringMs`. */
+  #offer(call: Call, targets: RingTarget[], ringMs: number): void {
+    if (call.state !== 'ringing') {
+      call.transition('ringing');
+    }
+    call.declined.clear();
+    call.busyDeclines = 0;
+    call.ringQueue = undefined;
+    call.ringDeadline = Date.now() + ringMs;
+    this.#clearRingTimer(call);
+    call.reofferTimer = call.timer(ringMs, () => this.#host.ringTimeout(call));
+    void this.#store.putCall(call.id, { state: 'ringing' });
+    this.#host.ringTargets(call, targets);
+  }
+
+  #clearRingTimer(call: Call): void {
+    if (call.reofferTimer) {
+      clearTimeout(call.reofferTimer);
+      call.timers.delete(call.reofferTimer);
+      call.reofferTimer = undefined;
+    }
+  }
+
+  /**
+   * An established call offered anew was not answered (ring timeout, every target declined or
+   * left); the call layer has already taken it away from the agents it rang. Next: back to its
+   * queue; else once back to the transferring agent; else into the target group's queue; else BYE.
+   */
+  unanswered(call: Call): void {
+    this.#clearRingTimer(call);
+    if (!call.live || call.state !== 'ringing') {
+      return;
+    }
+    if (call.queue) {
+      call.transition('queued');
+      void this.#store.putCall(call.id, { state: 'queued' });
+
+      return;
+    }
+    const back = call.transferredBy;
+    if (back && !this.#returned.has(call) && this.#host.sessions(back) > 0 && this.#host.presence.isAvailable(back)) {
+      this.#returned.add(call);
+      this.#log.info({ callId: call.id, agent: back }, 'transfer not answered: offering the call back to the transferring agent');
+      this.#offer(call, [{ agentId: back, local: true, nodes: [] }], this.#cfg.calls.ringTimeoutMs);
+
+      return;
+    }
+    const group = this.#queueOnMiss.get(call);
+    if (group) {
+      this.#queueOnMiss.delete(call);
+      call.transition('queued');
+      this.#enqueue(call, group, true);
+
+      return;
+    }
+    this.#log.info({ callId: call.id }, 'call offered anew and not answered; hanging up');
+    this.#host.hangupTrunk(call, 'no_answer', 'SIP;cause=480;text="not answered"');
+  }
+
+  /**
+   * An agent answered an established call offered anew (call.answer; the call layer made it
+   * `answering` and took it away from the others): new WebRTC transports in the call's router.
+   * @throws {SignalingError} INVALID_STATE when the call ended meanwhile
+   */
+  async answered(call: Call, session: AgentSession): Promise<ResponseData['call.answer']> {
+    this.#clearRingTimer(call);
+    const media = call.media!;
+    let offer;
+    try {
+      offer = await media.agentTransports();
+    } catch (err) {
+      this.#host.hangupTrunk(call, 'media_error', 'SIP;cause=500;text="media failure"');
+      throw new SignalingError('MEDIA_ERROR', `cannot answer: ${(err as Error).message}`);
+    }
+    if (!call.live) {
+      throw new SignalingError('INVALID_STATE', 'the caller hung up');
+    }
+    call.transition('active');
+    if (call.heldRemote) {
+      call.transition('held');
+    }
+    if (call.queue) {
+      this.#leaveQueue(call, 'answered');
+    }
+    this.#host.emit(session.agentId, 'call.answered', { callId: call.id });
+    void this.#store.putCall(call.id, { state: 'active', agentId: session.agentId });
+    this.#log.info({ callId: call.id, agent: session.agentId, transferredBy: call.transferredBy }, 'call offered anew answered');
+
+    return { callId: call.id, media: offer };
+  }
+
+  /** The call ended (any reason): out of its queue. */
+  ended(call: Call): void {
+    if (call.queue) {
+      this.#leaveQueue(call, 'abandoned');
+    }
+    if (this.#tick) {
+      setImmediate(() => void this.#pump()); // an agent may be free now
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Queues
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * A new inbound call to a group with a queue while no member is available: answered toward the
+   * trunk (200 OK) and queued.
+   * @throws when the trunk cannot be answered (the call is ended by the call layer)
+   */
+  async enqueueNew(call: Call, groupId: string): Promise<void> {
+    call.transition('answering');
+    await this.#host.answerTrunk(call);
+    if (!call.live) {
+      return;
+    }
+    call.transition('queued');
+    this.#enqueue(call, groupId);
+  }
+
+  /** Puts an established call (state queued, or active/held/ringing) into a group's queue. */
+  #enqueue(call: Call, groupId: string, again = false): void {
+    const q = this.#queueOf(groupId)!;
+    if (call.state !== 'queued') {
+      call.transition('queued');
+    }
+    const since = Date.now();
+    call.queue = { groupId, since };
+    void this.#store.queueAdd(groupId, call.id, since);
+    void this.#store.putCall(call.id, { state: 'queued' });
+    call.timer(q.maxWaitS * 1000, () => this.#maxWait(call));
+    this.#log.info({ callId: call.id, group: groupId, again }, 'caller queued');
+    // TODO(media-rec): play q.music into the call through src/media/player.ts once it lands
+    setImmediate(() => void this.#pump());
+  }
+
+  #leaveQueue(call: Call, outcome: QueueOutcome): void {
+    const q = call.queue!;
+    call.queue = undefined;
+    void this.#store.queueRemove(q.groupId, call.id);
+    this.#metrics?.leftQueue(q.groupId, outcome, (Date.now() - q.since) / 1000);
+  }
+
+  /** The longest wait passed: the group's fallback takes the call. */
+  #maxWait(call: Call): void {
+    const q = call.queue;
+    if (!call.live || !q) {
+      return;
+    }
+    const fallback = this.#queueOf(q.groupId)?.fallback ?? { hangup: { status: 480 } };
+    for (const a of [...call.ringing]) {
+      this.#host.unring(call, a, 'ring_timeout');
+    }
+    this.#clearRingTimer(call);
+    if (call.state === 'ringing') {
+      call.transition('queued');
+    }
+    this.#leaveQueue(call, 'timed_out');
+    this.#log.info({ callId: call.id, group: q.groupId, fallback: Object.keys(fallback)[0] }, 'queue wait limit reached');
+    if ('hangup' in fallback || 'number' in fallback) {
+      // a number: transfer to a number is not built yet; the caller is released like a hang-up
+      const status = 'hangup' in fallback ? fallback.hangup.status : 480;
+      this.#host.hangupTrunk(call, 'no_answer', `SIP;cause=${status};text="queue wait limit"`);
+
+      return;
+    }
+    const route = this.#route(fallback);
+    void this.#host.ringPlan(route, true).then(
+      (plan) => {
+        if (!call.live || call.state !== 'queued') {
+          return;
+        }
+        if (plan.length === 0) {
+          this.#host.hangupTrunk(call, 'no_answer', 'SIP;cause=480;text="queue fallback unavailable"');
+        } else {
+          this.#offer(call, plan, this.#cfg.calls.ringTimeoutMs);
+        }
+      },
+      (err: unknown) => {
+        this.#log.warn({ err, callId: call.id }, 'queue fallback failed');
+        this.#host.hangupTrunk(call, 'failed', 'SIP;cause=500;text="queue fallback failed"');
+      },
+    );
+  }
+
+  /** Offers this node's waiting callers, longest waiting first, to the members free here. */
+  async #pump(): Promise<void> {
+    if (this.#pumping) {
+      this.#again = true;
+
+      return;
+    }
+    this.#pumping = true;
+    try {
+      do {
+        this.#again = false;
+        for (const g of this.#groups.values()) {
+          if (this.#queueOf(g.id)) {
+            await this.#pumpGroup(g);
+          }
+        }
+      } while (this.#again);
+    } catch (err) {
+      this.#log.warn({ err }, 'cannot offer queued callers now');
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  async #pumpGroup(g: GroupConfig): Promise<void> {
+    let waiting = false;
+    for (const c of this.#host.calls()) {
+      if (c.queue?.groupId === g.id && c.state === 'queued') {
+        waiting = true;
+        break;
+      }
+    }
+    if (!waiting) {
+      return;
+    }
+    const entries = await this.#store.queueEntries(g.id);
+    const route: RouteTarget = { kind: 'group', groupId: g.id, members: g.members, strategy: g.strategy };
+    for (const e of entries) {
+      const call = this.#host.call(e.callId);
+      if (!call || call.queue?.groupId !== g.id || call.state !== 'queued') {
+        continue; // another node's caller, or one being offered now
+      }
+      const plan = await this.#host.ringPlan(route, false);
+      if (plan.length === 0) {
+        return;
+      }
+      if (!call.live || call.state !== 'queued') {
+        continue;
+      }
+      const longestIdle = g.strategy === 'longest-idle';
+      this.#offer(call, longestIdle ? plan.slice(0, 1) : plan, longestIdle ? this.#cfg.calls.ringStepMs : this.#cfg.calls.ringTimeoutMs);
+    }
+  }
+
+  /**
+   * The queues as the admin API shows them: per group with a queue, its callers longest waiting
+   * first, with position and wait (s). No phone numbers.
+   * @throws when Redis fails
+   */
+  async queues(groupId?: string): Promise<{ group: string; maxWaitS: number; length: number; calls: QueuedCallInfo[] }[] | undefined> {
+    if (groupId !== undefined && !this.hasQueue(groupId)) {
+      return undefined;
+    }
+    const ids = groupId === undefined ? [...this.#groups.keys()].filter((id) => this.hasQueue(id)) : [groupId];
+    const now = Date.now();
+    const out = [];
+    for (const id of ids) {
+      const q = this.#queueOf(id)!;
+      const entries = await this.#store.queueEntries(id, now);
+      out.push({
+        group: id,
+        maxWaitS: q.maxWaitS,
+        length: entries.length,
+        calls: entries.map((e, i) => ({ callId: e.callId, position: i + 1, waitS: Math.max(0, Math.round((now - e.since) / 100) / 10), node: e.node })),
+      });
+    }
+
+    return out;
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * Group queues end to end (src/calls/call-centre.ts): sipp trunks call a DID routed to a group
+ * with a queue while no member is available; they are answered and wait in Redis order; the admin
+ * API and the metrics show them; the member who comes free gets the longest-waiting caller first,
+ * with audio both ways (agent stats, and tshark at each caller's media port); the wait limit ends
+ * in the configured fallback (a BYE with the configured Reason); a caller who hangs up leaves.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { type NodeAgent } from '../helpers/agent.js';
+import { type CallFixture, startCallGateway } from '../helpers/calls.js';
+import { captureTone, type ToneCapture } from '../helpers/rtp-tone.js';
+import { freePort, sipHeader, type SippProcess, startSipp } from '../helpers/sipp.js';
+
+let fx: CallFixture | undefined;
+const captures: ToneCapture[] = [];
+const sipps: SippProcess[] = [];
+
+afterEach(async () => {
+  await Promise.all(sipps.splice(0).map((s) => s.stop().catch(() => undefined)));
+  await Promise.all(captures.splice(0).map((c) => c.stop()));
+  await fx?.close();
+  fx = undefined;
+});
+
+const ADMIN = 'callcentre-admin-token-0123456789abcdef';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const config = (queue: Record<string, unknown>) => ({
+  routing: { dids: [{ number: '*', group: 'support' }], groups: [{ id: 'support', members: ['cc-q1'], strategy: 'ring-all', queue }], defaultTrunk: '' },
+  admin: { token: ADMIN },
+});
+
+interface QueueView {
+  group: string;
+  length: number;
+  maxWaitS: number;
+  calls: { callId: string; position: number; waitS: number; node: string }[];
+}
+
+async function admin(path: string): Promise<{ status: number; body: unknown; text: string }> {
+  const res = await fetch(`http://127.0.0.1:${fx!.gw.httpAddress.port}/admin/${path}`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  const text = await res.text();
+
+  return { status: res.status, body: JSON.parse(text) as unknown, text };
+}
+
+async function metrics(): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${fx!.gw.httpAddress.port}/metrics`)).text();
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 8000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) {
+      return v;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`${what}: not within ${timeoutMs} ms`);
+    }
+    await sleep(100);
+  }
+}
+
+/** A caller (sipp trunk) that waits for the gateway's BYE, with a capture of what it hears. */
+async function caller(): Promise<{ sipp: SippProcess; capture: ToneCapture }> {
+  const mediaPort = await freePort();
+  const capture = captureTone(mediaPort);
+  captures.push(capture);
+  await capture.ready;
+  const sipp = startSipp({ scenario: 'trunk-in-wait-bye', target: fx!.sipTarget, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 40_000 });
+  sipps.push(sipp);
+
+  return { sipp, capture };
+}
+
+async function queued(n: number): Promise<QueueView> {
+  return until(`${n} callers queued`, async () => {
+    const v = (await admin('queues/support')).body as QueueView;
+
+    return v.length === n ? v : undefined;
+  });
+}
+
+async function flowing(agent: NodeAgent, callId: string, min = 25, timeoutMs = 6000): Promise<{ received: number; sent: number }> {
+  const deadline = Date.now() + timeoutMs;
+  let c = await agent.packetCounts(callId);
+  while ((c.received <= min || c.sent <= min) && Date.now() < deadline) {
+    await sleep(100);
+    c = await agent.packetCounts(callId);
+  }
+
+  return c;
+}
+
+describe('group queues', () => {
+  it('answers and queues callers while nobody is free; the free agent gets the longest-waiting caller first, with audio', async () => {
+    fx = await startCallGateway(config({ maxWaitS: 60 }));
+    const agent = await fx.agent('cc-q1', { toneHz: 700 });
+    await agent.client.setPresence('busy');
+    const first = await caller();
+    const one = await queued(1);
+    await sleep(300);
+    const second = await caller();
+    const view = await queued(2);
+    expect(view.calls.map((c) => c.callId)).toEqual([one.calls[0]!.callId, expect.any(String)]);
+    expect(view.calls.map((c) => c.position)).toEqual([1, 2]);
+    expect(view.calls[0]!.waitS).toBeGreaterThan(view.calls[1]!.waitS);
+    expect(view.calls[0]!.node).toBe(fx.gw.nodeId);
+    const all = await admin('queues');
+    expect(all.status).toBe(200);
+    expect((all.body as { queues: QueueView[] }).queues.map((q) => q.group)).toEqual(['support']);
+    expect(all.text, 'no phone numbers in the admin API').not.toMatch(/4930555/);
+    expect((await admin('queues/nosuch')).status).toBe(404);
+    expect(await metrics()).toContain('ringbridge_queue_calls{group="support"} 2');
+    // both callers were answered (200 OK) and nobody rang
+    expect(agent.events.filter((e) => e.name === 'incoming')).toHaveLength(0);
+    const [firstId, secondId] = view.calls.map((c) => c.callId) as [string, string];
+    expect(fx.gw.calls!.call(firstId)!.state).toBe('queued');
+
+    // the agent comes free: the first caller is offered first
+    await agent.client.setPresence('available');
+    const inc1 = await agent.waitForEvent('incoming', undefined, 3000);
+    expect(inc1.call.id).toBe(firstId);
+    expect(inc1.call.queue).toBe('support');
+    await agent.client.answer(firstId);
+    const c1 = await flowing(agent, firstId);
+    expect(c1.received, 'the first caller\'s audio at the agent').toBeGreaterThan(25);
+    const t1 = Date.now();
+    await sleep(1000);
+    const heard1 = await first.capture.heardUntil(t1, Date.now());
+    expect(heard1.packets, 'the agent\'s audio at the first caller').toBeGreaterThan(30);
+    expect(heard1.hz).toBeGreaterThan(650);
+    expect(heard1.hz).toBeLessThan(750);
+    expect(second.capture.heard(t1, Date.now()).packets, 'the second caller hears no agent').toBe(0);
+    expect((await queued(1)).calls[0]).toMatchObject({ callId: secondId, position: 1 });
+
+    // the agent hangs up: the second caller is offered next
+    await agent.client.hangup(firstId);
+    const inc2 = await agent.waitForEvent('incoming', undefined, 3000);
+    expect(inc2.call.id).toBe(secondId);
+    await agent.client.answer(secondId);
+    const c2 = await flowing(agent, secondId);
+    expect(c2.received).toBeGreaterThan(25);
+    const t2 = Date.now();
+    await sleep(1000);
+    const heard2 = await second.capture.heardUntil(t2, Date.now());
+    expect(heard2.packets).toBeGreaterThan(30);
+    expect(heard2.hz).toBeGreaterThan(650);
+    await queued(0);
+    await agent.client.hangup(secondId);
+    for (const c of [first, second]) {
+      const r = await c.sipp.result;
+      expect(r.exitCode, r.describe()).toBe(0);
+    }
+    const m = await metrics();
+    expect(m).toContain('ringbridge_queue_calls_total{group="support",outcome="answered"} 2');
+    expect(m).toContain('ringbridge_queue_wait_seconds_count{group="support",outcome="answered"} 2');
+    expect(m).toContain('ringbridge_queue_calls{group="support"} 0');
+  }, 60_000);
+
+  it('ends a caller who waited maxWaitS with the configured fallback (BYE with Reason cause=486)', async () => {
+    fx = await startCallGateway(config({ maxWaitS: 2, fallback: { hangup: { status: 486 } } }));
+    const c = await caller();
+    await queued(1);
+    const r = await c.sipp.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    const bye = r.received('BYE')[0]!;
+    expect(sipHeader(bye, 'Reason')).toMatch(/^SIP;cause=486/);
+    await queued(0);
+    const m = await metrics();
+    expect(m).toContain('ringbridge_queue_calls_total{group="support",outcome="timed_out"} 1');
+    expect(Number(/ringbridge_queue_wait_seconds_sum\{group="support",outcome="timed_out"\} ([\d.]+)/.exec(m)?.[1])).toBeGreaterThanOrEqual(2);
+  }, 40_000);
+
+  it('takes a caller who hangs up out of the queue (abandoned)', async () => {
+    fx = await startCallGateway(config({ maxWaitS: 60 }));
+    const sipp = startSipp({ scenario: 'uac-invite-bye', target: fx.sipTarget, keys: { hold_ms: '1500' }, timeoutMs: 20_000 });
+    sipps.push(sipp);
+    await queued(1);
+    const r = await sipp.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    await queued(0);
+    expect(await metrics()).toContain('ringbridge_queue_calls_total{group="support",outcome="abandoned"} 1');
+  }, 40_000);
+});

@@ -1,0 +1,154 @@
+/**
+ * Blind transfers end to end (src/calls/call-centre.ts): sipp as the trunk with 14 s of real PCMA
+ * (trunk-call-rtp-long), the gateway in this process, and Node WebRTC agents each sending its own
+ * tone. What the caller hears is checked at sipp's media port with tshark, decoding the PCMA: the
+ * first agent's tone before the transfer, nothing while the call rings again, the next agent's
+ * tone after it answers. The agents' own stats show the caller's audio reaching them.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { type NodeAgent } from '../helpers/agent.js';
+import { type CallFixture, startCallGateway } from '../helpers/calls.js';
+import { captureTone, type ToneCapture } from '../helpers/rtp-tone.js';
+import { freePort, type SippProcess, startSipp } from '../helpers/sipp.js';
+
+let fx: CallFixture | undefined;
+const captures: ToneCapture[] = [];
+const sipps: SippProcess[] = [];
+
+afterEach(async () => {
+  await Promise.all(sipps.splice(0).map((s) => s.stop().catch(() => undefined)));
+  await Promise.all(captures.splice(0).map((c) => c.stop()));
+  await fx?.close();
+  fx = undefined;
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until the agent received and sent more than `min` RTP packets on the call since `base`. */
+async function flowing(agent: NodeAgent, callId: string, min = 25, timeoutMs = 6000): Promise<{ received: number; sent: number }> {
+  const deadline = Date.now() + timeoutMs;
+  let c = await agent.packetCounts(callId);
+  while ((c.received <= min || c.sent <= min) && Date.now() < deadline) {
+    await sleep(100);
+    c = await agent.packetCounts(callId);
+  }
+
+  return c;
+}
+
+/** A call from the sipp trunk to agent `first`, answered, with the caller's tone capture. */
+async function connectedCall(first: NodeAgent): Promise<{ callId: string; capture: ToneCapture; trunk: SippProcess }> {
+  const mediaPort = await freePort();
+  const capture = captureTone(mediaPort);
+  captures.push(capture);
+  await capture.ready;
+  const trunk = startSipp({ scenario: 'trunk-call-rtp-long', target: fx!.sipTarget, keys: { hold_ms: '6000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 40_000 });
+  sipps.push(trunk);
+  const incoming = await first.waitForEvent('incoming', undefined, 10_000);
+  await first.client.answer(incoming.call.id);
+  const c = await flowing(first, incoming.call.id);
+  expect(c.received, 'caller audio at the first agent').toBeGreaterThan(25);
+
+  return { callId: incoming.call.id, capture, trunk };
+}
+
+const config = (ringTimeoutMs = 5000) => ({
+  routing: { dids: [{ number: '*', agent: 'cc-a' }], groups: [{ id: 'sales', members: ['cc-b', 'cc-c'], strategy: 'ring-all' }], defaultTrunk: '' },
+  calls: { ringTimeoutMs },
+});
+
+describe('blind transfer', () => {
+  it('agent → agent: the caller hears A, then nothing while B rings, then B; B hears the caller; the trunk dialog stays', async () => {
+    fx = await startCallGateway(config());
+    const a = await fx.agent('cc-a', { toneHz: 440 });
+    const b = await fx.agent('cc-b', { toneHz: 1000 });
+    const { callId, capture, trunk } = await connectedCall(a);
+    const dialogBefore = fx.gw.calls!.call(callId)!.dialog;
+    const tA = Date.now();
+    await sleep(1500);
+    const heardA = await capture.heardUntil(tA, Date.now());
+    expect(heardA.packets, 'A → caller packets').toBeGreaterThan(50);
+    expect(heardA.hz, 'the caller hears A\'s 440 Hz tone').toBeGreaterThan(400);
+    expect(heardA.hz).toBeLessThan(480);
+
+    await a.client.transfer(callId, { agent: 'cc-b' });
+    const endedA = await a.waitForEvent('ended', (e) => e.call.id === callId, 3000);
+    expect(endedA).toMatchObject({ reason: 'transferred', by: 'local' });
+    const ringing = await b.waitForEvent('incoming', undefined, 3000);
+    expect(ringing.call.id).toBe(callId);
+    expect(ringing.call.transferredBy).toBe('cc-a');
+    // while B rings nobody sends to the caller (A's media is gone)
+    const gap0 = Date.now() + 300;
+    await sleep(1200);
+    const gap = await capture.heardUntil(gap0, Date.now());
+    expect(gap.packets, 'nothing reaches the caller between A leaving and B answering').toBeLessThan(5);
+    const server = fx.gw.calls!.call(callId)!;
+    expect(server.state).toBe('ringing');
+    expect(server.media?.sendTransport, 'A\'s transports are closed').toBeUndefined();
+
+    await b.client.answer(callId);
+    await b.waitForEvent('answered', (e) => e.call.id === callId, 3000);
+    const cb = await flowing(b, callId);
+    expect(cb.received, 'caller audio at B').toBeGreaterThan(25);
+    expect(cb.sent).toBeGreaterThan(25);
+    const tB = Date.now();
+    await sleep(1500);
+    const heardB = await capture.heardUntil(tB, Date.now());
+    expect(heardB.packets, 'B → caller packets').toBeGreaterThan(50);
+    expect(heardB.hz, 'the caller hears B\'s 1000 Hz tone').toBeGreaterThan(950);
+    expect(heardB.hz).toBeLessThan(1050);
+    expect(heardB.rms).toBeGreaterThan(3000);
+    expect(fx.gw.calls!.call(callId)!.dialog, 'the same trunk dialog').toBe(dialogBefore);
+    expect(fx.gw.calls!.call(callId)!.agentId).toBe('cc-b');
+
+    // the trunk hangs up: B's call ends; one record, with B as the agent
+    const endedB = await b.waitForEvent('ended', (e) => e.call.id === callId, 15_000);
+    expect(endedB).toMatchObject({ reason: 'hangup_remote' });
+    const r = await trunk.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    expect(r.received('INVITE'), 'no re-INVITE toward the trunk').toHaveLength(0);
+    const rec = (await fx.gw.store!.recentRecords(1))[0]!;
+    expect(rec).toMatchObject({ callId, agentId: 'cc-b', endReason: 'hangup_remote' });
+  }, 60_000);
+
+  it('agent → group: the free member rings; unanswered, the call comes back to the transferring agent with audio', async () => {
+    fx = await startCallGateway(config(2500));
+    const a = await fx.agent('cc-a', { toneHz: 440 });
+    const c = await fx.agent('cc-c', { toneHz: 1000 });
+    const { callId, capture } = await connectedCall(a);
+    await a.client.transfer(callId, { group: 'sales' });
+    await a.waitForEvent('ended', (e) => e.call.id === callId && e.reason === 'transferred', 3000);
+    await c.waitForEvent('incoming', (e) => e.call.id === callId, 3000);
+    // C lets it ring: after 2.5 s it is offered back to A
+    await c.waitForEvent('cancelled', (e) => e.call.id === callId, 5000);
+    const back = await a.waitForEvent('incoming', (e) => e.call.id === callId, 3000);
+    expect(back.call.id).toBe(callId);
+    await a.client.answer(callId);
+    const ca = await flowing(a, callId);
+    expect(ca.received).toBeGreaterThan(25);
+    const t = Date.now();
+    await sleep(1200);
+    const heard = await capture.heardUntil(t, Date.now());
+    expect(heard.packets).toBeGreaterThan(40);
+    expect(heard.hz, 'A\'s tone again').toBeGreaterThan(400);
+    expect(heard.hz).toBeLessThan(480);
+    await a.client.hangup(callId);
+  }, 60_000);
+
+  it('refuses a target nobody can take (UNAVAILABLE) and the call stays with the agent; bad targets get clear errors', async () => {
+    fx = await startCallGateway(config());
+    const a = await fx.agent('cc-a', { toneHz: 440 });
+    const { callId, capture } = await connectedCall(a);
+    await expect(a.client.transfer(callId, { agent: 'cc-b' })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    await expect(a.client.transfer(callId, { group: 'nope' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(a.client.transfer(callId, { agent: 'cc-a' })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    await expect(a.client.transfer('no-such-call', { agent: 'cc-b' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    const t = Date.now();
+    await sleep(1000);
+    const heard = await capture.heardUntil(t, Date.now());
+    expect(heard.packets, 'A still talks to the caller').toBeGreaterThan(30);
+    expect(heard.hz).toBeGreaterThan(400);
+    expect(fx.gw.calls!.call(callId)!.state).toBe('active');
+    await a.client.hangup(callId);
+  }, 60_000);
+});
