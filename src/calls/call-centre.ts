@@ -35,6 +35,8 @@
 import { type Config } from '../config/schema.js';
 import { type Logger } from '../log/logger.js';
 import { type QueueMetrics, type QueueOutcome } from '../metrics/queue-metrics.js';
+import { type AudioSource, defaultAudioSource, loadWavSource } from '../media/audio-source.js';
+import { AudioPlayer } from '../media/player.js';
 import { type AgentSession, SignalingError } from '../signaling/server.js';
 import { type CancelReason, type EndReason, type RequestData, type ResponseData } from '../signaling/protocol.js';
 import { type StateStore } from '../state/store.js';
@@ -108,6 +110,8 @@ export class CallCentre {
   readonly #returned = new WeakSet<Call>();
   /** Calls transferred to a group with a queue: that group (they queue when nobody answers). */
   readonly #queueOnMiss = new WeakMap<Call, string>();
+  /** The queue audio playing into each waiting call's router. */
+  readonly #players = new Map<Call, AudioPlayer>();
   #tick: NodeJS.Timeout | undefined;
   #pumping = false;
   #again = false;
@@ -136,12 +140,76 @@ export class CallCentre {
     });
   }
 
-  /** Starts offering queued callers (when a queue is configured). */
+  /**
+   * Starts offering queued callers (when a queue is configured) and loads the queue audio files
+   * once, so that an unusable file is reported at start (an error naming its key; those callers
+   * then hear the built-in chime).
+   */
   start(): void {
     if (!this.#tick && [...this.#groups.values()].some((g) => this.#queueOf(g.id))) {
       this.#tick = setInterval(() => void this.#pump(), QUEUE_TICK_MS);
       this.#tick.unref();
+      for (const g of this.#groups.values()) {
+        if (this.#queueOf(g.id)?.music) {
+          this.#music(g.id).catch((err: unknown) => this.#log.error({ err }, 'queue audio file unusable; its callers hear the built-in chime'));
+        }
+      }
     }
+  }
+
+  /** The configuration key of a group's queue music. */
+  #musicKey(groupId: string): string {
+    return `routing.groups[${[...this.#groups.keys()].indexOf(groupId)}].queue.music`;
+  }
+
+  /** A group's queue audio: its music file, or the built-in chime when none is set. @throws {AudioSourceError} */
+  async #music(groupId: string): Promise<AudioSource> {
+    const file = this.#queueOf(groupId)?.music ?? '';
+
+    return file === '' ? defaultAudioSource() : loadWavSource(file, this.#musicKey(groupId));
+  }
+
+  /**
+   * Plays the group's queue audio to the caller (a player producer in the call's router, consumed
+   * by the trunk's PlainTransport). Any failure (a codec the player does not encode, a bad file, a
+   * late offer whose codec is not known yet) leaves the caller in silence; the call goes on.
+   */
+  async #startMusic(call: Call, groupId: string): Promise<void> {
+    const media = call.media;
+    const codec = media?.codec;
+    if (!media || !codec || this.#players.has(call)) {
+      return;
+    }
+    let source: AudioSource;
+    try {
+      source = await this.#music(groupId);
+    } catch (err) {
+      this.#log.error({ err, callId: call.id }, 'queue audio file unusable; playing the built-in chime');
+      source = defaultAudioSource();
+    }
+    try {
+      const player = await AudioPlayer.create({ router: media.router, codec, source, logger: this.#log });
+      if (!call.live || !call.queue || this.#players.has(call)) {
+        player.close();
+
+        return;
+      }
+      this.#players.set(call, player);
+      player.onClose(() => {
+        if (this.#players.get(call) === player) {
+          this.#players.delete(call);
+        }
+      });
+      await media.feedTrunk(player.producer.id);
+    } catch (err) {
+      this.#log.warn({ err, callId: call.id }, 'cannot play the queue audio; the caller waits in silence');
+    }
+  }
+
+  #stopMusic(call: Call): void {
+    const player = this.#players.get(call);
+    this.#players.delete(call);
+    player?.close();
   }
 
   /** Stops the queue tick. */
@@ -311,7 +379,7 @@ export class CallCentre {
       call.transition('held');
     }
     if (call.queue) {
-      this.#leaveQueue(call, 'answered');
+      this.#leaveQueue(call, 'answered'); // stops the queue audio; the agent's producer feeds the trunk next
     }
     this.#host.emit(session.agentId, 'call.answered', { callId: call.id });
     void this.#store.putCall(call.id, { state: 'active', agentId: session.agentId });
@@ -361,13 +429,14 @@ export class CallCentre {
     void this.#store.putCall(call.id, { state: 'queued' });
     call.timer(q.maxWaitS * 1000, () => this.#maxWait(call));
     this.#log.info({ callId: call.id, group: groupId, again }, 'caller queued');
-    // TODO(media-rec): play q.music into the call through src/media/player.ts once it lands
+    void this.#startMusic(call, groupId);
     setImmediate(() => void this.#pump());
   }
 
   #leaveQueue(call: Call, outcome: QueueOutcome): void {
     const q = call.queue!;
     call.queue = undefined;
+    this.#stopMusic(call);
     void this.#store.queueRemove(q.groupId, call.id);
     this.#metrics?.leftQueue(q.groupId, outcome, (Date.now() - q.since) / 1000);
   }

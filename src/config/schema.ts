@@ -208,7 +208,11 @@ const routingSchema = z.strictObject({
           enabled: z.boolean().default(true),
           /** Longest wait in the queue, s; then the fallback. */
           maxWaitS: z.int().min(1).max(86_400).default(300),
-          /** Audio file played to waiting callers (the media player's formats); empty: silence. */
+          /**
+           * Audio played to waiting callers, looped: a WAV file, PCM 16-bit mono 8000 Hz
+           * (src/media/audio-source.ts); empty: the built-in chime. Only G.711 calls hear it (the
+           * player encodes PCMU/PCMA); others wait in silence.
+           */
           music: z.string().default(''),
           /**
            * After maxWaitS: hang up (BYE with an RFC 3326 Reason carrying this SIP status), ring an

@@ -5,7 +5,11 @@
  * with audio both ways (agent stats, and tshark at each caller's media port); the wait limit ends
  * in the configured fallback (a BYE with the configured Reason); a caller who hangs up leaves.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { writeToneWav } from '../helpers/audio.js';
 import { type NodeAgent } from '../helpers/agent.js';
 import { type CallFixture, startCallGateway } from '../helpers/calls.js';
 import { captureTone, type ToneCapture } from '../helpers/rtp-tone.js';
@@ -20,7 +24,21 @@ afterEach(async () => {
   await Promise.all(captures.splice(0).map((c) => c.stop()));
   await fx?.close();
   fx = undefined;
+  for (const d of dirs.splice(0)) {
+    await rm(d, { recursive: true, force: true });
+  }
 });
+const dirs: string[] = [];
+
+/** A queue music file: a 300 Hz tone, 8 kHz mono 16-bit WAV. */
+async function musicFile(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'rb-queue-'));
+  dirs.push(dir);
+  const file = path.join(dir, 'music.wav');
+  await writeToneWav(file, { hz: 300, seconds: 2 });
+
+  return file;
+}
 
 const ADMIN = 'callcentre-admin-token-0123456789abcdef';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -95,7 +113,7 @@ async function flowing(agent: NodeAgent, callId: string, min = 25, timeoutMs = 6
 
 describe('group queues', () => {
   it('answers and queues callers while nobody is free; the free agent gets the longest-waiting caller first, with audio', async () => {
-    fx = await startCallGateway(config({ maxWaitS: 60 }));
+    fx = await startCallGateway(config({ maxWaitS: 60, music: await musicFile() }));
     const agent = await fx.agent('cc-q1', { toneHz: 700 });
     await agent.client.setPresence('busy');
     const first = await caller();
@@ -117,6 +135,15 @@ describe('group queues', () => {
     expect(agent.events.filter((e) => e.name === 'incoming')).toHaveLength(0);
     const [firstId, secondId] = view.calls.map((c) => c.callId) as [string, string];
     expect(fx.gw.calls!.call(firstId)!.state).toBe('queued');
+    // both callers hear the queue music (the 300 Hz file) while they wait
+    const tm = Date.now();
+    await sleep(1000);
+    for (const c of [first, second]) {
+      const music = await c.capture.heardUntil(tm, Date.now());
+      expect(music.packets, 'queue music packets at the caller').toBeGreaterThan(40);
+      expect(music.hz, 'the queue music tone').toBeGreaterThan(280);
+      expect(music.hz).toBeLessThan(320);
+    }
 
     // the agent comes free: the first caller is offered first
     await agent.client.setPresence('available');
@@ -132,7 +159,9 @@ describe('group queues', () => {
     expect(heard1.packets, 'the agent\'s audio at the first caller').toBeGreaterThan(30);
     expect(heard1.hz).toBeGreaterThan(650);
     expect(heard1.hz).toBeLessThan(750);
-    expect(second.capture.heard(t1, Date.now()).packets, 'the second caller hears no agent').toBe(0);
+    const stillWaiting = second.capture.heard(t1, Date.now());
+    expect(stillWaiting.hz, 'the second caller still hears the music, not the agent').toBeLessThan(320);
+    expect(stillWaiting.hz).toBeGreaterThan(280);
     expect((await queued(1)).calls[0]).toMatchObject({ callId: secondId, position: 1 });
 
     // the agent hangs up: the second caller is offered next
