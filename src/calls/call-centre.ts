@@ -32,7 +32,11 @@
  * is kept per node: an agent on node B is never offered node A's caller. A caller who hangs up
  * leaves the queue (abandoned); after `maxWaitS` the configured fallback takes the call (timed out).
  */
+import type Srf from 'drachtio-srf';
 import { type Config } from '../config/schema.js';
+import { buildOffer, negotiateFromAnswer, reanswer } from '../sip/sdp.js';
+import { type TrunkConfig } from '../sip/trunks.js';
+import { CallMedia, type CallMediaSettings } from './call-media.js';
 import { type Logger } from '../log/logger.js';
 import { type QueueMetrics, type QueueOutcome } from '../metrics/queue-metrics.js';
 import { type AudioSource, defaultAudioSource, loadWavSource } from '../media/audio-source.js';
@@ -76,6 +80,12 @@ export interface CallCentreHost {
   /** Sessions of an agent on this node. */
   sessions(agentId: string): number;
   presence: PresenceService;
+  /**
+   * The trunk and Request-URI for a transfer to a number: the agent's dialling policy and rate as
+   * for call.dial (`agentId` undefined: a configured fallback, not checked), the default trunk.
+   * @throws {SignalingError} DIAL_POLICY, RATE_LIMITED, NO_ROUTE
+   */
+  dialTarget(agentId: string | undefined, to: string): Promise<{ trunk: TrunkConfig; ruri: string }>;
 }
 
 /** Options of the call centre. */
@@ -85,6 +95,23 @@ export interface CallCentreOptions {
   logger: Logger;
   host: CallCentreHost;
   metrics?: QueueMetrics;
+  /** For the UAC leg of a transfer to a number. */
+  srf: Srf;
+  /** Media settings: the second trunk leg's relay. */
+  media: CallMediaSettings;
+}
+
+/** A transfer to a number: the second trunk leg (UAC) bridged with the caller's inside the call's router. */
+interface NumberBridge {
+  leg: CallMedia;
+  trunk: TrunkConfig;
+  /** Id the leg is counted under for the trunk's cap. */
+  legId: string;
+  req: Srf.SrfRequest | undefined;
+  dialog: Srf.Dialog | undefined;
+  /** Our last SDP in the leg's dialog. */
+  localSdp: string;
+  done: boolean;
 }
 
 /** One waiting caller as the admin API lists it: no number. */
@@ -112,6 +139,10 @@ export class CallCentre {
   readonly #queueOnMiss = new WeakMap<Call, string>();
   /** The queue audio playing into each waiting call's router. */
   readonly #players = new Map<Call, AudioPlayer>();
+  /** Transfers to a number in progress or connected. */
+  readonly #bridges = new Map<Call, NumberBridge>();
+  readonly #srf: Srf;
+  readonly #media: CallMediaSettings;
   #tick: NodeJS.Timeout | undefined;
   #pumping = false;
   #again = false;
@@ -122,6 +153,8 @@ export class CallCentre {
     this.#log = opts.logger;
     this.#host = opts.host;
     this.#metrics = opts.metrics;
+    this.#srf = opts.srf;
+    this.#media = opts.media;
     this.#groups = new Map(opts.config.routing.groups.map((g) => [g.id, g]));
     this.#metrics?.bind(() => {
       const by = new Map<string, number>();
@@ -257,7 +290,7 @@ export class CallCentre {
       throw new SignalingError('INVALID_STATE', `call ${call.id} is not an established call (${call.state})`);
     }
     if ('number' in to) {
-      throw new SignalingError('NO_ROUTE', 'transfer to a number is not supported by this gateway yet');
+      return this.#toNumber(session, call, to.number);
     }
     if ('agent' in to && to.agent === session.agentId) {
       throw new SignalingError('BAD_REQUEST', 'cannot transfer a call to yourself');
@@ -284,6 +317,219 @@ export class CallCentre {
     }
 
     return { callId: call.id };
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Blind transfer to a number: a second trunk leg in the same router
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * call.transfer to a number: a UAC INVITE toward the default trunk (the agent's dialling policy
+   * applies), offering only the call's codec (no transcoding); the agent leaves at once; on the
+   * answer the two trunk legs consume each other's producer inside the call's router. The caller's
+   * identity goes out as the trunk's outbound.callerId, else the caller's own number. A failed
+   * leg offers the call back to the transferring agent (still connected and available), else ends
+   * it with the leg's status in the Reason. Either trunk's BYE ends both dialogs.
+   * @throws {SignalingError} DIAL_POLICY, RATE_LIMITED, NO_ROUTE, CALL_LIMIT, MEDIA_ERROR, INVALID_STATE
+   */
+  async #toNumber(session: AgentSession, call: Call, number: string): Promise<ResponseData['call.transfer']> {
+    const { trunk, ruri } = await this.#host.dialTarget(session.agentId, number);
+    const { leg, legId } = await this.#prepareBridge(call, trunk);
+    if (!call.live || call.agentId !== session.agentId || (call.state !== 'active' && call.state !== 'held')) {
+      leg.close();
+      this.#releaseCap(trunk, legId);
+      throw new SignalingError('INVALID_STATE', `call ${call.id} changed meanwhile`);
+    }
+    this.#log.info({ callId: call.id, agent: session.agentId, trunk: trunk.id }, 'blind transfer to a number');
+    this.#detachAgent(call, session.agentId);
+    call.transferredBy = session.agentId;
+    this.#dialBridge(call, leg, trunk, ruri, legId);
+
+    return { callId: call.id };
+  }
+
+  /**
+   * The second leg's media in the call's router, after the codec and the trunk's cap are checked.
+   * @throws {SignalingError} NO_ROUTE (the trunk lacks the call's codec), CALL_LIMIT, MEDIA_ERROR
+   */
+  async #prepareBridge(call: Call, trunk: TrunkConfig): Promise<{ leg: CallMedia; legId: string }> {
+    const plan = call.media!.plan!;
+    if (!trunk.codecs.some((c) => c.toLowerCase() === plan.codec.name.toLowerCase())) {
+      throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} does not carry the call's codec ${plan.codec.name} (no transcoding)`);
+    }
+    const legId = `${call.id}:transfer`;
+    if (trunk.maxConcurrentCalls > 0 && !(await this.#store.admitTrunkCall(trunk.id, legId, trunk.maxConcurrentCalls))) {
+      throw new SignalingError('CALL_LIMIT', `trunk ${trunk.id} has its most concurrent calls (${trunk.maxConcurrentCalls}); try again later`);
+    }
+    try {
+      return { leg: await CallMedia.create(this.#media, { latching: trunk.media.latching, router: call.media!.router }), legId };
+    } catch (err) {
+      this.#releaseCap(trunk, legId);
+      throw new SignalingError('MEDIA_ERROR', `cannot set up the transfer's media: ${(err as Error).message}`);
+    }
+  }
+
+  /** A queue's fallback to a number (no dialling policy: the operator configured it). */
+  async #fallbackToNumber(call: Call, number: string): Promise<void> {
+    try {
+      if (!call.media?.plan) {
+        throw new Error('the call has no negotiated media');
+      }
+      const { trunk, ruri } = await this.#host.dialTarget(undefined, number);
+      const { leg, legId } = await this.#prepareBridge(call, trunk);
+      if (!call.live || call.state !== 'queued') {
+        leg.close();
+        this.#releaseCap(trunk, legId);
+
+        return;
+      }
+      call.transition('active');
+      this.#dialBridge(call, leg, trunk, ruri, legId);
+    } catch (err) {
+      this.#log.warn({ err, callId: call.id }, 'queue fallback to a number failed');
+      this.#host.hangupTrunk(call, 'failed', 'SIP;cause=503;text="queue fallback failed"');
+    }
+  }
+
+  #releaseCap(trunk: TrunkConfig, legId: string): void {
+    if (trunk.maxConcurrentCalls > 0) {
+      void this.#store.releaseTrunkCall(trunk.id, legId);
+    }
+  }
+
+  /** Sends the INVITE of the second leg and bridges it on the answer (early media too). */
+  #dialBridge(call: Call, leg: CallMedia, trunk: TrunkConfig, ruri: string, legId: string): void {
+    const plan = call.media!.plan!;
+    const local = leg.localRtp;
+    const offerSdp = buildOffer({ codecs: [plan.codec.name], localAddress: local.address, localPort: local.port, direction: 'sendrecv' }).offerSdp;
+    const bridge: NumberBridge = { leg, trunk, legId, req: undefined, dialog: undefined, localSdp: offerSdp, done: false };
+    this.#bridges.set(call, bridge);
+    const log = this.#log.child({ callId: call.id, trunk: trunk.id });
+    const timer = call.timer(this.#cfg.calls.dialTimeoutMs, () => {
+      if (!bridge.dialog && !bridge.done) {
+        bridge.req?.cancel(() => undefined);
+        this.#bridgeFailed(call, 408);
+      }
+    });
+    const connect = async (sdp: string): Promise<void> => {
+      await leg.applyPlan(negotiateFromAnswer(offerSdp, sdp));
+      // cross-consume: each trunk leg's PlainTransport takes the other leg's producer
+      await leg.feedTrunk(call.media!.trunkProducer!.id);
+      await call.media!.feedTrunk(leg.trunkProducer!.id);
+    };
+    this.#srf
+      .createUAC(
+        ruri,
+        {
+          localSdp: offerSdp,
+          headers: { From: `<sip:${trunk.outbound.callerId || call.from.number}@localhost>` },
+          ...(trunk.outbound.auth.username ? { auth: { username: trunk.outbound.auth.username, password: trunk.outbound.auth.password } } : {}),
+          ...(trunk.outbound.proxy ? { proxy: trunk.outbound.proxy } : {}),
+        },
+        {
+          cbRequest: ((_err: unknown, req: Srf.SrfRequest) => {
+            bridge.req = req;
+            if (bridge.done) {
+              req.cancel(() => undefined);
+            }
+          }) as unknown as (req: Srf.SrfRequest) => void,
+          cbProvisional: (prov: Srf.SrfResponse) => {
+            if (!bridge.done && prov.body && prov.body.includes('m=audio')) {
+              connect(prov.body).catch((err: unknown) => log.warn({ err }, 'unusable early-media SDP on the transfer leg'));
+            }
+          },
+        },
+      )
+      .then(
+        async (dialog) => {
+          if (bridge.done || !call.live) {
+            dialog.destroy();
+
+            return;
+          }
+          bridge.dialog = dialog;
+          bridge.req = undefined;
+          clearTimeout(timer);
+          call.timers.delete(timer);
+          dialog.on('destroy', () => {
+            bridge.dialog = undefined;
+            if (call.live && this.#bridges.get(call) === bridge) {
+              this.#host.hangupTrunk(call, 'hangup_remote', 'SIP;cause=200;text="transfer target hung up"');
+            }
+          });
+          dialog.on('modify', (req: Srf.SrfRequest, res: Srf.SrfResponse) => {
+            try {
+              const r = reanswer(leg.plan!, req.body ?? '', { previous: bridge.localSdp, localDirection: 'sendrecv' });
+              leg.applyPlan(r.plan).then(
+                () => {
+                  bridge.localSdp = r.answerSdp;
+                  res.send(200, { body: r.answerSdp });
+                },
+                () => res.send(488),
+              );
+            } catch {
+              res.send(488);
+            }
+          });
+          try {
+            await connect(dialog.remote.sdp);
+          } catch (err) {
+            log.warn({ err }, 'the transfer target answered with unusable SDP');
+            dialog.destroy({ headers: { Reason: 'SIP;cause=488;text="no common codec"' } });
+            this.#bridgeFailed(call, 488);
+
+            return;
+          }
+          leg.relay.restartInactivity();
+          void this.#store.putCall(call.id, { state: 'active' });
+          log.info('transfer to a number connected');
+        },
+        (err: { status?: number }) => {
+          if (!bridge.done) {
+            log.info({ status: err.status }, 'transfer to a number failed');
+            this.#bridgeFailed(call, err.status ?? 503);
+          }
+        },
+      );
+  }
+
+  /** The second leg did not connect: back to the transferring agent once, else the end. */
+  #bridgeFailed(call: Call, status: number): void {
+    this.#endBridge(call);
+    if (!call.live) {
+      return;
+    }
+    const back = call.transferredBy;
+    if (back && !this.#returned.has(call) && this.#host.sessions(back) > 0 && this.#host.presence.isAvailable(back)) {
+      this.#returned.add(call);
+      this.#offer(call, [{ agentId: back, local: true, nodes: [] }], this.#cfg.calls.ringTimeoutMs);
+
+      return;
+    }
+    this.#host.hangupTrunk(call, 'failed', `SIP;cause=${status};text="transfer failed"`);
+  }
+
+  /** Ends a transfer's second leg (BYE, or CANCEL while it rings) and its media. */
+  #endBridge(call: Call): void {
+    const bridge = this.#bridges.get(call);
+    if (!bridge || bridge.done) {
+      return;
+    }
+    bridge.done = true;
+    this.#bridges.delete(call);
+    const { dialog, req } = bridge;
+    bridge.dialog = undefined;
+    try {
+      if (dialog) {
+        dialog.destroy();
+      } else {
+        req?.cancel(() => undefined);
+      }
+    } catch (err) {
+      this.#log.debug({ err, callId: call.id }, 'cannot end the transfer leg');
+    }
+    bridge.leg.close();
+    this.#releaseCap(bridge.trunk, bridge.legId);
   }
 
   /** The agent's media leaves the call; the agent is told the call went on without it. */
@@ -388,8 +634,9 @@ export class CallCentre {
     return { callId: call.id, media: offer };
   }
 
-  /** The call ended (any reason): out of its queue. */
+  /** The call ended (any reason): out of its queue; a transfer's second trunk leg ends with it. */
   ended(call: Call): void {
+    this.#endBridge(call);
     if (call.queue) {
       this.#leaveQueue(call, 'abandoned');
     }
@@ -457,10 +704,13 @@ export class CallCentre {
     }
     this.#leaveQueue(call, 'timed_out');
     this.#log.info({ callId: call.id, group: q.groupId, fallback: Object.keys(fallback)[0] }, 'queue wait limit reached');
-    if ('hangup' in fallback || 'number' in fallback) {
-      // a number: transfer to a number is not built yet; the caller is released like a hang-up
-      const status = 'hangup' in fallback ? fallback.hangup.status : 480;
-      this.#host.hangupTrunk(call, 'no_answer', `SIP;cause=${status};text="queue wait limit"`);
+    if ('hangup' in fallback) {
+      this.#host.hangupTrunk(call, 'no_answer', `SIP;cause=${fallback.hangup.status};text="queue wait limit"`);
+
+      return;
+    }
+    if ('number' in fallback) {
+      void this.#fallbackToNumber(call, fallback.number);
 
       return;
     }

@@ -203,7 +203,10 @@ export class CallManager implements SignalingHandler {
         call: (id) => this.#calls.get(id),
         sessions: (agentId) => this.#signaling?.sessionsOf(agentId).length ?? 0,
         presence: this.presence,
+        dialTarget: (agentId, to) => this.#dialTarget(agentId, to),
       },
+      srf: opts.srf,
+      media: this.#mediaSettings,
     });
     this.#centre.start();
     this.#srf.invite((req, res) => this.#onInvite(req, res));
@@ -1168,6 +1171,36 @@ export class CallManager implements SignalingHandler {
     }
 
     return trunk;
+  }
+
+  /**
+   * Where a call.transfer (or a queue fallback) to a number goes: the agent's dialling policy and
+   * dial rate as for call.dial (none for a configured fallback, `agentId` undefined), the default
+   * trunk, and the Request-URI.
+   * @throws {SignalingError} DIAL_POLICY, RATE_LIMITED, NO_ROUTE
+   */
+  async #dialTarget(agentId: string | undefined, to: string): Promise<{ trunk: TrunkConfig; ruri: string }> {
+    const sec = this.#security;
+    if (sec && agentId !== undefined) {
+      const refusal = sec.dialPolicy.check(to);
+      if (refusal) {
+        this.#log.info({ agent: agentId, reason: refusal }, 'transfer refused by the dialling policy');
+        sec.rejected('dial_policy');
+        throw new SignalingError('DIAL_POLICY', dialRefusalMessage(refusal));
+      }
+      const rate = await sec.dialLimit(agentId);
+      if (!rate.allowed) {
+        sec.rejected('dial_rate');
+        throw new SignalingError('RATE_LIMITED', `more dials per minute than the dialling policy allows; try again in ${rate.retryAfterS} s`);
+      }
+    }
+    const trunk = this.#pickTrunk(undefined);
+    const base = parseUri(trunk.outbound.uri);
+    if (!base || trunk.media.srtp === 'required') {
+      throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} cannot take a transferred call (${base ? 'it requires SRTP' : 'invalid outbound uri'})`);
+    }
+
+    return { trunk, ruri: formatUri({ ...base, user: to }) };
   }
 
   async #dial(session: AgentSession, data: RequestData<'call.dial'>): Promise<ResponseData['call.dial']> {

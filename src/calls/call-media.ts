@@ -73,22 +73,31 @@ export class CallMedia {
   plan?: MediaPlan;
   #closed = false;
   readonly #onClose: (() => void)[] = [];
+  /** Whether close() closes the router (false for a second trunk leg in another call's router). */
+  readonly #ownsRouter: boolean;
 
-  private constructor(settings: CallMediaSettings, router: ms.Router, relay: RtpRelay, plain: ms.PlainTransport) {
+  private constructor(settings: CallMediaSettings, router: ms.Router, relay: RtpRelay, plain: ms.PlainTransport, ownsRouter: boolean) {
     this.#settings = settings;
     this.router = router;
     this.relay = relay;
     this.plain = plain;
+    this.#ownsRouter = ownsRouter;
     router.observer.once('close', () => this.close());
+    if (!ownsRouter) {
+      plain.observer.once('close', () => this.close());
+    }
   }
 
   /**
-   * A router on the least-loaded worker, the trunk relay and the loopback PlainTransport.
+   * A router on the least-loaded worker, the trunk relay and the loopback PlainTransport. With
+   * `router`, a second trunk leg inside that (another call's) router instead: its close() leaves
+   * the router alone (a transfer to a number bridges two trunk legs in one router).
    * @throws {MediaWorkerError | CallMediaError} when no worker or no relay port is available
    */
-  static async create(settings: CallMediaSettings, opts: { latching: boolean }): Promise<CallMedia> {
-    const worker = settings.pool.leastLoaded();
-    const router = await worker.createRouter({ mediaCodecs: ROUTER_MEDIA_CODECS });
+  static async create(settings: CallMediaSettings, opts: { latching: boolean; router?: ms.Router }): Promise<CallMedia> {
+    const owns = opts.router === undefined;
+    const router = opts.router ?? (await settings.pool.leastLoaded().createRouter({ mediaCodecs: ROUTER_MEDIA_CODECS }));
+    let plain: ms.PlainTransport | undefined;
     let relay: RtpRelay | undefined;
     try {
       relay = await RtpRelay.create({
@@ -98,14 +107,18 @@ export class CallMedia {
         rtpTimeoutMs: settings.rtpTimeoutMs,
         logger: settings.logger,
       });
-      const plain = await router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: false, comedia: false });
+      plain = await router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: false, comedia: false });
       const side = relay.mediasoupSide;
       await plain.connect({ ip: side.ip, port: side.port, rtcpPort: side.rtcpPort });
       relay.setMediasoupTarget({ port: plain.tuple.localPort, rtcpPort: plain.rtcpTuple!.localPort });
 
-      return new CallMedia(settings, router, relay, plain);
+      return new CallMedia(settings, router, relay, plain, owns);
     } catch (err) {
-      router.close();
+      if (owns) {
+        router.close();
+      } else {
+        plain?.close();
+      }
       relay?.close();
       throw err instanceof CallMediaError ? err : new CallMediaError(`cannot set up the trunk media: ${(err as Error).message}`, { cause: err });
     }
@@ -357,7 +370,12 @@ export class CallMedia {
       return;
     }
     this.#closed = true;
-    if (!this.router.closed) {
+    if (!this.#ownsRouter) {
+      // a second trunk leg: its own transport only, the router belongs to the call
+      this.releaseAgent();
+      this.trunkProducer?.close();
+      this.plain.close();
+    } else if (!this.router.closed) {
       this.router.close();
     }
     this.relay.close();

@@ -28,7 +28,7 @@ const TRANSITIONS: Record<CallState, CallState[]> = {
   early: ['active', 'ended'],
   active: ['held', 'ringing', 'queued', 'ended'],
   held: ['active', 'ringing', 'queued', 'ended'],
-  queued: ['ringing', 'ended'],
+  queued: ['ringing', 'active', 'ended'],
   ended: [],
 };
 

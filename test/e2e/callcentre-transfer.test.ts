@@ -135,6 +135,61 @@ describe('blind transfer', () => {
     await a.client.hangup(callId);
   }, 60_000);
 
+  it('agent → number: a second trunk leg in the same router; caller ↔ number audio both ways; both dialogs end together', async () => {
+    const uasMedia = await freePort();
+    const atNumber = captureTone(uasMedia);
+    captures.push(atNumber);
+    await atNumber.ready;
+    const uas = startSipp({ scenario: 'trunk-uas-answer-rtp', extraArgs: ['-mp', String(uasMedia)], timeoutMs: 40_000 });
+    sipps.push(uas);
+    await uas.ready;
+    fx = await startCallGateway({
+      routing: { dids: [{ number: '*', agent: 'cc-a' }], groups: [], defaultTrunk: 'carrier' },
+      trunks: [
+        {
+          id: 'carrier',
+          inbound: { allow: ['127.0.0.0/8'], auth: { username: '', password: '', realm: 'ringbridge.test' } },
+          outbound: { uri: `sip:127.0.0.1:${uas.port}`, proxy: '', auth: { username: '', password: '' }, callerId: '' },
+          codecs: ['PCMA', 'PCMU'],
+          media: { latching: false },
+        },
+      ],
+      security: { dialPolicy: { deniedPrefixes: ['+1900'] } },
+    });
+    const a = await fx.agent('cc-a', { toneHz: 440 });
+    const { callId, capture, trunk } = await connectedCall(a);
+    // the agent's dialling policy applies to a transfer: refused, the call stays
+    await expect(a.client.transfer(callId, { number: '+19005550100' })).rejects.toMatchObject({ code: 'DIAL_POLICY' });
+    expect(fx.gw.calls!.call(callId)!.agentId).toBe('cc-a');
+
+    await a.client.transfer(callId, { number: '+4930111222' });
+    await a.waitForEvent('ended', (e) => e.call.id === callId && e.reason === 'transferred', 3000);
+    // the number answers (sipp UAS, PCMA from its pcap); give the bridge a moment
+    await sleep(1000);
+    const t = Date.now();
+    await sleep(2500);
+    const heardByCaller = await capture.heardUntil(t, Date.now());
+    const heardByNumber = await atNumber.heardUntil(t, Date.now());
+    // speech pcaps (not a steady tone): 2.5 s of 20 ms packets with pauses
+    expect(heardByCaller.packets, 'the number\'s audio at the caller').toBeGreaterThan(60);
+    expect(heardByCaller.rms, 'speech energy from the number\'s pcap').toBeGreaterThan(200);
+    expect(heardByNumber.packets, 'the caller\'s audio at the number').toBeGreaterThan(60);
+    expect(heardByNumber.rms).toBeGreaterThan(200);
+    const server = fx.gw.calls!.call(callId)!;
+    expect(server.agentId).toBeUndefined();
+    expect(server.media?.sendTransport, 'no agent transports left').toBeUndefined();
+
+    // the caller hangs up: the gateway ends the number's dialog too
+    const r = await trunk.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    const ru = await uas.result;
+    expect(ru.exitCode, ru.describe()).toBe(0);
+    const invite = ru.received('INVITE')[0]!;
+    expect(invite.split('\r\n')[0]).toMatch(/^INVITE sip:\+4930111222@127\.0\.0\.1/);
+    expect(invite, 'only the call\'s codec is offered (no transcoding)').toMatch(/m=audio \d+ RTP\/AVP 8 101\r?\n/);
+    expect(ru.received('BYE')).toHaveLength(1);
+  }, 60_000);
+
   it('refuses a target nobody can take (UNAVAILABLE) and the call stays with the agent; bad targets get clear errors', async () => {
     fx = await startCallGateway(config());
     const a = await fx.agent('cc-a', { toneHz: 440 });
