@@ -20,6 +20,12 @@
  * `Reason: SIP;cause=480`. A target that nobody can take at once is refused (UNAVAILABLE) and the
  * call stays with the agent — except for a group with a queue, where the caller joins the queue.
  *
+ * Blind transfer to a number. A UAC INVITE to the default trunk under the transferring agent's
+ * dialling policy, offering the call's codec only (no transcoding), with a second RtpRelay and
+ * PlainTransport in the call's router (CallMedia.create({router})); on the answer (or early media)
+ * the two trunk producers are cross-consumed. Either dialog's BYE ends the other. A failed dial
+ * offers the call back to the transferring agent once, else BYE with the failure in the Reason.
+ *
  * Queues. A call to a group with a queue, while no member of the group is available, is answered
  * (200 OK: call centres answer, so that the wait is not bounded by the trunk's INVITE timers and
  * the caller hears the queue audio as an ordinary call) and joins the queue: a sorted set per group
@@ -31,6 +37,9 @@
  * other nodes are offered by those nodes (the media stays where it is), so across nodes the order
  * is kept per node: an agent on node B is never offered node A's caller. A caller who hangs up
  * leaves the queue (abandoned); after `maxWaitS` the configured fallback takes the call (timed out).
+ * While waiting (and while offered) the caller hears the group's music through the media-rec
+ * player (src/media/player.ts), consumed by the trunk's PlainTransport; the answering agent's
+ * producer replaces it.
  */
 import type Srf from 'drachtio-srf';
 import { type Config } from '../config/schema.js';
@@ -192,7 +201,7 @@ export class CallCentre {
 
   /** The configuration key of a group's queue music. */
   #musicKey(groupId: string): string {
-    return `routing.groups[${[...this.#groups.keys()].indexOf(groupId)}].queue.music`;
+    return `routing.groups.${[...this.#groups.keys()].indexOf(groupId)}.queue.music`;
   }
 
   /** A group's queue audio: its music file, or the built-in chime when none is set. @throws {AudioSourceError} */

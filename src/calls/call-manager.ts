@@ -1571,7 +1571,8 @@ export class CallManager implements SignalingHandler {
       });
     }
     for (const a of [...call.ringing]) {
-      this.#unring(call, a, reason === 'cancelled' ? 'caller_cancelled' : 'ring_timeout');
+      // hangup_remote: the caller of a call offered anew (call-centre.ts) hung up while it rang
+      this.#unring(call, a, reason === 'cancelled' || reason === 'hangup_remote' ? 'caller_cancelled' : 'ring_timeout');
     }
     this.#cancelLegs(call, reason === 'cancelled' ? 'caller_cancelled' : 'ring_timeout');
     if (call.remote) {

@@ -8,7 +8,8 @@
  *
  * Call centre (call-centre.ts): an established call (trunk dialog up) can be offered anew —
  * active/held ─transfer→ ringing ─answer→ answering → active — or wait in a queue —
- * active ─→ queued ⇄ ringing (offered to the next free agent, back to the queue unanswered).
+ * active ─→ queued ⇄ ringing (offered to the next free agent, back to the queue unanswered);
+ * queued ─→ active for a queue fallback to a number (two trunk legs bridged, no agent).
  */
 import { randomUUID } from 'node:crypto';
 import type Srf from 'drachtio-srf';

@@ -190,6 +190,29 @@ describe('blind transfer', () => {
     expect(ru.received('BYE')).toHaveLength(1);
   }, 60_000);
 
+  it('the caller hangs up while the transfer rings: B gets call.cancelled (caller_cancelled), one record', async () => {
+    fx = await startCallGateway(config());
+    const a = await fx.agent('cc-a', { toneHz: 440 });
+    const b = await fx.agent('cc-b', { toneHz: 1000 });
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '3500' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+    sipps.push(trunk);
+    const incoming = await a.waitForEvent('incoming', undefined, 10_000);
+    const callId = incoming.call.id;
+    await a.client.answer(callId);
+    await flowing(a, callId, 10);
+    await a.client.transfer(callId, { agent: 'cc-b' });
+    await b.waitForEvent('incoming', (e) => e.call.id === callId, 3000);
+    const cancelled = await b.waitForEvent('cancelled', (e) => e.call.id === callId, 10_000);
+    expect(cancelled.reason).toBe('caller_cancelled');
+    const r = await trunk.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    expect(fx.gw.calls!.call(callId)).toBeUndefined();
+    const rec = (await fx.gw.store!.recentRecords(1))[0]!;
+    expect(rec).toMatchObject({ callId, endReason: 'hangup_remote' });
+    expect(fx.gw.calls!.presence.effective('cc-b')).toBe('available');
+  }, 40_000);
+
   it('refuses a target nobody can take (UNAVAILABLE) and the call stays with the agent; bad targets get clear errors', async () => {
     fx = await startCallGateway(config());
     const a = await fx.agent('cc-a', { toneHz: 440 });
