@@ -44,6 +44,7 @@
 import type Srf from 'drachtio-srf';
 import { type Config } from '../config/schema.js';
 import { buildOffer, negotiateFromAnswer, reanswer } from '../sip/sdp.js';
+import { parseNameAddr, parseUri } from '../sip/engine/message.js';
 import { type TrunkConfig } from '../sip/trunks.js';
 import { CallMedia, type CallMediaSettings } from './call-media.js';
 import { type Logger } from '../log/logger.js';
@@ -95,6 +96,8 @@ export interface CallCentreHost {
    * @throws {SignalingError} DIAL_POLICY, RATE_LIMITED, NO_ROUTE
    */
   dialTarget(agentId: string | undefined, to: string): Promise<{ trunk: TrunkConfig; ruri: string }>;
+  /** Makes `dialog` the call's trunk dialog (REFER done): the old one is no longer watched; the new one is. */
+  adoptDialog(call: Call, dialog: Srf.Dialog, localSdp: string): void;
 }
 
 /** Options of the call centre. */
@@ -152,6 +155,8 @@ export class CallCentre {
   readonly #bridges = new Map<Call, NumberBridge>();
   readonly #srf: Srf;
   readonly #media: CallMediaSettings;
+  /** Trunk legs that replaced a referring dialog (REFER), counted against their trunk's cap. */
+  readonly #referLegs = new Map<Call, { trunk: TrunkConfig; legId: string } | undefined>();
   #tick: NodeJS.Timeout | undefined;
   #pumping = false;
   #again = false;
@@ -541,6 +546,164 @@ export class CallCentre {
     this.#releaseCap(bridge.trunk, bridge.legId);
   }
 
+  // ----------------------------------------------------------------------------------------------
+  // A trunk's REFER (RFC 3515)
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * A REFER from the trunk inside an established call's dialog (RFC 3515), by the trunk's policy
+   * `trunks[].refer`: off → 403. any → the Refer-To user is dialled as a number (the agent's
+   * dialling policy, the default trunk, the call's codec only) and answered 202; NOTIFYs
+   * (Event: refer, message/sipfrag) report `SIP/2.0 100 Trying`, then the final status. On a 2xx
+   * the new party takes the referrer's place: its SDP answer points the call's RTP relay at it (the
+   * agent's transports, producer and consumer stay as they are, the relay keeps SSRC and sequence
+   * continuous), its dialog becomes the call's trunk dialog, and the referring dialog ends (the
+   * referrer's BYE, else ours after 2 s). A failure leaves the call with the referrer.
+   * internal (Refer-To routed as our DID) and REFER with Replaces (attended) → 501, not built.
+   * Other refusals: 400 (no usable Refer-To), 403 (no agent on the call, SRTP, a REFER already
+   * running).
+   */
+  refer(call: Call, req: Srf.SrfRequest, res: Srf.SrfResponse): void {
+    const policy = call.trunk.refer;
+    const log = this.#log.child({ callId: call.id, trunk: call.trunk.id });
+    if (policy === 'off') {
+      log.info('REFER refused: trunks[].refer is off');
+      res.send(403, { headers: { Warning: `399 ringbridge "trunk ${call.trunk.id} may not transfer calls"` } });
+
+      return;
+    }
+    const referTo = req.get('Refer-To') ?? '';
+    const uri = parseUri(parseNameAddr(referTo)?.uri ?? referTo.replace(/^<|>$/g, ''));
+    const user = uri?.user ?? '';
+    if (/replaces/i.test(referTo) || policy === 'internal') {
+      res.send(501, { headers: { Warning: `399 ringbridge "${policy === 'internal' ? 'REFER to an internal target' : 'attended REFER (Replaces)'} is not supported"` } });
+
+      return;
+    }
+    if (!/^\+?[0-9*#]{2,32}$/.test(user)) {
+      res.send(400, { headers: { Warning: '399 ringbridge "Refer-To must name a dialable number"' } });
+
+      return;
+    }
+    const referDialog = call.dialog;
+    if ((call.state !== 'active' && call.state !== 'held') || !call.agentId || !referDialog || !call.media?.plan || call.media.plan.srtp || this.#referLegs.has(call) || this.#bridges.has(call)) {
+      res.send(403, { headers: { Warning: '399 ringbridge "the call cannot be transferred now"' } });
+
+      return;
+    }
+    this.#referLegs.set(call, undefined);
+    res.send(202);
+    log.info('REFER accepted');
+    void this.#referDial(call, referDialog, user, log);
+  }
+
+  async #referDial(call: Call, referDialog: Srf.Dialog, user: string, log: Logger): Promise<void> {
+    // srf's typings take a whole SrfRequest; the method accepts {method, headers, body}
+    const request = referDialog.request.bind(referDialog) as unknown as (opts: { method: string; headers: Record<string, string>; body: string }) => Promise<unknown>;
+    const notify = (frag: string, final: boolean): Promise<void> =>
+      request({
+          method: 'NOTIFY',
+          headers: { Event: 'refer', 'Subscription-State': final ? 'terminated;reason=noresource' : 'active;expires=60', 'Content-Type': 'message/sipfrag;version=2.0' },
+          body: `${frag}\r\n`,
+        })
+        .then(
+          () => undefined,
+          (err: unknown) => log.debug({ err }, 'NOTIFY for the REFER failed'),
+        );
+    const fail = async (status: number, phrase: string): Promise<void> => {
+      if (this.#referLegs.get(call) === undefined) {
+        this.#referLegs.delete(call);
+      }
+      log.info({ status }, 'REFER failed; the call stays with the referrer');
+      await notify(`SIP/2.0 ${status} ${phrase}`, true);
+    };
+    await notify('SIP/2.0 100 Trying', false);
+    let target: { trunk: TrunkConfig; ruri: string };
+    try {
+      target = await this.#host.dialTarget(call.agentId, user);
+    } catch (err) {
+      await fail(403, 'Forbidden');
+      log.info({ reason: (err as Error).message }, 'REFER target refused');
+
+      return;
+    }
+    const { trunk, ruri } = target;
+    const media = call.media!;
+    const plan = media.plan!;
+    if (!trunk.codecs.some((c) => c.toLowerCase() === plan.codec.name.toLowerCase())) {
+      await fail(488, 'Not Acceptable Here');
+
+      return;
+    }
+    const legId = `${call.id}:refer`;
+    if (trunk.maxConcurrentCalls > 0 && !(await this.#store.admitTrunkCall(trunk.id, legId, trunk.maxConcurrentCalls))) {
+      await fail(503, 'Service Unavailable');
+
+      return;
+    }
+    const local = media.localRtp;
+    const offer = buildOffer({ codecs: [plan.codec.name], localAddress: local.address, localPort: local.port, direction: 'sendrecv' }).offerSdp;
+    let sent: Srf.SrfRequest | undefined;
+    const timer = setTimeout(() => sent?.cancel(() => undefined), this.#cfg.calls.dialTimeoutMs);
+    let dialog: Srf.Dialog;
+    try {
+      dialog = await this.#srf.createUAC(
+        ruri,
+        {
+          localSdp: offer,
+          headers: { From: `<sip:${trunk.outbound.callerId || call.from.number}@localhost>` },
+          ...(trunk.outbound.auth.username ? { auth: { username: trunk.outbound.auth.username, password: trunk.outbound.auth.password } } : {}),
+          ...(trunk.outbound.proxy ? { proxy: trunk.outbound.proxy } : {}),
+        },
+        {
+          cbRequest: ((_err: unknown, req: Srf.SrfRequest) => {
+            sent = req;
+          }) as unknown as (req: Srf.SrfRequest) => void,
+        },
+      );
+    } catch (err) {
+      clearTimeout(timer);
+      this.#releaseCap(trunk, legId);
+      const e = err as { status?: number; reason?: string };
+      await fail(e.status ?? 500, e.reason ?? 'Failed');
+
+      return;
+    }
+    clearTimeout(timer);
+    if (!call.live || call.dialog !== referDialog) {
+      dialog.destroy();
+      this.#releaseCap(trunk, legId);
+      this.#referLegs.delete(call);
+
+      return;
+    }
+    try {
+      await media.applyPlan(negotiateFromAnswer(offer, dialog.remote.sdp));
+    } catch (err) {
+      log.warn({ err }, 'the REFER target answered with unusable SDP');
+      dialog.destroy({ headers: { Reason: 'SIP;cause=488;text="no common codec"' } });
+      this.#releaseCap(trunk, legId);
+      await fail(488, 'Not Acceptable Here');
+
+      return;
+    }
+    media.relay.restartInactivity();
+    this.#referLegs.set(call, { trunk, legId });
+    this.#host.adoptDialog(call, dialog, offer); // (drops the call layer's listeners of the referring dialog)
+    let referGone = false;
+    referDialog.once('destroy', () => (referGone = true));
+    log.info('REFER done: the new party replaced the referrer');
+    await notify('SIP/2.0 200 OK', true);
+    // RFC 3515 §2.4.7: the referrer normally ends its dialog now; if it does not, we do
+    setTimeout(() => {
+      if (!referGone) {
+        Promise.resolve()
+          .then(() => referDialog.destroy())
+          .catch((err: unknown) => log.debug({ err }, 'cannot end the referring dialog'));
+      }
+    }, 2000).unref();
+  }
+
   /** The agent's media leaves the call; the agent is told the call went on without it. */
   #detachAgent(call: Call, agentId: string): void {
     call.media?.releaseAgent();
@@ -646,6 +809,11 @@ export class CallCentre {
   /** The call ended (any reason): out of its queue; a transfer's second trunk leg ends with it. */
   ended(call: Call): void {
     this.#endBridge(call);
+    const referred = this.#referLegs.get(call);
+    this.#referLegs.delete(call);
+    if (referred) {
+      this.#releaseCap(referred.trunk, referred.legId);
+    }
     if (call.queue) {
       this.#leaveQueue(call, 'abandoned');
     }

@@ -204,6 +204,15 @@ export class CallManager implements SignalingHandler {
         sessions: (agentId) => this.#signaling?.sessionsOf(agentId).length ?? 0,
         presence: this.presence,
         dialTarget: (agentId, to) => this.#dialTarget(agentId, to),
+        adoptDialog: (call, dialog, localSdp) => {
+          const old = call.dialog;
+          for (const ev of ['destroy', 'modify', 'refer']) {
+            old?.removeAllListeners(ev);
+          }
+          call.dialog = dialog;
+          call.localSdp = localSdp;
+          this.#watchDialog(call, dialog);
+        },
       },
       srf: opts.srf,
       media: this.#mediaSettings,
@@ -1411,6 +1420,8 @@ export class CallManager implements SignalingHandler {
       }
       this.#finish(call, 'hangup_remote', 'remote');
     });
+    // RFC 3515 REFER from the trunk (call-centre.ts; srf would answer 200 to it without a listener)
+    dialog.on('refer', (req: Srf.SrfRequest, res: Srf.SrfResponse) => this.#centre.refer(call, req, res));
     dialog.on('modify', (req: Srf.SrfRequest, res: Srf.SrfResponse) => {
       this.#trunkReinvite(call, req, res).catch((err: unknown) => {
         this.#log.warn({ err, callId: call.id }, 'cannot handle the trunk re-INVITE');

@@ -177,6 +177,14 @@ const trunkSchema = z.strictObject({
    * in a list takes no defaults from default.yaml): no cap.
    */
   maxConcurrentCalls: z.int().min(0).max(1_000_000).default(0),
+  /**
+   * A REFER from this trunk inside an established call (RFC 3515, src/calls/call-centre.ts):
+   * "off" (the default) refuses it with 403; "any" accepts a Refer-To number under the agent's
+   * dialling policy: 202, NOTIFY message/sipfrag progress, the agent's audio moved to the new party,
+   * then the referring dialog ends. "internal" (Refer-To routed as one of our DIDs) is accepted in
+   * the configuration but not built yet: such a REFER gets 501.
+   */
+  refer: z.enum(['off', 'internal', 'any']).default('off'),
 });
 
 const routingSchema = z.strictObject({
