@@ -1,6 +1,12 @@
 /**
  * Call-centre features on established trunk calls: offering a call anew (blind transfer to an
- * agent or a group, call.transfer) and group queues (routing.groups[].queue).
+ * agent or a group, call.transfer), blind and attended (call.consult) transfer to a number, group
+ * queues (routing.groups[].queue) and a trunk's REFER (RFC 3515, trunks[].refer). Each part's
+ * decisions are written at its section below and in the README ("Transfers and queues").
+ *
+ * Single node vs. cluster: wake pushes for calls offered anew are sent only without a cluster
+ * (with one, an agent's devices may hold sessions on other nodes, which a call anchored here
+ * cannot ring).
  *
  * Offering anew. The trunk's dialog stays up and no SIP goes to the trunk: the agent's WebRTC
  * transports close (CallMedia.releaseAgent(), so the PlainTransport's consumer of the agent's
@@ -76,7 +82,8 @@ export interface CallCentreHost {
   ringTimeout(call: Call): void;
   /** Sends an event to an agent's sessions. */
   emit(agentId: string, type: 'call.ended', data: { callId: string; reason: EndReason; by: 'local' | 'remote' | 'system'; sipStatus?: number }): void;
-  emit(agentId: string, type: 'call.answered', data: { callId: string }): void;
+  emit(agentId: string, type: 'call.answered' | 'call.reconsume', data: { callId: string }): void;
+  emit(agentId: string, type: 'call.consult', data: { callId: string; consultCallId: string; state: 'answered' | 'failed' | 'ended' | 'completed'; sipStatus?: number }): void;
   /** Ends the call toward the trunk (BYE with an RFC 3326 Reason) and for its agent. */
   hangupTrunk(call: Call, reason: EndReason, sipReason: string): void;
   /**
@@ -124,6 +131,8 @@ interface NumberBridge {
   /** Our last SDP in the leg's dialog. */
   localSdp: string;
   done: boolean;
+  /** An attended transfer's consultation (call.consult): its id and the consulting agent; undefined: a bridge to the caller. */
+  consult: { id: string; agentId: string } | undefined;
 }
 
 /** One waiting caller as the admin API lists it: no number. */
@@ -222,11 +231,6 @@ export class CallCentre {
    * late offer whose codec is not known yet) leaves the caller in silence; the call goes on.
    */
   async #startMusic(call: Call, groupId: string): Promise<void> {
-    const media = call.media;
-    const codec = media?.codec;
-    if (!media || !codec || this.#players.has(call)) {
-      return;
-    }
     let source: AudioSource;
     try {
       source = await this.#music(groupId);
@@ -234,9 +238,19 @@ export class CallCentre {
       this.#log.error({ err, callId: call.id }, 'queue audio file unusable; playing the built-in chime');
       source = defaultAudioSource();
     }
+    await this.#startPlayer(call, source, () => call.queue !== undefined);
+  }
+
+  /** Plays `source` to the caller while `wanted()` holds (queue or hold audio); failures leave silence. */
+  async #startPlayer(call: Call, source: AudioSource, wanted: () => boolean): Promise<void> {
+    const media = call.media;
+    const codec = media?.codec;
+    if (!media || !codec || this.#players.has(call)) {
+      return;
+    }
     try {
       const player = await AudioPlayer.create({ router: media.router, codec, source, logger: this.#log });
-      if (!call.live || !call.queue || this.#players.has(call)) {
+      if (!call.live || !wanted() || this.#players.has(call)) {
         player.close();
 
         return;
@@ -299,9 +313,16 @@ export class CallCentre {
    *   (to oneself), NOT_FOUND (unknown group), UNAVAILABLE (nobody can be rung and no queue),
    *   NO_ROUTE (a number: not supported yet)
    */
-  async transfer(session: AgentSession, call: Call, to: RequestData<'call.transfer'>['to']): Promise<ResponseData['call.transfer']> {
+  async transfer(session: AgentSession, call: Call, data: RequestData<'call.transfer'>): Promise<ResponseData['call.transfer']> {
+    if (data.consultCallId !== undefined) {
+      return this.#completeConsult(session, call, data.consultCallId);
+    }
+    const to = data.to!;
     if ((call.state !== 'active' && call.state !== 'held') || !call.media?.plan || !call.dialog) {
       throw new SignalingError('INVALID_STATE', `call ${call.id} is not an established call (${call.state})`);
+    }
+    if (this.#bridges.has(call) || this.#referLegs.has(call)) {
+      throw new SignalingError('INVALID_STATE', `call ${call.id} has a transfer in progress`);
     }
     if ('number' in to) {
       return this.#toNumber(session, call, to.number);
@@ -412,11 +433,11 @@ export class CallCentre {
   }
 
   /** Sends the INVITE of the second leg and bridges it on the answer (early media too). */
-  #dialBridge(call: Call, leg: CallMedia, trunk: TrunkConfig, ruri: string, legId: string): void {
+  #dialBridge(call: Call, leg: CallMedia, trunk: TrunkConfig, ruri: string, legId: string, consult?: { id: string; agentId: string }): void {
     const plan = call.media!.plan!;
     const local = leg.localRtp;
     const offerSdp = buildOffer({ codecs: [plan.codec.name], localAddress: local.address, localPort: local.port, direction: 'sendrecv' }).offerSdp;
-    const bridge: NumberBridge = { leg, trunk, legId, req: undefined, dialog: undefined, localSdp: offerSdp, done: false };
+    const bridge: NumberBridge = { leg, trunk, legId, req: undefined, dialog: undefined, localSdp: offerSdp, done: false, consult };
     this.#bridges.set(call, bridge);
     const log = this.#log.child({ callId: call.id, trunk: trunk.id });
     const timer = call.timer(this.#cfg.calls.dialTimeoutMs, () => {
@@ -426,7 +447,21 @@ export class CallCentre {
       }
     });
     const connect = async (sdp: string): Promise<void> => {
+      const fresh = !leg.trunkProducer;
       await leg.applyPlan(negotiateFromAnswer(offerSdp, sdp));
+      if (bridge.consult) {
+        // consultation: the agent and the consulted party hear each other; the caller hears hold audio
+        const agentProducer = call.media!.agentProducer;
+        if (agentProducer && leg.trunkConsumer?.producerId !== agentProducer.id) {
+          await leg.feedTrunk(agentProducer.id);
+        }
+        if (fresh) {
+          call.media!.setAgentSource(leg.trunkProducer);
+          this.#host.emit(bridge.consult.agentId, 'call.reconsume', { callId: call.id });
+        }
+
+        return;
+      }
       // cross-consume: each trunk leg's PlainTransport takes the other leg's producer
       await leg.feedTrunk(call.media!.trunkProducer!.id);
       await call.media!.feedTrunk(leg.trunkProducer!.id);
@@ -468,7 +503,11 @@ export class CallCentre {
           dialog.on('destroy', () => {
             bridge.dialog = undefined;
             if (call.live && this.#bridges.get(call) === bridge) {
-              this.#host.hangupTrunk(call, 'hangup_remote', 'SIP;cause=200;text="transfer target hung up"');
+              if (bridge.consult) {
+                void this.#consultEnded(call, 'ended');
+              } else {
+                this.#host.hangupTrunk(call, 'hangup_remote', 'SIP;cause=200;text="transfer target hung up"');
+              }
             }
           });
           dialog.on('modify', (req: Srf.SrfRequest, res: Srf.SrfResponse) => {
@@ -495,6 +534,12 @@ export class CallCentre {
             return;
           }
           leg.relay.restartInactivity();
+          if (bridge.consult) {
+            this.#host.emit(bridge.consult.agentId, 'call.consult', { callId: call.id, consultCallId: bridge.consult.id, state: 'answered' });
+            log.info('consultation connected');
+
+            return;
+          }
           void this.#store.putCall(call.id, { state: 'active' });
           log.info('transfer to a number connected');
         },
@@ -509,6 +554,11 @@ export class CallCentre {
 
   /** The second leg did not connect: back to the transferring agent once, else the end. */
   #bridgeFailed(call: Call, status: number): void {
+    if (this.#bridges.get(call)?.consult) {
+      void this.#consultEnded(call, 'failed', status);
+
+      return;
+    }
     this.#endBridge(call);
     if (!call.live) {
       return;
@@ -544,6 +594,106 @@ export class CallCentre {
     }
     bridge.leg.close();
     this.#releaseCap(bridge.trunk, bridge.legId);
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Attended (warm) transfer to a number
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * call.consult: the caller hears hold audio (the built-in chime; never the consultation) while
+   * the agent calls a number (the agent's dialling policy, the default trunk, the call's codec only)
+   * through a second trunk leg in the call's router. When it answers the agent hears it
+   * (`call.reconsume`, then `call.consult {state: answered}`). Complete with call.transfer
+   * {consultCallId}; cancel with call.hangup {callId: consultCallId}; a failed or ended
+   * consultation returns the agent to the caller (`call.consult {state: failed | ended}`).
+   * @throws {SignalingError} INVALID_STATE (not an established call of the agent with its audio, or a transfer in progress), DIAL_POLICY, RATE_LIMITED, NO_ROUTE, CALL_LIMIT, MEDIA_ERROR
+   */
+  async consult(session: AgentSession, call: Call, number: string): Promise<ResponseData['call.consult']> {
+    if (call.state !== 'active' || !call.media?.plan || !call.dialog || !call.media.agentProducer) {
+      throw new SignalingError('INVALID_STATE', `call ${call.id} is not an established call with the agent's audio (${call.state})`);
+    }
+    if (this.#bridges.has(call) || this.#referLegs.has(call)) {
+      throw new SignalingError('INVALID_STATE', `call ${call.id} has a transfer in progress`);
+    }
+    const { trunk, ruri } = await this.#host.dialTarget(session.agentId, number);
+    const { leg, legId } = await this.#prepareBridge(call, trunk);
+    if (!call.live || call.agentId !== session.agentId || call.state !== 'active' || this.#bridges.has(call)) {
+      leg.close();
+      this.#releaseCap(trunk, legId);
+      throw new SignalingError('INVALID_STATE', `call ${call.id} changed meanwhile`);
+    }
+    const consultCallId = `${call.id}:consult`;
+    this.#log.info({ callId: call.id, agent: session.agentId, trunk: trunk.id }, 'consultation for an attended transfer');
+    // the caller must not hear the consultation: the agent's audio stops reaching it at once
+    call.media.stopTrunkFeed();
+    this.#dialBridge(call, leg, trunk, ruri, legId, { id: consultCallId, agentId: session.agentId });
+    void this.#startPlayer(call, defaultAudioSource(), () => this.#bridges.get(call)?.consult?.id === consultCallId);
+
+    return { callId: call.id, consultCallId };
+  }
+
+  /** call.transfer {consultCallId}: the caller and the consulted party talk; the agent leaves. */
+  async #completeConsult(session: AgentSession, call: Call, consultCallId: string): Promise<ResponseData['call.transfer']> {
+    const bridge = this.#bridges.get(call);
+    if (!bridge?.consult || bridge.consult.id !== consultCallId) {
+      throw new SignalingError('NOT_FOUND', `no consultation ${consultCallId} on call ${call.id}`);
+    }
+    if (!bridge.dialog || !bridge.leg.trunkProducer || !call.media?.trunkProducer) {
+      throw new SignalingError('INVALID_STATE', 'the consulted party has not answered yet');
+    }
+    bridge.consult = undefined;
+    this.#stopMusic(call);
+    this.#host.emit(session.agentId, 'call.consult', { callId: call.id, consultCallId, state: 'completed' });
+    // the agent leaves first (its transports and the consumers of its audio close), then the two trunk legs are cross-connected
+    this.#detachAgent(call, session.agentId);
+    call.transferredBy = session.agentId;
+    await bridge.leg.feedTrunk(call.media.trunkProducer.id);
+    await call.media.feedTrunk(bridge.leg.trunkProducer.id);
+    void this.#store.putCall(call.id, { state: 'active' });
+    this.#log.info({ callId: call.id, agent: session.agentId }, 'attended transfer completed');
+
+    return { callId: call.id };
+  }
+
+  /**
+   * call.hangup with a consultation's id: cancels it (the agent returns to the caller).
+   * @returns false when `id` is no consultation of this agent (an ordinary call.hangup)
+   */
+  cancelConsult(session: AgentSession, id: string): boolean {
+    const call = this.#host.call(id.replace(/:consult$/, ''));
+    const bridge = call ? this.#bridges.get(call) : undefined;
+    if (!call || !bridge?.consult || bridge.consult.id !== id || bridge.consult.agentId !== session.agentId) {
+      return false;
+    }
+    void this.#consultEnded(call, 'ended');
+
+    return true;
+  }
+
+  /** The consultation is over without a transfer: its leg ends, the agent and the caller hear each other again. */
+  async #consultEnded(call: Call, state: 'failed' | 'ended', sipStatus?: number): Promise<void> {
+    const bridge = this.#bridges.get(call);
+    const consult = bridge?.consult;
+    if (!consult) {
+      return;
+    }
+    this.#endBridge(call);
+    this.#stopMusic(call);
+    const media = call.media;
+    if (call.live && media && !media.closed) {
+      media.setAgentSource(undefined);
+      try {
+        if (media.agentProducer) {
+          await media.feedTrunk(media.agentProducer.id);
+        }
+      } catch (err) {
+        this.#log.warn({ err, callId: call.id }, 'cannot reconnect the agent to the caller');
+      }
+      this.#host.emit(consult.agentId, 'call.reconsume', { callId: call.id });
+    }
+    this.#host.emit(consult.agentId, 'call.consult', { callId: call.id, consultCallId: consult.id, state, ...(sipStatus !== undefined ? { sipStatus } : {}) });
+    this.#log.info({ callId: call.id, state, sipStatus }, 'consultation over; the agent is back with the caller');
   }
 
   // ----------------------------------------------------------------------------------------------

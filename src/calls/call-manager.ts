@@ -196,7 +196,7 @@ export class CallManager implements SignalingHandler {
         ringTargets: (call, targets) => this.#ringTargets(call, targets),
         unring: (call, agentId, reason) => this.#unring(call, agentId, reason),
         ringTimeout: (call) => this.#ringTimeout(call),
-        emit: (agentId: string, type: 'call.ended' | 'call.answered', data: object) => this.#emit(agentId, type, data as never),
+        emit: (agentId: string, type: 'call.ended' | 'call.answered' | 'call.reconsume' | 'call.consult', data: object) => this.#emit(agentId, type, data as never),
         hangupTrunk: (call, reason, sipReason) => this.#hangupTrunk(call, reason, sipReason),
         answerTrunk: async (call) => void (await this.#answerTrunk(call)),
         calls: () => this.#calls.values(),
@@ -1795,6 +1795,9 @@ export class CallManager implements SignalingHandler {
       case 'call.dial':
         return this.#dial(session, data as RequestData<'call.dial'>);
       case 'call.hangup':
+        if (this.#centre.cancelConsult(session, (data as RequestData<'call.hangup'>).callId)) {
+          return {}; // the consultation of an attended transfer (call-centre.ts)
+        }
         this.#hangup(session, (data as RequestData<'call.hangup'>).callId);
 
         return {};
@@ -1832,7 +1835,12 @@ export class CallManager implements SignalingHandler {
           await this.#hold(session, d.callId, false); // the next agent gets the caller off hold
         }
 
-        return this.#centre.transfer(session, call, d.to);
+        return this.#centre.transfer(session, call, d);
+      }
+      case 'call.consult': {
+        const d = data as RequestData<'call.consult'>;
+
+        return this.#centre.consult(session, this.#ownCall(session, d.callId), d.to.number);
       }
       case 'media.connect': {
         const d = data as RequestData<'media.connect'>;

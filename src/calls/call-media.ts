@@ -71,6 +71,8 @@ export class CallMedia {
   agentProducer?: ms.Producer;
   agentConsumer?: ms.Consumer;
   plan?: MediaPlan;
+  /** What the agent hears instead of the trunk (an attended transfer's consulted party); undefined: the trunk. */
+  #agentSource: ms.Producer | undefined;
   #closed = false;
   readonly #onClose: (() => void)[] = [];
   /** Whether close() closes the router (false for a second trunk leg in another call's router). */
@@ -257,17 +259,18 @@ export class CallMedia {
     if (!this.recvTransport) {
       throw new CallMediaError('no receive transport; answer or dial first');
     }
-    if (!this.trunkProducer) {
+    const source = this.#agentSource && !this.#agentSource.closed ? this.#agentSource : this.trunkProducer;
+    if (!source) {
       throw new CallMediaError('no audio from the trunk yet (consume again after call.media)');
     }
     const caps = rtpCapabilities as ms.RtpCapabilities;
-    if (!this.router.canConsume({ producerId: this.trunkProducer.id, rtpCapabilities: caps })) {
+    if (!this.router.canConsume({ producerId: source.id, rtpCapabilities: caps })) {
       throw new CallMediaError(`the agent cannot receive ${this.plan?.codec.mimeType ?? 'the call codec'}`);
     }
     this.agentConsumer?.close();
-    this.agentConsumer = await this.recvTransport.consume({ producerId: this.trunkProducer.id, rtpCapabilities: caps, paused: true });
+    this.agentConsumer = await this.recvTransport.consume({ producerId: source.id, rtpCapabilities: caps, paused: true });
 
-    return { consumerId: this.agentConsumer.id, producerId: this.trunkProducer.id, kind: 'audio', rtpParameters: this.agentConsumer.rtpParameters };
+    return { consumerId: this.agentConsumer.id, producerId: source.id, kind: 'audio', rtpParameters: this.agentConsumer.rtpParameters };
   }
 
   /** Resumes the agent's consumer. */
@@ -286,6 +289,23 @@ export class CallMedia {
     await (enabled ? this.agentProducer.resume() : this.agentProducer.pause());
   }
 
+  /** Stops sending anything to the trunk (the consumer of the agent's audio closes) until feedTrunk() or the agent produces again. */
+  stopTrunkFeed(): void {
+    this.trunkConsumer?.close();
+    this.trunkConsumer = undefined;
+  }
+
+  /**
+   * Makes the agent hear another producer of this router (an attended transfer's consulted party),
+   * or the trunk again (undefined). The agent's current consumer closes: the agent consumes again
+   * (media.consume), which then takes this source.
+   */
+  setAgentSource(producer: ms.Producer | undefined): void {
+    this.#agentSource = producer;
+    this.agentConsumer?.close();
+    this.agentConsumer = undefined;
+  }
+
   /**
    * Takes the agent's leg away while the trunk leg stays up (a call offered anew, call-centre.ts):
    * closes the agent's WebRTC transports (and so its producer and consumer) and the
@@ -294,6 +314,7 @@ export class CallMedia {
    * gives it another producer.
    */
   releaseAgent(): void {
+    this.#agentSource = undefined;
     this.trunkConsumer?.close();
     this.trunkConsumer = undefined;
     this.agentConsumer?.close();

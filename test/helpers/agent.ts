@@ -80,6 +80,7 @@ const EVENT_NAMES: (keyof RingbridgeClientEvents)[] = [
   'held',
   'resumed',
   'dtmf',
+  'consult',
   'track',
   'ended',
   'presence',
