@@ -1085,17 +1085,28 @@ export class CallCentre {
   }
 
   async #pumpGroup(g: GroupConfig): Promise<void> {
-    let waiting = false;
-    for (const c of this.#host.calls()) {
-      if (c.queue?.groupId === g.id && c.state === 'queued') {
-        waiting = true;
-        break;
-      }
-    }
-    if (!waiting) {
+    const local = [...this.#host.calls()].filter((c) => c.queue?.groupId === g.id && c.live);
+    if (!local.some((c) => c.state === 'queued')) {
       return;
     }
-    const entries = await this.#store.queueEntries(g.id);
+    let entries: { callId: string; since: number }[];
+    try {
+      entries = await this.#store.queueEntries(g.id);
+      // a caller of this node that Redis does not list (a failed write, a Redis that restarted
+      // empty) is written again and takes its place by the time it joined
+      const listed = new Set(entries.map((e) => e.callId));
+      const missing = local.filter((c) => !listed.has(c.id));
+      for (const c of missing) {
+        void this.#store.queueAdd(g.id, c.id, c.queue!.since);
+      }
+      if (missing.length > 0) {
+        entries = [...entries, ...missing.map((c) => ({ callId: c.id, since: c.queue!.since }))].sort((a, b) => a.since - b.since);
+      }
+    } catch (err) {
+      // Redis away: this node's own callers in their order; the cluster order comes back with Redis
+      this.#log.debug({ err, group: g.id }, 'queue order unavailable in Redis; offering this node\'s callers in local order');
+      entries = local.map((c) => ({ callId: c.id, since: c.queue!.since })).sort((a, b) => a.since - b.since);
+    }
     const route: RouteTarget = { kind: 'group', groupId: g.id, members: g.members, strategy: g.strategy };
     for (const e of entries) {
       const call = this.#host.call(e.callId);

@@ -202,6 +202,31 @@ describe('group queues', () => {
     expect(Number(/ringbridge_queue_wait_seconds_sum\{group="support",outcome="timed_out"\} ([\d.]+)/.exec(m)?.[1])).toBeGreaterThanOrEqual(2);
   }, 40_000);
 
+  it('writes a waiting caller again when Redis lost the queue, and still offers it to the free agent', async () => {
+    fx = await startCallGateway(config({ maxWaitS: 60 }));
+    const agent = await fx.agent('cc-q1', { toneHz: 700 });
+    await agent.client.setPresence('busy');
+    const c = await caller();
+    const [entry] = (await queued(1)).calls;
+    const store = fx.gw.store!;
+    await fx.gw.redis!.client.del(store.key('queue', 'support'), store.key('queue', 'support', 'nodes'));
+    const back = await queued(1); // the node's tick put it back, with its original join time
+    expect(back.calls[0]!.callId).toBe(entry!.callId);
+    expect(back.calls[0]!.waitS).toBeGreaterThanOrEqual(entry!.waitS);
+    await agent.client.setPresence('available');
+    const inc = await agent.waitForEvent('incoming', undefined, 3000);
+    expect(inc.call.id).toBe(entry!.callId);
+    await agent.client.answer(inc.call.id);
+    const t = Date.now();
+    await sleep(1200);
+    const heard = await c.capture.heardUntil(t, Date.now());
+    expect(heard.hz, 'the agent at the caller').toBeGreaterThan(650);
+    expect(heard.hz).toBeLessThan(750);
+    await agent.client.hangup(inc.call.id);
+    const r = await c.sipp.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+  }, 40_000);
+
   it('takes a caller who hangs up out of the queue (abandoned)', async () => {
     fx = await startCallGateway(config({ maxWaitS: 60 }));
     const sipp = startSipp({ scenario: 'uac-invite-bye', target: fx.sipTarget, keys: { hold_ms: '1500' }, timeoutMs: 20_000 });
