@@ -202,6 +202,37 @@ describe('group queues', () => {
     expect(Number(/ringbridge_queue_wait_seconds_sum\{group="support",outcome="timed_out"\} ([\d.]+)/.exec(m)?.[1])).toBeGreaterThanOrEqual(2);
   }, 40_000);
 
+  it('hands a caller who waited maxWaitS to the fallback group, whose agent answers with audio', async () => {
+    fx = await startCallGateway({
+      routing: {
+        dids: [{ number: '*', group: 'support' }],
+        groups: [
+          { id: 'support', members: ['cc-q1'], strategy: 'ring-all', queue: { maxWaitS: 2, fallback: { group: 'overflow' } } },
+          { id: 'overflow', members: ['cc-o1'], strategy: 'ring-all' },
+        ],
+        defaultTrunk: '',
+      },
+      admin: { token: ADMIN },
+    });
+    const overflow = await fx.agent('cc-o1', { toneHz: 900 });
+    const c = await caller();
+    const [entry] = (await queued(1)).calls;
+    const inc = await overflow.waitForEvent('incoming', undefined, 5000);
+    expect(inc.call.id).toBe(entry!.callId);
+    await queued(0);
+    await overflow.client.answer(inc.call.id);
+    const t = Date.now();
+    await sleep(1200);
+    const heard = await c.capture.heardUntil(t, Date.now());
+    expect(heard.hz, 'the overflow agent at the caller').toBeGreaterThan(850);
+    expect(heard.hz).toBeLessThan(950);
+    expect((await overflow.packetCounts(inc.call.id)).received, 'the caller at the overflow agent').toBeGreaterThan(30);
+    expect(await metrics()).toContain('ringbridge_queue_calls_total{group="support",outcome="timed_out"} 1');
+    await overflow.client.hangup(inc.call.id);
+    const r = await c.sipp.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+  }, 40_000);
+
   it('writes a waiting caller again when Redis lost the queue, and still offers it to the free agent', async () => {
     fx = await startCallGateway(config({ maxWaitS: 60 }));
     const agent = await fx.agent('cc-q1', { toneHz: 700 });
