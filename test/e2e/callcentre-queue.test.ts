@@ -233,6 +233,48 @@ describe('group queues', () => {
     expect(r.exitCode, r.describe()).toBe(0);
   }, 40_000);
 
+  it('dials the fallback number for a caller who waited maxWaitS, bridging caller and number in the router', async () => {
+    const numberMedia = await freePort();
+    const atNumber = captureTone(numberMedia);
+    captures.push(atNumber);
+    await atNumber.ready;
+    const number = startSipp({ scenario: 'trunk-uas-answer-rtp', extraArgs: ['-mp', String(numberMedia)], timeoutMs: 40_000 });
+    sipps.push(number);
+    await number.ready;
+    fx = await startCallGateway({
+      routing: { dids: [{ number: '*', group: 'support' }], groups: [{ id: 'support', members: ['cc-q1'], strategy: 'ring-all', queue: { maxWaitS: 2, fallback: { number: '+4930777000' } } }], defaultTrunk: 'carrier' },
+      trunks: [
+        {
+          id: 'carrier',
+          inbound: { allow: ['127.0.0.0/8'], auth: { username: '', password: '', realm: 'ringbridge.test' } },
+          outbound: { uri: `sip:127.0.0.1:${number.port}`, proxy: '', auth: { username: '', password: '' }, callerId: '' },
+          codecs: ['PCMA', 'PCMU'],
+          media: { latching: false },
+        },
+      ],
+      admin: { token: ADMIN },
+    });
+    const c = await caller();
+    await queued(1);
+    await queued(0); // the wait limit passed
+    await sleep(1000); // the number answers
+    const t = Date.now();
+    await sleep(2000);
+    const atCaller = await c.capture.heardUntil(t, Date.now());
+    const heardByNumber = await atNumber.heardUntil(t, Date.now());
+    expect(atCaller.packets, 'the number at the caller').toBeGreaterThan(50);
+    expect(atCaller.rms).toBeGreaterThan(200);
+    expect(heardByNumber.packets, 'the caller at the number').toBeGreaterThan(50);
+    expect(heardByNumber.rms).toBeGreaterThan(200);
+    // both pcaps end after 7 s: the caller leg's RTP timeout ends the call, and both dialogs get a BYE
+    const r = await c.sipp.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    const rn = await number.result;
+    expect(rn.exitCode, rn.describe()).toBe(0);
+    expect(rn.received('INVITE')[0]!.split('\r\n')[0]).toMatch(/^INVITE sip:\+4930777000@/);
+    expect(rn.received('BYE')).toHaveLength(1);
+  }, 40_000);
+
   it('writes a waiting caller again when Redis lost the queue, and still offers it to the free agent', async () => {
     fx = await startCallGateway(config({ maxWaitS: 60 }));
     const agent = await fx.agent('cc-q1', { toneHz: 700 });
