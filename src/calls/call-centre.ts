@@ -349,6 +349,8 @@ export class CallCentre {
       this.#enqueue(call, queueGroup!);
     } else {
       this.#offer(call, plan, this.#cfg.calls.ringTimeoutMs);
+      // the caller hears hold audio (the built-in chime) until someone answers
+      void this.#startPlayer(call, defaultAudioSource(), () => call.state === 'ringing' || call.state === 'answering');
     }
 
     return { callId: call.id };
@@ -379,6 +381,8 @@ export class CallCentre {
     this.#detachAgent(call, session.agentId);
     call.transferredBy = session.agentId;
     this.#dialBridge(call, leg, trunk, ruri, legId);
+    // hold audio until the number's audio (early media or the answer) takes its place
+    void this.#startPlayer(call, defaultAudioSource(), () => this.#bridges.has(call) && !call.media?.trunkConsumer);
 
     return { callId: call.id };
   }
@@ -463,6 +467,7 @@ export class CallCentre {
         return;
       }
       // cross-consume: each trunk leg's PlainTransport takes the other leg's producer
+      this.#stopMusic(call);
       await leg.feedTrunk(call.media!.trunkProducer!.id);
       await call.media!.feedTrunk(leg.trunkProducer!.id);
     };
@@ -947,8 +952,9 @@ export class CallCentre {
       call.transition('held');
     }
     if (call.queue) {
-      this.#leaveQueue(call, 'answered'); // stops the queue audio; the agent's producer feeds the trunk next
+      this.#leaveQueue(call, 'answered');
     }
+    this.#stopMusic(call); // queue or hold audio: the agent's producer feeds the trunk next
     this.#host.emit(session.agentId, 'call.answered', { callId: call.id });
     void this.#store.putCall(call.id, { state: 'active', agentId: session.agentId });
     this.#log.info({ callId: call.id, agent: session.agentId, transferredBy: call.transferredBy }, 'call offered anew answered');
@@ -999,6 +1005,7 @@ export class CallCentre {
     }
     const since = Date.now();
     call.queue = { groupId, since };
+    this.#stopMusic(call); // a transfer's hold audio gives way to the queue's
     void this.#store.queueAdd(groupId, call.id, since);
     void this.#store.putCall(call.id, { state: 'queued' });
     call.timer(q.maxWaitS * 1000, () => this.#maxWait(call));

@@ -2,8 +2,8 @@
  * Blind transfers end to end (src/calls/call-centre.ts): sipp as the trunk with 14 s of real PCMA
  * (trunk-call-rtp-long), the gateway in this process, and Node WebRTC agents each sending its own
  * tone. What the caller hears is checked at sipp's media port with tshark, decoding the PCMA: the
- * first agent's tone before the transfer, nothing while the call rings again, the next agent's
- * tone after it answers. The agents' own stats show the caller's audio reaching them.
+ * first agent's tone before the transfer, hold audio (not that tone) while the call rings again,
+ * the next agent's tone after it answers. The agents' own stats show the caller's audio reaching them.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { type NodeAgent } from '../helpers/agent.js';
@@ -58,9 +58,9 @@ const config = (ringTimeoutMs = 5000) => ({
 });
 
 describe('blind transfer', () => {
-  it('agent → agent: the caller hears A, then nothing while B rings, then B; B hears the caller; the trunk dialog stays', async () => {
+  it('agent → agent: the caller hears A, then hold audio while B rings, then B; B hears the caller; the trunk dialog stays', async () => {
     fx = await startCallGateway(config());
-    const a = await fx.agent('cc-a', { toneHz: 440 });
+    const a = await fx.agent('cc-a', { toneHz: 1200 });
     const b = await fx.agent('cc-b', { toneHz: 1000 });
     const { callId, capture, trunk } = await connectedCall(a);
     const dialogBefore = fx.gw.calls!.call(callId)!.dialog;
@@ -68,8 +68,8 @@ describe('blind transfer', () => {
     await sleep(1500);
     const heardA = await capture.heardUntil(tA, Date.now());
     expect(heardA.packets, 'A → caller packets').toBeGreaterThan(50);
-    expect(heardA.hz, 'the caller hears A\'s 440 Hz tone').toBeGreaterThan(400);
-    expect(heardA.hz).toBeLessThan(480);
+    expect(heardA.hz, 'the caller hears A\'s 1200 Hz tone').toBeGreaterThan(1150);
+    expect(heardA.hz).toBeLessThan(1250);
 
     await a.client.transfer(callId, { agent: 'cc-b' });
     const endedA = await a.waitForEvent('ended', (e) => e.call.id === callId, 3000);
@@ -77,11 +77,13 @@ describe('blind transfer', () => {
     const ringing = await b.waitForEvent('incoming', undefined, 3000);
     expect(ringing.call.id).toBe(callId);
     expect(ringing.call.transferredBy).toBe('cc-a');
-    // while B rings nobody sends to the caller (A's media is gone)
+    // while B rings the caller hears the hold audio (the built-in 440/660 Hz chime, or its silent
+    // part), never A's tone: A's media is gone
     const gap0 = Date.now() + 300;
     await sleep(1200);
     const gap = await capture.heardUntil(gap0, Date.now());
-    expect(gap.packets, 'nothing reaches the caller between A leaving and B answering').toBeLessThan(5);
+    expect(gap.packets, 'hold audio reaches the caller while B rings').toBeGreaterThan(30);
+    expect(gap.hz, `not A's tone (${gap.hz} Hz)`).toBeLessThan(700);
     const server = fx.gw.calls!.call(callId)!;
     expect(server.state).toBe('ringing');
     expect(server.media?.sendTransport, 'A\'s transports are closed').toBeUndefined();
@@ -113,7 +115,7 @@ describe('blind transfer', () => {
 
   it('agent → group: the free member rings; unanswered, the call comes back to the transferring agent with audio', async () => {
     fx = await startCallGateway(config(2500));
-    const a = await fx.agent('cc-a', { toneHz: 440 });
+    const a = await fx.agent('cc-a', { toneHz: 1200 });
     const c = await fx.agent('cc-c', { toneHz: 1000 });
     const { callId, capture } = await connectedCall(a);
     await a.client.transfer(callId, { group: 'sales' });
@@ -130,8 +132,8 @@ describe('blind transfer', () => {
     await sleep(1200);
     const heard = await capture.heardUntil(t, Date.now());
     expect(heard.packets).toBeGreaterThan(40);
-    expect(heard.hz, 'A\'s tone again').toBeGreaterThan(400);
-    expect(heard.hz).toBeLessThan(480);
+    expect(heard.hz, 'A\'s tone again').toBeGreaterThan(1150);
+    expect(heard.hz).toBeLessThan(1250);
     await a.client.hangup(callId);
   }, 60_000);
 
