@@ -539,6 +539,17 @@ export class CallCentre {
             return;
           }
           leg.relay.restartInactivity();
+          // no RTP from the number for calls.rtpTimeoutMs: as a BYE from it
+          leg.relay.once('inactivity', () => {
+            if (call.live && this.#bridges.get(call) === bridge) {
+              log.info('no RTP from the transfer leg; ending it');
+              if (bridge.consult) {
+                void this.#consultEnded(call, 'ended');
+              } else {
+                this.#host.hangupTrunk(call, 'rtp_timeout', 'SIP;cause=408;text="RTP timeout on the transfer leg"');
+              }
+            }
+          });
           if (bridge.consult) {
             this.#host.emit(bridge.consult.agentId, 'call.consult', { callId: call.id, consultCallId: bridge.consult.id, state: 'answered' });
             log.info('consultation connected');

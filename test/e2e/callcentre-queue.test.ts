@@ -266,7 +266,7 @@ describe('group queues', () => {
     expect(atCaller.rms).toBeGreaterThan(200);
     expect(heardByNumber.packets, 'the caller at the number').toBeGreaterThan(50);
     expect(heardByNumber.rms).toBeGreaterThan(200);
-    // both pcaps end after 7 s: the caller leg's RTP timeout ends the call, and both dialogs get a BYE
+    // both pcaps end after 7 s: an RTP timeout (either leg) ends the call, and both dialogs get a BYE
     const r = await c.sipp.result;
     expect(r.exitCode, r.describe()).toBe(0);
     const rn = await number.result;
