@@ -64,6 +64,18 @@ import { type Call } from './call.js';
 import { type PresenceService } from './presence.js';
 import { type RingTarget, type RouteTarget } from './routing.js';
 
+/**
+ * The number a new trunk leg presents (From user): the trunk's outbound.callerId, else, for a
+ * transfer, the trunk party who stays (the caller of an inbound call, the dialled number of an
+ * outbound one); for a REFER, where our agent stays, our side's number (the DID called, or the
+ * outbound call's own From).
+ */
+function presentedNumber(call: Call, trunk: TrunkConfig, refer = false): string {
+  const inbound = call.direction === 'inbound';
+
+  return trunk.outbound.callerId || (refer === inbound ? call.to.number : call.from.number);
+}
+
 /** How often each node offers its waiting callers to free agents, ms. */
 export const QUEUE_TICK_MS = 500;
 
@@ -476,7 +488,7 @@ export class CallCentre {
         ruri,
         {
           localSdp: offerSdp,
-          headers: { From: `<sip:${trunk.outbound.callerId || call.from.number}@localhost>` },
+          headers: { From: `<sip:${presentedNumber(call, trunk)}@localhost>` },
           ...(trunk.outbound.auth.username ? { auth: { username: trunk.outbound.auth.username, password: trunk.outbound.auth.password } } : {}),
           ...(trunk.outbound.proxy ? { proxy: trunk.outbound.proxy } : {}),
         },
@@ -817,7 +829,7 @@ export class CallCentre {
         ruri,
         {
           localSdp: offer,
-          headers: { From: `<sip:${trunk.outbound.callerId || call.from.number}@localhost>` },
+          headers: { From: `<sip:${presentedNumber(call, trunk, true)}@localhost>` },
           ...(trunk.outbound.auth.username ? { auth: { username: trunk.outbound.auth.username, password: trunk.outbound.auth.password } } : {}),
           ...(trunk.outbound.proxy ? { proxy: trunk.outbound.proxy } : {}),
         },

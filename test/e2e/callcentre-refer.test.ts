@@ -89,6 +89,7 @@ describe('REFER from a trunk', () => {
     const rn = await number.result;
     expect(rn.exitCode, rn.describe()).toBe(0);
     expect(rn.received('INVITE')[0]!.split('\r\n')[0]).toMatch(/^INVITE sip:\+4930999000@127\.0\.0\.1/);
+    expect(sipHeader(rn.received('INVITE')[0]!, 'From'), 'our side\'s number (the DID called) is presented, not the referrer\'s').toMatch(/^<sip:service@/);
     expect(rn.received('BYE'), 'the agent\'s hangup ends the new dialog').toHaveLength(1);
   }, 60_000);
 

@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type NodeAgent } from '../helpers/agent.js';
 import { type CallFixture, startCallGateway } from '../helpers/calls.js';
 import { captureTone, type ToneCapture } from '../helpers/rtp-tone.js';
-import { freePort, type SippProcess, startSipp } from '../helpers/sipp.js';
+import { freePort, sipHeader, type SippProcess, startSipp } from '../helpers/sipp.js';
 
 let fx: CallFixture | undefined;
 const captures: ToneCapture[] = [];
@@ -188,6 +188,7 @@ describe('blind transfer', () => {
     expect(ru.exitCode, ru.describe()).toBe(0);
     const invite = ru.received('INVITE')[0]!;
     expect(invite.split('\r\n')[0]).toMatch(/^INVITE sip:\+4930111222@127\.0\.0\.1/);
+    expect(sipHeader(invite, 'From'), 'the caller\'s number is presented (no outbound.callerId)').toMatch(/^<sip:\+4930555000\d+@/);
     expect(invite, 'only the call\'s codec is offered (no transcoding)').toMatch(/m=audio \d+ RTP\/AVP 8 101\r?\n/);
     expect(ru.received('BYE')).toHaveLength(1);
   }, 60_000);
