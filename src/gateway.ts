@@ -16,6 +16,7 @@ import { startHttpServer, type HttpReply, type HttpServerHandle } from './http/s
 import { type Logger } from './log/logger.js';
 import { MediaWorkerPool } from './media/worker-pool.js';
 import { createMetrics, type Metrics } from './metrics/registry.js';
+import { QueueMetrics } from './metrics/queue-metrics.js';
 import { CallManager } from './calls/call-manager.js';
 import { SipRegistrar } from './sip/registrar/registrar.js';
 import { Handoff } from './calls/handoff.js';
@@ -256,6 +257,7 @@ export class Gateway {
       ...(wake ? { wake } : {}),
       ...(this.#registrar ? { sipDevices: this.#registrar } : {}),
       metrics: callMetrics,
+      queueMetrics: new QueueMetrics(this.metrics.registry, this.metrics.prefix),
       security: this.#security,
       recording: this.#recording,
       quality: { metrics: new QualityMetrics(this.metrics.registry, this.metrics.prefix, config.metrics.lowMosThreshold), intervalMs: config.metrics.qualityIntervalMs },
@@ -493,6 +495,7 @@ export class Gateway {
       store,
       logger: this.logger.child({ component: 'admin' }),
       nodes: () => store.liveNodes(),
+      queues: (groupId) => (this.#calls ? this.#calls.centre.queues(groupId) : Promise.resolve(undefined)),
       ...(this.#security ? { revocations: this.#security.revocations } : {}),
       ...(this.#recording ? { recordings: this.#recording } : {}),
       drain: (deadlineMs) => {

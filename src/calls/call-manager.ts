@@ -17,7 +17,7 @@ import { buildOffer, negotiateAnswer, negotiateFromAnswer, type PlanSrtp, reansw
 import { fromKeyParams, newMasterKey, SRTP_SUITE, toKeyParams } from '../media/rtp/srtp.js';
 import { TrunkDirectory, trunkSource, type TrunkConfig } from '../sip/trunks.js';
 import { type AgentSession, SignalingError, type SignalingHandler, type SignalingServer } from '../signaling/server.js';
-import { type AgentStatus, type CancelReason, type DeviceInfo, type EffectivePresence, type EndReason, type RequestData, type RequestType, type ResponseData } from '../signaling/protocol.js';
+import { type AgentStatus, type CancelReason, type DeviceInfo, type EffectivePresence, type EndReason, type MediaOffer, type RequestData, type RequestType, type ResponseData } from '../signaling/protocol.js';
 import { type NodeRegistry } from '../state/node-registry.js';
 import { type ClusterPresence, type Device, type StateStore } from '../state/store.js';
 import { Call, CallStateError, type RemoteLeg } from './call.js';
@@ -27,13 +27,15 @@ import { PresenceService } from './presence.js';
 import { type WakeOutcome, type WakeService } from '../push/wake.js';
 import { type CallMetrics } from '../metrics/call-metrics.js';
 import { CallQualitySampler, type QualityMetrics } from './quality.js';
+import { type RingTarget, Router, type RouteTarget } from './routing.js';
 import { type RecordingService } from './recording.js';
-import { Router, type RouteTarget } from './routing.js';
 import { dialRefusalMessage } from '../security/dial-policy.js';
 import { type SecurityGuard } from '../security/guard.js';
 import { type TrunkCodecName } from '../media/codecs.js';
 import { type SipBinding } from '../sip/registrar/bindings.js';
 import { type CallDevices, type DeviceAnswer, DeviceRinger } from './device-ringer.js';
+import { CallCentre } from './call-centre.js';
+import { type QueueMetrics } from '../metrics/queue-metrics.js';
 
 /** Options of the call manager. */
 export interface CallManagerOptions {
@@ -63,17 +65,8 @@ export interface CallManagerOptions {
   recording?: RecordingService;
   /** Agents' registered SIP devices (the registrar, when sipDevices.enabled): rung with their sessions. */
   sipDevices?: { bindings(agentId: string): Promise<SipBinding[]> };
-}
-
-/** One agent to ring: here (a local session) and/or on other nodes (hand-off legs). */
-interface RingTarget {
-  agentId: string;
-  local: boolean;
-  nodes: string[];
-  /** Devices to wake by push (the agent has no session anywhere). */
-  wake?: Device[];
-  /** The agent's registered SIP devices to ring (device-ringer.ts). */
-  devices?: SipBinding[];
+  /** Queue metrics (call-centre.ts). */
+  queueMetrics?: QueueMetrics;
 }
 
 /** Devices an agent may register (each call wakes every one of them). */
@@ -173,6 +166,8 @@ export class CallManager implements SignalingHandler {
   readonly presence: PresenceService;
   readonly #security: SecurityGuard | undefined;
   readonly #devices: DeviceRinger | undefined;
+  /** Transfers and queues (call-centre.ts). */
+  readonly #centre: CallCentre;
   #signaling: SignalingServer | undefined;
 
   constructor(opts: CallManagerOptions) {
@@ -203,7 +198,45 @@ export class CallManager implements SignalingHandler {
         notify: (a, status, effective) => this.#signaling?.sendToAgent(a, 'presence.changed', { status, effective }),
       },
     });
+    this.#centre = new CallCentre({
+      config: opts.config,
+      store: opts.store,
+      logger: opts.logger.child({ component: 'call-centre' }),
+      ...(opts.queueMetrics ? { metrics: opts.queueMetrics } : {}),
+      host: {
+        // calls offered anew ring this node's sessions (and, on a single node, wake pushes): the media stays in this router
+        ringPlan: async (route, wake) => (await this.#ringPlan(route, false, true)).filter((t) => t.local || (wake && !this.#cluster && t.wake)),
+        ringTargets: (call, targets) => this.#ringTargets(call, targets),
+        unring: (call, agentId, reason) => this.#unring(call, agentId, reason),
+        ringTimeout: (call) => this.#ringTimeout(call),
+        emit: (agentId: string, type: 'call.ended' | 'call.answered' | 'call.reconsume' | 'call.consult', data: object) => this.#emit(agentId, type, data as never),
+        hangupTrunk: (call, reason, sipReason) => this.#hangupTrunk(call, reason, sipReason),
+        answerTrunk: async (call) => void (await this.#answerTrunk(call)),
+        calls: () => this.#calls.values(),
+        call: (id) => this.#calls.get(id),
+        sessions: (agentId) => this.#signaling?.sessionsOf(agentId).length ?? 0,
+        presence: this.presence,
+        dialTarget: (agentId, to) => this.#dialTarget(agentId, to),
+        adoptDialog: (call, dialog, localSdp) => {
+          const old = call.dialog;
+          for (const ev of ['destroy', 'modify', 'refer']) {
+            old?.removeAllListeners(ev);
+          }
+          call.dialog = dialog;
+          call.localSdp = localSdp;
+          this.#watchDialog(call, dialog);
+        },
+      },
+      srf: opts.srf,
+      media: this.#mediaSettings,
+    });
+    this.#centre.start();
     this.#srf.invite((req, res) => this.#onInvite(req, res));
+  }
+
+  /** Transfers and queues: the admin API reads the queues through it. */
+  get centre(): CallCentre {
+    return this.#centre;
   }
 
   /** Connects the signaling server (it is created with this manager as its handler). */
@@ -434,6 +467,15 @@ export class CallManager implements SignalingHandler {
         void this.#store.releaseTrunkCall(trunk.id, call.id);
       }
       throw err;
+    }
+    if (plan.length === 0 && !handoff && route.kind === 'group' && this.#centre.hasQueue(route.groupId)) {
+      // nobody free: the caller is answered and waits in the group's queue (call-centre.ts)
+      this.#calls.set(call.id, call);
+      req.on('cancel', () => this.#callerCancelled(call));
+      void this.#store.putCall(call.id, { direction: 'inbound', state: 'queued', trunkId: trunk.id, from: this.#store.storedNumber(call.from.number), to: this.#store.storedNumber(called), node: this.#store.nodeId, offeredAt: call.times.offeredAt.toISOString() });
+      await this.#centre.enqueueNew(call, route.groupId).catch((err: unknown) => log.warn({ err }, 'cannot queue the call'));
+
+      return;
     }
     if (plan.length === 0) {
       log.info({ route: route.kind, handoff: handoff !== undefined }, 'rejecting INVITE: no agent available');
@@ -721,6 +763,12 @@ export class CallManager implements SignalingHandler {
       this.#unring(call, a, status === 480 ? 'ring_timeout' : 'declined');
     }
     this.#cancelLegs(call, 'ring_timeout');
+    if (call.dialog) {
+      // an established call offered anew (call-centre.ts): its next step, not a SIP status
+      this.#centre.unanswered(call);
+
+      return;
+    }
     if (call.inviteRes && !call.inviteRes.finalResponseSent) {
       call.inviteRes.send(status);
     }
@@ -1161,7 +1209,35 @@ export class CallManager implements SignalingHandler {
       clearTimeout(t);
     }
     call.timers.clear();
+    if (call.dialog) {
+      // an established call offered anew (call-centre.ts): the trunk leg stays, the agent joins its router
+      return this.#centre.answered(call, session);
+    }
     const log = this.#log.child({ callId: call.id, agent: session.agentId });
+    try {
+      const offer = (await this.#answerTrunk(call, session.agentId))!;
+      this.#emit(session.agentId, 'call.answered', { callId: call.id });
+      void this.#store.putCall(call.id, { state: 'active', agentId: session.agentId, answeredAt: call.times.answeredAt?.toISOString(), codec: call.media?.plan?.codec.name });
+      log.info({ codec: call.media?.plan?.codec.name ?? 'late offer' }, 'call answered');
+
+      return { callId: call.id, media: offer };
+    } catch (err) {
+      if (err instanceof SignalingError) {
+        throw err;
+      }
+      throw new SignalingError('MEDIA_ERROR', `cannot answer: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * Answers an inbound call (state answering) toward the trunk: the call's media (a router, the
+   * relay), our SDP answer (or, for a late offer, our offer), the 200 OK; the call becomes active.
+   * With `agentId`, that agent's WebRTC transports are made before the 200 OK and returned.
+   * A failure rejects the INVITE (500) or ends the call, and is rethrown.
+   * @throws {SignalingError | CallMediaError | SdpError | Error}
+   */
+  async #answerTrunk(call: Call, agentId?: string): Promise<MediaOffer | undefined> {
+    const log = this.#log.child({ callId: call.id, ...(agentId ? { agent: agentId } : {}) });
     try {
       const media = await CallMedia.create(this.#mediaSettings, { latching: call.trunk.media.latching });
       call.media = media;
@@ -1181,12 +1257,12 @@ export class CallManager implements SignalingHandler {
         await media.applyPlan(plan);
       }
       this.#watchRelay(call);
-      const offer = await media.agentTransports();
+      const offer = agentId !== undefined ? await media.agentTransports() : undefined;
       if (!call.live) {
         throw new SignalingError('INVALID_STATE', 'the caller hung up');
       }
       // 200 OK to the trunk now; the agent's media joins within moments.
-      const dialog = await this.#srf.createUAS(call.inviteReq!, call.inviteRes!, { localSdp: call.localSdp, ...(call.origin ? { headers: { 'X-RB-Agent': session.agentId } } : {}) });
+      const dialog = await this.#srf.createUAS(call.inviteReq!, call.inviteRes!, { localSdp: call.localSdp, ...(call.origin && agentId ? { headers: { 'X-RB-Agent': agentId } } : {}) });
       call.dialog = dialog;
       call.inviteReq = undefined;
       call.inviteRes = undefined;
@@ -1204,11 +1280,8 @@ export class CallManager implements SignalingHandler {
           });
         });
       }
-      this.#emit(session.agentId, 'call.answered', { callId: call.id });
-      void this.#store.putCall(call.id, { state: 'active', agentId: session.agentId, answeredAt: call.times.answeredAt?.toISOString(), codec: media.plan?.codec.name });
-      log.info({ codec: media.plan?.codec.name ?? 'late offer' }, 'call answered');
 
-      return { callId: call.id, media: offer };
+      return offer;
     } catch (err) {
       if (!call.live) {
         // ended meanwhile (caller gone, the agent's session closed): its end ran before the media
@@ -1222,10 +1295,7 @@ export class CallManager implements SignalingHandler {
         }
         this.#finish(call, 'media_error', 'system', 500);
       }
-      if (err instanceof SignalingError) {
-        throw err;
-      }
-      throw new SignalingError('MEDIA_ERROR', `cannot answer: ${(err as Error).message}`);
+      throw err;
     }
   }
 
@@ -1268,6 +1338,36 @@ export class CallManager implements SignalingHandler {
     }
 
     return trunk;
+  }
+
+  /**
+   * Where a call.transfer (or a queue fallback) to a number goes: the agent's dialling policy and
+   * dial rate as for call.dial (none for a configured fallback, `agentId` undefined), the default
+   * trunk, and the Request-URI.
+   * @throws {SignalingError} DIAL_POLICY, RATE_LIMITED, NO_ROUTE
+   */
+  async #dialTarget(agentId: string | undefined, to: string): Promise<{ trunk: TrunkConfig; ruri: string }> {
+    const sec = this.#security;
+    if (sec && agentId !== undefined) {
+      const refusal = sec.dialPolicy.check(to);
+      if (refusal) {
+        this.#log.info({ agent: agentId, reason: refusal }, 'transfer refused by the dialling policy');
+        sec.rejected('dial_policy');
+        throw new SignalingError('DIAL_POLICY', dialRefusalMessage(refusal));
+      }
+      const rate = await sec.dialLimit(agentId);
+      if (!rate.allowed) {
+        sec.rejected('dial_rate');
+        throw new SignalingError('RATE_LIMITED', `more dials per minute than the dialling policy allows; try again in ${rate.retryAfterS} s`);
+      }
+    }
+    const trunk = this.#pickTrunk(undefined);
+    const base = parseUri(trunk.outbound.uri);
+    if (!base || trunk.media.srtp === 'required') {
+      throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} cannot take a transferred call (${base ? 'it requires SRTP' : 'invalid outbound uri'})`);
+    }
+
+    return { trunk, ruri: formatUri({ ...base, user: to }) };
   }
 
   async #dial(session: AgentSession, data: RequestData<'call.dial'>): Promise<ResponseData['call.dial']> {
@@ -1479,6 +1579,8 @@ export class CallManager implements SignalingHandler {
       }
       this.#finish(call, 'hangup_remote', 'remote');
     });
+    // RFC 3515 REFER from the trunk (call-centre.ts; srf would answer 200 to it without a listener)
+    dialog.on('refer', (req: Srf.SrfRequest, res: Srf.SrfResponse) => this.#centre.refer(call, req, res));
     dialog.on('modify', (req: Srf.SrfRequest, res: Srf.SrfResponse) => {
       this.#trunkReinvite(call, req, res).catch((err: unknown) => {
         this.#log.warn({ err, callId: call.id }, 'cannot handle the trunk re-INVITE');
@@ -1626,6 +1728,7 @@ export class CallManager implements SignalingHandler {
     call.qualitySummary = call.quality?.stop();
     call.quality = undefined;
     this.#calls.delete(call.id);
+    this.#centre.ended(call);
     if (!call.origin) {
       // this node held the trunk's leg: its times are the caller's
       this.#metrics?.timed({
@@ -1638,7 +1741,8 @@ export class CallManager implements SignalingHandler {
       });
     }
     for (const a of [...call.ringing]) {
-      this.#unring(call, a, reason === 'cancelled' ? 'caller_cancelled' : 'ring_timeout');
+      // hangup_remote: the caller of a call offered anew (call-centre.ts) hung up while it rang
+      this.#unring(call, a, reason === 'cancelled' || reason === 'hangup_remote' ? 'caller_cancelled' : 'ring_timeout');
     }
     this.#cancelLegs(call, reason === 'cancelled' ? 'caller_cancelled' : 'ring_timeout');
     if (call.remote) {
@@ -1851,6 +1955,9 @@ export class CallManager implements SignalingHandler {
       case 'call.dial':
         return this.#dial(session, data as RequestData<'call.dial'>);
       case 'call.hangup':
+        if (this.#centre.cancelConsult(session, (data as RequestData<'call.hangup'>).callId)) {
+          return {}; // the consultation of an attended transfer (call-centre.ts)
+        }
         this.#hangup(session, (data as RequestData<'call.hangup'>).callId);
 
         return {};
@@ -1890,6 +1997,22 @@ export class CallManager implements SignalingHandler {
 
         return this.#recording.request(call, d.on);
       }
+      case 'call.transfer': {
+        const d = data as RequestData<'call.transfer'>;
+        const call = this.#ownCall(session, d.callId);
+        this.#refuseOnDevice(call);
+        if (call.heldLocal) {
+          await this.#hold(session, d.callId, false); // the next agent gets the caller off hold
+        }
+
+        return this.#centre.transfer(session, call, d);
+      }
+      case 'call.consult': {
+        const d = data as RequestData<'call.consult'>;
+        this.#refuseOnDevice(this.#ownCall(session, d.callId));
+
+        return this.#centre.consult(session, this.#ownCall(session, d.callId), d.to.number);
+      }
       case 'media.connect': {
         const d = data as RequestData<'media.connect'>;
         await this.#mediaOf(session, d.callId).connectAgent(d.transportId, d.dtlsParameters);
@@ -1919,6 +2042,16 @@ export class CallManager implements SignalingHandler {
       }
       default:
         throw new SignalingError('BAD_REQUEST', `unsupported request ${String(type)}`);
+    }
+  }
+
+  /**
+   * Transfers move a WebRTC agent's media; a call answered on a SIP device has none to move.
+   * @throws {SignalingError} INVALID_STATE for a call a SIP device answered
+   */
+  #refuseOnDevice(call: Call): void {
+    if (call.devices?.answered) {
+      throw new SignalingError('INVALID_STATE', `call ${call.id} was answered on a SIP device: transfers of SIP-device calls are not supported`);
     }
   }
 
@@ -1966,8 +2099,9 @@ export class CallManager implements SignalingHandler {
 
   /** Ends every call (shutdown): BYE/CANCEL/480 to trunks, call.ended to agents. */
   shutdown(): void {
+    this.#centre.stop();
     for (const call of this.calls) {
-      if (call.state === 'ringing') {
+      if (call.state === 'ringing' && !call.dialog) {
         this.#rejectInbound(call, 480, 'unavailable');
       } else {
         this.#hangupTrunk(call, 'shutdown', 'SIP;cause=503;text="gateway shutting down"');

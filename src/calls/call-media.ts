@@ -19,6 +19,12 @@ import { type MediaWorkerPool } from '../media/worker-pool.js';
 import { type CallCodec, type MediaOffer, type TransportInfo } from '../signaling/protocol.js';
 import { consumerPayloadTypeMap, type MediaPlan, type PlanSrtp, toProducerRtpParameters, toRtpCapabilities } from '../sip/sdp.js';
 
+/**
+ * appData.role of a PlainTransport that carries the far party of a call in place of a WebRTC
+ * agent: a SIP device's leg, or the second trunk leg of a transfer to a number.
+ */
+export const FAR_LEG_ROLE = 'far-leg';
+
 /** Media settings shared by every call. */
 export interface CallMediaSettings {
   pool: MediaWorkerPool;
@@ -71,24 +77,35 @@ export class CallMedia {
   agentProducer?: ms.Producer;
   agentConsumer?: ms.Consumer;
   plan?: MediaPlan;
+  /** What the agent hears instead of the trunk (an attended transfer's consulted party); undefined: the trunk. */
+  #agentSource: ms.Producer | undefined;
   #closed = false;
   readonly #onClose: (() => void)[] = [];
+  /** Whether close() closes the router (false for a second trunk leg in another call's router). */
+  readonly #ownsRouter: boolean;
 
-  private constructor(settings: CallMediaSettings, router: ms.Router, relay: RtpRelay, plain: ms.PlainTransport) {
+  private constructor(settings: CallMediaSettings, router: ms.Router, relay: RtpRelay, plain: ms.PlainTransport, ownsRouter: boolean) {
     this.#settings = settings;
     this.router = router;
     this.relay = relay;
     this.plain = plain;
+    this.#ownsRouter = ownsRouter;
     router.observer.once('close', () => this.close());
+    if (!ownsRouter) {
+      plain.observer.once('close', () => this.close());
+    }
   }
 
   /**
-   * A router on the least-loaded worker, the trunk relay and the loopback PlainTransport.
+   * A router on the least-loaded worker, the trunk relay and the loopback PlainTransport. With
+   * `router`, a second trunk leg inside that (another call's) router instead: its close() leaves
+   * the router alone (a transfer to a number bridges two trunk legs in one router).
    * @throws {MediaWorkerError | CallMediaError} when no worker or no relay port is available
    */
-  static async create(settings: CallMediaSettings, opts: { latching: boolean }): Promise<CallMedia> {
-    const worker = settings.pool.leastLoaded();
-    const router = await worker.createRouter({ mediaCodecs: ROUTER_MEDIA_CODECS });
+  static async create(settings: CallMediaSettings, opts: { latching: boolean; router?: ms.Router }): Promise<CallMedia> {
+    const owns = opts.router === undefined;
+    const router = opts.router ?? (await settings.pool.leastLoaded().createRouter({ mediaCodecs: ROUTER_MEDIA_CODECS }));
+    let plain: ms.PlainTransport | undefined;
     let relay: RtpRelay | undefined;
     try {
       relay = await RtpRelay.create({
@@ -98,14 +115,19 @@ export class CallMedia {
         rtpTimeoutMs: settings.rtpTimeoutMs,
         logger: settings.logger,
       });
-      const plain = await router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: false, comedia: false });
+      // a second leg in another call's router is that call's far party (FAR_LEG_ROLE, recorded as the agent side)
+      plain = await router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: false, comedia: false, ...(owns ? {} : { appData: { role: FAR_LEG_ROLE } }) });
       const side = relay.mediasoupSide;
       await plain.connect({ ip: side.ip, port: side.port, rtcpPort: side.rtcpPort });
       relay.setMediasoupTarget({ port: plain.tuple.localPort, rtcpPort: plain.rtcpTuple!.localPort });
 
-      return new CallMedia(settings, router, relay, plain);
+      return new CallMedia(settings, router, relay, plain, owns);
     } catch (err) {
-      router.close();
+      if (owns) {
+        router.close();
+      } else {
+        plain?.close();
+      }
       relay?.close();
       throw err instanceof CallMediaError ? err : new CallMediaError(`cannot set up the trunk media: ${(err as Error).message}`, { cause: err });
     }
@@ -226,6 +248,11 @@ export class CallMedia {
     } catch (err) {
       throw new CallMediaError(`produce refused: ${(err as Error).message}`, { cause: err });
     }
+    if (this.trunkConsumer && this.trunkConsumer.producerId !== this.agentProducer.id) {
+      // the trunk heard something else meanwhile (queue audio, a call offered anew): the agent now
+      this.trunkConsumer.close();
+      this.trunkConsumer = undefined;
+    }
     await this.#ensureTrunkConsumer();
 
     return this.agentProducer.id;
@@ -239,17 +266,18 @@ export class CallMedia {
     if (!this.recvTransport) {
       throw new CallMediaError('no receive transport; answer or dial first');
     }
-    if (!this.trunkProducer) {
+    const source = this.#agentSource && !this.#agentSource.closed ? this.#agentSource : this.trunkProducer;
+    if (!source) {
       throw new CallMediaError('no audio from the trunk yet (consume again after call.media)');
     }
     const caps = rtpCapabilities as ms.RtpCapabilities;
-    if (!this.router.canConsume({ producerId: this.trunkProducer.id, rtpCapabilities: caps })) {
+    if (!this.router.canConsume({ producerId: source.id, rtpCapabilities: caps })) {
       throw new CallMediaError(`the agent cannot receive ${this.plan?.codec.mimeType ?? 'the call codec'}`);
     }
     this.agentConsumer?.close();
-    this.agentConsumer = await this.recvTransport.consume({ producerId: this.trunkProducer.id, rtpCapabilities: caps, paused: true });
+    this.agentConsumer = await this.recvTransport.consume({ producerId: source.id, rtpCapabilities: caps, paused: true });
 
-    return { consumerId: this.agentConsumer.id, producerId: this.trunkProducer.id, kind: 'audio', rtpParameters: this.agentConsumer.rtpParameters };
+    return { consumerId: this.agentConsumer.id, producerId: source.id, kind: 'audio', rtpParameters: this.agentConsumer.rtpParameters };
   }
 
   /** Resumes the agent's consumer. */
@@ -280,6 +308,64 @@ export class CallMedia {
     }
     this.agentProducer = producer;
     await this.#ensureTrunkConsumer();
+  }
+
+  /** Stops sending anything to the trunk (the consumer of the agent's audio closes) until feedTrunk() or the agent produces again. */
+  stopTrunkFeed(): void {
+    this.trunkConsumer?.close();
+    this.trunkConsumer = undefined;
+  }
+
+  /**
+   * Makes the agent hear another producer of this router (an attended transfer's consulted party),
+   * or the trunk again (undefined). The agent's current consumer closes: the agent consumes again
+   * (media.consume), which then takes this source.
+   */
+  setAgentSource(producer: ms.Producer | undefined): void {
+    this.#agentSource = producer;
+    this.agentConsumer?.close();
+    this.agentConsumer = undefined;
+  }
+
+  /**
+   * Takes the agent's leg away while the trunk leg stays up (a call offered anew, call-centre.ts):
+   * closes the agent's WebRTC transports (and so its producer and consumer) and the
+   * PlainTransport's consumer of the agent's audio. The trunk hears nothing until another agent
+   * produces (agentTransports() then creates new transports in the same router) or feedTrunk()
+   * gives it another producer.
+   */
+  releaseAgent(): void {
+    this.#agentSource = undefined;
+    this.trunkConsumer?.close();
+    this.trunkConsumer = undefined;
+    this.agentConsumer?.close();
+    this.agentConsumer = undefined;
+    this.agentProducer?.close();
+    this.agentProducer = undefined;
+    this.sendTransport?.close();
+    this.sendTransport = undefined;
+    this.recvTransport?.close();
+    this.recvTransport = undefined;
+  }
+
+  /**
+   * Sends another producer of this router to the trunk in place of the agent's audio (queue or
+   * hold audio from a player, the other trunk leg of a transfer to a number). It must carry the
+   * call's codec. Replaced again when an agent produces.
+   * @throws {CallMediaError} before the plan is known, or when the PlainTransport cannot consume it
+   */
+  async feedTrunk(producerId: string): Promise<void> {
+    if (!this.plan) {
+      throw new CallMediaError('no negotiated media yet');
+    }
+    this.trunkConsumer?.close();
+    this.trunkConsumer = undefined;
+    try {
+      this.trunkConsumer = await this.plain.consume({ producerId, rtpCapabilities: toRtpCapabilities(this.plan) });
+    } catch (err) {
+      throw new CallMediaError(`the trunk leg cannot take producer ${producerId}: ${(err as Error).message}`, { cause: err });
+    }
+    this.relay.setPayloadTypeMap(consumerPayloadTypeMap(this.plan, this.trunkConsumer.rtpParameters));
   }
 
   async #ensureTrunkConsumer(): Promise<void> {
@@ -326,7 +412,12 @@ export class CallMedia {
       return;
     }
     this.#closed = true;
-    if (!this.router.closed) {
+    if (!this.#ownsRouter) {
+      // a second trunk leg: its own transport only, the router belongs to the call
+      this.releaseAgent();
+      this.trunkProducer?.close();
+      this.plain.close();
+    } else if (!this.router.closed) {
       this.router.close();
     }
     this.relay.close();

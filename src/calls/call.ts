@@ -5,6 +5,11 @@
  *   inbound:  ringing ─answer→ answering ─200 sent→ active ⇄ held ─→ ended
  *   outbound: dialing ─18x→ early ─200→ active ⇄ held ─→ ended
  *   any state ─→ ended (exactly once, with one end reason)
+ *
+ * Call centre (call-centre.ts): an established call (trunk dialog up) can be offered anew —
+ * active/held ─transfer→ ringing ─answer→ answering → active — or wait in a queue —
+ * active ─→ queued ⇄ ringing (offered to the next free agent, back to the queue unanswered);
+ * queued ─→ active for a queue fallback to a number (two trunk legs bridged, no agent).
  */
 import { randomUUID } from 'node:crypto';
 import type Srf from 'drachtio-srf';
@@ -15,15 +20,16 @@ import { type CallQualitySampler, type QualitySummary } from './quality.js';
 import { type CallMedia } from './call-media.js';
 
 /** States of a call. */
-export type CallState = 'ringing' | 'answering' | 'dialing' | 'early' | 'active' | 'held' | 'ended';
+export type CallState = 'ringing' | 'answering' | 'dialing' | 'early' | 'active' | 'held' | 'queued' | 'ended';
 
 const TRANSITIONS: Record<CallState, CallState[]> = {
-  ringing: ['answering', 'ended'],
+  ringing: ['answering', 'queued', 'ended'],
   answering: ['active', 'ended'],
   dialing: ['early', 'active', 'ended'],
   early: ['active', 'ended'],
-  active: ['held', 'ended'],
-  held: ['active', 'ended'],
+  active: ['held', 'ringing', 'queued', 'ended'],
+  held: ['active', 'ringing', 'queued', 'ended'],
+  queued: ['ringing', 'active', 'ended'],
   ended: [],
 };
 
@@ -88,6 +94,12 @@ export class Call {
   heldLocal = false;
   heldRemote = false;
   muted = false;
+  /** Offered anew by call.transfer: the agent who passed the call on (call-centre.ts). */
+  transferredBy: string | undefined;
+  /** Waiting in (or offered from) a group's queue: the group and when the call joined it (ms since the epoch). */
+  queue: { groupId: string; since: number } | undefined;
+  /** The ring timer of a call offered anew (cleared when it is answered or given up). */
+  reofferTimer: NodeJS.Timeout | undefined;
   readonly timers = new Set<NodeJS.Timeout>();
   readonly times: { offeredAt: Date; ringingAt?: Date; answeredAt?: Date; endedAt?: Date };
   end?: { reason: EndReason; by: 'local' | 'remote' | 'system'; sipStatus?: number };
@@ -101,7 +113,7 @@ export class Call {
    */
   remote: { node: string; agentId: string; dialog: Srf.Dialog | undefined; release: (() => void) | undefined } | undefined;
   /** Legs to agents' SIP devices (device-ringer.ts), when any was rung; ended with the call. */
-  devices: { readonly ringing: boolean; cancel(answeredElsewhere: boolean): void; end(): void } | undefined;
+  devices: { readonly ringing: boolean; readonly answered: boolean; cancel(answeredElsewhere: boolean): void; end(): void } | undefined;
   /** When the inbound call stops ringing (ms since the epoch). */
   ringDeadline: number | undefined;
   /** Since when the call depends on another node (ms since the epoch). */
@@ -200,7 +212,7 @@ export class Call {
   /** The call as the protocol lists it. */
   info(): CallInfo {
     const state: CallInfo['state'] =
-      this.#state === 'answering' ? 'active' : this.#state === 'ringing' || this.#state === 'dialing' || this.#state === 'early' || this.#state === 'active' || this.#state === 'held' || this.#state === 'ended' ? this.#state : 'active';
+      this.#state === 'answering' ? 'active' : this.#state === 'queued' ? 'ringing' : this.#state === 'ringing' || this.#state === 'dialing' || this.#state === 'early' || this.#state === 'active' || this.#state === 'held' || this.#state === 'ended' ? this.#state : 'active';
 
     return {
       callId: this.id,
@@ -211,6 +223,8 @@ export class Call {
       trunkId: this.trunk.id,
       startedAt: this.times.offeredAt.toISOString(),
       ...(this.times.answeredAt ? { answeredAt: this.times.answeredAt.toISOString() } : {}),
+      ...(this.transferredBy ? { transferredBy: this.transferredBy } : {}),
+      ...(this.queue ? { queue: this.queue.groupId } : {}),
     };
   }
 }

@@ -16,7 +16,7 @@ import { type types as ms } from 'mediasoup';
 import { RtpRelay } from '../media/rtp-relay.js';
 import { consumerPayloadTypeMap, buildOffer, negotiateFromAnswer, toProducerRtpParameters, toRtpCapabilities, type MediaPlan } from '../sip/sdp.js';
 import { type TrunkCodecName } from '../media/codecs.js';
-import { type CallMedia, CallMediaError, type CallMediaSettings } from './call-media.js';
+import { type CallMedia, CallMediaError, type CallMediaSettings, FAR_LEG_ROLE } from './call-media.js';
 
 /** One device leg's media. Create with DeviceMedia.create(). */
 export class DeviceMedia {
@@ -74,7 +74,7 @@ export class DeviceMedia {
     relay.setAudioClockRate(plan.codec.clockRate);
     relay.sendEnabled = plan.flow.send;
     relay.expectMedia = plan.flow.receive;
-    const plain = await trunk.router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: false, comedia: false });
+    const plain = await trunk.router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: false, comedia: false, appData: { role: FAR_LEG_ROLE } });
     this.plain = plain;
     const side = relay.mediasoupSide;
     await plain.connect({ ip: side.ip, port: side.port, rtcpPort: side.rtcpPort });

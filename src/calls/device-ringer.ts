@@ -58,6 +58,11 @@ export class CallDevices {
     return !this.#ended && this.#legs.some((l) => !l.done);
   }
 
+  /** Whether a SIP device answered the call and holds its agent side now. */
+  get answered(): boolean {
+    return this.#answered !== undefined;
+  }
+
   /** CANCELs the devices still ringing (saying so when the call was answered elsewhere). */
   cancel(answeredElsewhere: boolean): void {
     this.#claimed = true;

@@ -39,6 +39,7 @@ import { g711LawOf } from '../media/g711.js';
 import { CallRecorder, RecorderCodecError, type RecordingSummary } from '../media/recorder.js';
 import { type EventData, type RecordingChangeReason } from '../signaling/protocol.js';
 import { SignalingError } from '../signaling/server.js';
+import { FAR_LEG_ROLE } from './call-media.js';
 import { type Call } from './call.js';
 import { normaliseNumber } from './routing.js';
 
@@ -366,7 +367,11 @@ export class RecordingService {
     return undefined;
   }
 
-  /** Follows producers appearing on the router: the trunk's on CallMedia's PlainTransport, agents' on WebRtcTransports. */
+  /**
+   * Follows producers appearing on the router: the trunk's on CallMedia's PlainTransport, the
+   * agent side's on WebRtcTransports and on far-leg PlainTransports (a SIP device, the number of
+   * a blind transfer).
+   */
   #watchSources(s: CallState, running: Running, router: ms.Router, plain: ms.PlainTransport): void {
     const set = (channel: 'caller' | 'agent', p: ms.Producer): void => {
       if (s.current !== running) {
@@ -384,7 +389,9 @@ export class RecordingService {
     plain.observer.on('newproducer', onPlain);
     const watched = new Map<ms.Transport, (p: ms.Producer) => void>();
     const watch = (t: ms.Transport): void => {
-      if (t === plain || (t.appData as { role?: unknown }).role !== undefined || !('iceParameters' in t)) {
+      const role = (t.appData as { role?: unknown }).role;
+      const farLeg = role === FAR_LEG_ROLE && t !== plain;
+      if (!farLeg && (t === plain || role !== undefined || !('iceParameters' in t))) {
         return;
       }
       const fn = (p: ms.Producer): void => set('agent', p);

@@ -2,6 +2,19 @@
  * DID routing: which agent or group an inbound call to a number rings (config `routing`).
  */
 import { type Config } from '../config/schema.js';
+import { type SipBinding } from '../sip/registrar/bindings.js';
+import { type Device } from '../state/store.js';
+
+/** One agent to ring: here (a local session) and/or on other nodes (hand-off legs). */
+export interface RingTarget {
+  agentId: string;
+  local: boolean;
+  nodes: string[];
+  /** Devices to wake by push (the agent has no session anywhere). */
+  wake?: Device[];
+  /** The agent's registered SIP devices to ring (device-ringer.ts). */
+  devices?: SipBinding[];
+}
 
 /** Where a call to a number goes. */
 export type RouteTarget = { kind: 'agent'; agentId: string } | { kind: 'group'; groupId: string; members: string[]; strategy: 'ring-all' | 'longest-idle' };

@@ -43,6 +43,10 @@ export interface CallRecord {
   muted: boolean;
   heldLocally: boolean;
   ending: CallEnding | undefined;
+  /** Offered anew by call.transfer: the agent who passed it on. */
+  transferredBy: string | undefined;
+  /** Offered from a group's queue: the group. */
+  queue: string | undefined;
 }
 
 /** @internal A fresh record from what the gateway told us. */
@@ -56,6 +60,8 @@ export function newCallRecord(info: Partial<CallInfo> & Pick<CallInfo, 'callId' 
     trunkId: info.trunkId ?? '',
     startedAt: info.startedAt ?? new Date().toISOString(),
     answeredAt: info.answeredAt,
+    transferredBy: info.transferredBy,
+    queue: info.queue,
     ringTimeoutMs: undefined,
     codec: undefined,
     media: undefined,
@@ -148,6 +154,16 @@ export class ClientCall {
   /** When it was answered (ISO 8601), if it was. */
   get answeredAt(): string | undefined {
     return this.#rec.answeredAt;
+  }
+
+  /** For a call offered anew by a blind transfer: the agent who transferred it. */
+  get transferredBy(): string | undefined {
+    return this.#rec.transferredBy;
+  }
+
+  /** For a call offered from a group's queue: that group. */
+  get queue(): string | undefined {
+    return this.#rec.queue;
   }
 
   /** How the call ended, once it has. */

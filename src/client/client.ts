@@ -94,6 +94,11 @@ export type RingbridgeClientEvents = {
   recording: [{ call: ClientCall; recording: boolean; recordingId: string | undefined; reason: RecordingChangeReason }];
   /** The trunk's audio is available as a track (play it). */
   track: [{ call: ClientCall; track: AudioTrack }];
+  /**
+   * An attended transfer's consultation (consult()): answered (this agent now hears the consulted
+   * party), failed or ended (back with the caller), completed (`ended` with `transferred` follows).
+   */
+  consult: [{ call: ClientCall; consultCallId: string; state: EventData['call.consult']['state']; sipStatus: number | undefined }];
   /** The call is over. Fires exactly once per call, whatever ended it. */
   ended: [{ call: ClientCall; reason: EndReason; by: CallEnding['by']; sipStatus: number | undefined }];
   /** The agent's presence changed. */
@@ -411,6 +416,36 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
     }
   }
 
+  /**
+   * Blind transfer (`call.transfer`): the caller is offered to another agent or a group; this
+   * agent's media leaves at once and the call ends here with reason `transferred` (the gateway's
+   * `call.ended` event).
+   * @throws {RingbridgeError} NOT_FOUND, INVALID_STATE, UNAVAILABLE (nobody can take it now; the
+   *   call stays), NO_ROUTE, ...
+   */
+  async transfer(callId: string, to: { agent: string } | { group: string } | { number: string }): Promise<void> {
+    await this.#request('call.transfer', { callId, to }, callId);
+  }
+
+  /**
+   * Attended transfer, step 1 (`call.consult`): the caller hears hold audio while this agent calls
+   * a number; the 'consult' event reports its progress. Returns the consultation's id.
+   * @throws {RingbridgeError} INVALID_STATE, DIAL_POLICY, RATE_LIMITED, NO_ROUTE, CALL_LIMIT, ...
+   */
+  async consult(callId: string, to: { number: string }): Promise<string> {
+    return (await this.#request('call.consult', { callId, to }, callId)).consultCallId;
+  }
+
+  /** Attended transfer, step 2: the caller and the consulted party talk; this call ends here (`transferred`). */
+  async completeTransfer(callId: string, consultCallId: string): Promise<void> {
+    await this.#request('call.transfer', { callId, consultCallId }, callId);
+  }
+
+  /** Cancels a consultation (hangs it up): this agent and the caller hear each other again. */
+  async cancelConsult(consultCallId: string): Promise<void> {
+    await this.#request('call.hangup', { callId: consultCallId });
+  }
+
   /** Takes the call off hold (`call.resume`) and resumes the local producer unless muted. */
   async resume(callId: string): Promise<void> {
     await this.#request('call.resume', { callId }, callId);
@@ -579,6 +614,32 @@ export class RingbridgeClient extends TypedEmitter<RingbridgeClientEvents> {
         if (entry) {
           entry.rec.state = type === 'call.held' ? 'held' : 'active';
           this.emit(type === 'call.held' ? 'held' : 'resumed', { call: entry.call, by: d.by });
+        }
+
+        return;
+      }
+      case 'call.reconsume': {
+        const d = data as EventData['call.reconsume'];
+        const entry = this.#live(d.callId);
+        const media = entry?.rec.media;
+        if (entry && media && !media.closed) {
+          media.reconsume().then(
+            (track) => {
+              if (!entry.rec.ending) {
+                this.emit('track', { call: entry.call, track });
+              }
+            },
+            (err: unknown) => this.#mediaFailed(entry.rec, err),
+          );
+        }
+
+        return;
+      }
+      case 'call.consult': {
+        const d = data as EventData['call.consult'];
+        const entry = this.#live(d.callId);
+        if (entry) {
+          this.emit('consult', { call: entry.call, consultCallId: d.consultCallId, state: d.state, sipStatus: d.sipStatus });
         }
 
         return;

@@ -156,6 +156,19 @@ export class CallMedia {
   }
 
   /**
+   * The gateway changed what this agent hears (`call.reconsume`, an attended transfer's
+   * consultation starting or ending): closes the consumer and consumes again.
+   * @throws {RingbridgeError} as consume()
+   */
+  async reconsume(): Promise<AudioTrack> {
+    this.#assertOpen();
+    this.#consumer?.close();
+    this.#consumer = undefined;
+
+    return this.consume();
+  }
+
+  /**
    * Pauses or resumes the local producer (no request: the client tells the gateway). Pausing
    * disables the track, so only silence leaves this device; RTP keeps flowing (no renegotiation)
    * and the gateway stops forwarding it.

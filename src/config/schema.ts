@@ -180,6 +180,14 @@ const trunkSchema = z.strictObject({
   maxConcurrentCalls: z.int().min(0).max(1_000_000).default(0),
   /** Record every answered call of this trunk (both directions, see `recording`). Default false. */
   recording: z.boolean().default(false),
+  /**
+   * A REFER from this trunk inside an established call (RFC 3515, src/calls/call-centre.ts):
+   * "off" (the default) refuses it with 403; "any" accepts a Refer-To number under the agent's
+   * dialling policy: 202, NOTIFY message/sipfrag progress, the agent's audio moved to the new party,
+   * then the referring dialog ends. "internal" (Refer-To routed as one of our DIDs) is accepted in
+   * the configuration but not built yet: such a REFER gets 501.
+   */
+  refer: z.enum(['off', 'internal', 'any']).default('off'),
 });
 
 const routingSchema = z.strictObject({
@@ -201,6 +209,37 @@ const routingSchema = z.strictObject({
       members: z.array(z.string().min(1)).min(1),
       /** ring-all: every available member at once; longest-idle: one at a time, longest idle first. */
       strategy: z.enum(['ring-all', 'longest-idle']),
+      /**
+       * A queue (src/calls/call-centre.ts): a call to the group while no member is available is
+       * answered and waits, hearing `music`, until a member is free (longest waiting first, one
+       * order for the whole cluster in Redis); after `maxWaitS` the fallback takes it. Absent: such
+       * a call gets 480 as before.
+       */
+      queue: z
+        .strictObject({
+          enabled: z.boolean().default(true),
+          /** Longest wait in the queue, s; then the fallback. */
+          maxWaitS: z.int().min(1).max(86_400).default(300),
+          /**
+           * Audio played to waiting callers, looped: a WAV file, PCM 16-bit mono 8000 Hz
+           * (src/media/audio-source.ts); empty: the built-in chime. Only G.711 calls hear it (the
+           * player encodes PCMU/PCMA); others wait in silence.
+           */
+          music: z.string().default(''),
+          /**
+           * After maxWaitS: hang up (BYE with an RFC 3326 Reason carrying this SIP status), ring an
+           * agent or another group (without queueing again), or dial a number toward the trunk.
+           */
+          fallback: z
+            .union([
+              z.strictObject({ hangup: z.strictObject({ status: z.int().min(400).max(699) }) }),
+              z.strictObject({ agent: z.string().min(1) }),
+              z.strictObject({ group: z.string().min(1) }),
+              z.strictObject({ number: z.string().regex(/^\+?[0-9*#]{2,32}$/, 'a dialable number') }),
+            ])
+            .default({ hangup: { status: 480 } }),
+        })
+        .optional(),
     }),
   ),
   /** Trunk for agents' outbound calls when call.dial names none; empty: the first trunk with an outbound uri. */
@@ -526,6 +565,12 @@ export const configSchema = z
     cfg.routing.dids.forEach((d, i) => {
       if ('group' in d && !groupIds.has(d.group)) {
         ctx.addIssue({ code: 'custom', path: ['routing', 'dids', i, 'group'], message: `one of the routing.groups ids (${[...groupIds].join(', ') || 'none defined'})` });
+      }
+    });
+    cfg.routing.groups.forEach((g, i) => {
+      const fb = g.queue?.fallback;
+      if (fb && 'group' in fb && (!groupIds.has(fb.group) || fb.group === g.id)) {
+        ctx.addIssue({ code: 'custom', path: ['routing', 'groups', i, 'queue', 'fallback', 'group'], message: `one of the other routing.groups ids (${[...groupIds].filter((id) => id !== g.id).join(', ') || 'none defined'})` });
       }
     });
     if (cfg.routing.defaultTrunk !== '' && !trunkIds.has(cfg.routing.defaultTrunk)) {

@@ -12,6 +12,10 @@
  *                                        with it get AUTH_REVOKED, live sessions holding it close;
  *                                        expiresAt (ISO time or epoch s, the token's exp) bounds how
  *                                        long the revocation is kept; 201
+ *   GET    /admin/queues                 group queues (routing.groups[].queue): per group its
+ *                                        callers longest waiting first, each {callId, position,
+ *                                        waitS, node}; no phone numbers
+ *   GET    /admin/queues/{group}         one group's queue (404 when the group has none)
  *
  * Errors are JSON `{error, message?}` with 400, 401, 404, 405, 409 or 503 (Redis unavailable).
  */
@@ -34,6 +38,11 @@ export interface AdminDeps {
   drain(deadlineMs: number | undefined): { deadline: string };
   /** Whether an agent is online anywhere in the cluster (sessions or a call). */
   agentOnline(agentId: string): Promise<boolean>;
+  /**
+   * The group queues (src/calls/call-centre.ts): every group with a queue, or the one named
+   * (undefined: the group has no queue). Throws when Redis fails.
+   */
+  queues?(groupId?: string): Promise<{ group: string; maxWaitS: number; length: number; calls: { callId: string; position: number; waitS: number; node: string }[] }[] | undefined>;
   /** Revoked JWT ids (src/security); none: POST /admin/revocations is 404. */
   revocations?: Pick<RevocationList, 'revoke'>;
   /** Call recordings (src/calls/recording.ts); none: exports list none and /admin/recordings is 404. */
@@ -90,6 +99,18 @@ export function adminHandler(deps: AdminDeps): (req: AdminRequest) => Promise<Ht
         deps.logger.warn({ jti: body.jti, ttlS }, 'agent token revoked through the admin API');
 
         return json(201, { revoked: true, jti: body.jti, expiresAt: new Date(Date.now() + ttlS * 1000).toISOString() });
+      }
+      if (what === 'queues' && rest.length === 0 && deps.queues) {
+        allow(req, 'GET');
+        if (id !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
+          return json(400, { error: 'bad_request', message: 'group id: 1 to 64 letters, digits, "-" or "_"' });
+        }
+        const queues = await deps.queues(id);
+        if (!queues) {
+          return json(404, { error: 'not_found', message: `group ${id ?? ''} has no queue` });
+        }
+
+        return json(200, id === undefined ? { queues } : queues[0]);
       }
       if (what === 'agents' && id !== undefined && rest.length === 0) {
         if (!AGENT_ID.test(id)) {

@@ -81,6 +81,8 @@ export const END_REASONS = [
   'failed',
   'node_failure',
   'shutdown',
+  /** The agent passed the call on (call.transfer); the caller stays connected. */
+  'transferred',
 ] as const;
 export type EndReason = (typeof END_REASONS)[number];
 
@@ -127,6 +129,10 @@ export interface CallInfo {
   answeredAt?: string;
   /** For ringing calls: how long they ring in total, ms. */
   ringTimeoutMs?: number;
+  /** A call offered anew (call.transfer): the agent who passed it on. */
+  transferredBy?: string;
+  /** A call offered from a queue (routing.groups[].queue): the group whose queue it waited in. */
+  queue?: string;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -193,6 +199,29 @@ export const REQUESTS = {
   'call.dtmf': z.strictObject({ callId, digits, durationMs: z.int().min(40).max(2000).optional() }),
   /** Starts (on: true) or stops recording the call on demand (recording.onDemand). */
   'call.record': z.strictObject({ callId, on: z.boolean() }),
+  /**
+   * Blind transfer: the caller is offered to another agent, a group, or a number dialled toward
+   * the trunk; the transferring agent's media leaves at once.
+   */
+  /**
+   * Attended (warm) transfer, step 1: the caller hears hold audio while the agent consults a
+   * number (a trunk leg in the call's router); complete with call.transfer {callId, consultCallId},
+   * cancel with call.hangup {callId: consultCallId}.
+   */
+  'call.consult': z.strictObject({
+    callId,
+    to: z.strictObject({ number: z.string().regex(/^\+?[0-9*#]{2,32}$/, 'a dialable number: digits, * and #, optional leading +') }),
+  }),
+  'call.transfer': z.strictObject({
+    callId,
+    /** Completes an attended transfer (call.consult): the caller and the consulted party stay. */
+    consultCallId: z.string().min(1).max(140).optional(),
+    to: z.union([
+      z.strictObject({ agent: z.string().min(1).max(128) }),
+      z.strictObject({ group: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a group id') }),
+      z.strictObject({ number: z.string().regex(/^\+?[0-9*#]{2,32}$/, 'a dialable number: digits, * and #, optional leading +') }),
+    ]).optional(),
+  }).refine((d) => (d.to === undefined) !== (d.consultCallId === undefined), { message: 'either to (blind) or consultCallId (attended)', path: ['to'] }),
   'media.connect': z.strictObject({ callId, transportId: z.string().min(1).max(128), dtlsParameters: z.record(z.string(), z.unknown()) }),
   'media.produce': z.strictObject({ callId, transportId: z.string().min(1).max(128), kind: z.literal('audio'), rtpParameters: z.record(z.string(), z.unknown()) }),
   'media.consume': z.strictObject({ callId, rtpCapabilities: z.record(z.string(), z.unknown()) }),
@@ -232,6 +261,10 @@ export interface ResponseData {
   'call.dtmf': { digits: string };
   /** Whether the call is being recorded now (by any trigger), and the current file's id. */
   'call.record': { recording: boolean; recordingId?: string };
+  /** The target rings (agent, group) or is being dialled (number). */
+  'call.transfer': { callId: string };
+  /** The consultation is being dialled; its progress comes as `call.consult` events. */
+  'call.consult': { callId: string; consultCallId: string };
   'media.connect': Record<string, never>;
   'media.produce': { producerId: string };
   'media.consume': { consumerId: string; producerId: string; kind: 'audio'; rtpParameters: unknown };
@@ -258,6 +291,14 @@ export interface EventData {
   /** Recording of the call started or stopped (trunk/DID rule, call.record, a failure, the end). */
   'call.recording': { callId: string; recording: boolean; recordingId?: string; reason: RecordingChangeReason };
   'call.ended': { callId: string; reason: EndReason; by: 'local' | 'remote' | 'system'; sipStatus?: number };
+  /**
+   * An attended transfer's consultation: `answered` (the agent now hears the consulted party),
+   * `failed` (it did not answer; back with the caller), `ended` (cancelled or the party hung up;
+   * back with the caller), `completed` (the caller and the party talk; `call.ended` follows).
+   */
+  'call.consult': { callId: string; consultCallId: string; state: 'answered' | 'failed' | 'ended' | 'completed'; sipStatus?: number };
+  /** The audio the agent hears on the call now comes from another producer: media.consume again. */
+  'call.reconsume': { callId: string };
   'presence.changed': { status: AgentStatus; effective: EffectivePresence };
 }
 export type EventType = keyof EventData;

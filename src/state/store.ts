@@ -27,6 +27,8 @@
  * | {p}trunk:{T}:calls | hash | callId → node holding the call's trunk leg: the trunk's live calls, for `trunks[].maxConcurrentCalls` | an entry leaves when its call ends, or when the reaper reaps its node |
  * | {p}rl:{S:I} | string | a fixed-window counter of scope S for id I (src/security/rate-limit.ts): `src:<address>` INVITEs per source, `trunk:<T>` INVITEs per trunk, `dial:<agent>` dials per agent, `fail-sip:<address>` / `fail-ws:<address>` failed authentications, `fail-reg:<source>` / `fail-reg-user:<sha256 of the username, 32 hex>` failed REGISTER digests of SIP devices | PX = the window |
  * | {p}lock:{K:A} | string | address A locked after failed authentications of kind K (`sip` or `ws`; `reg`: a SIP device source, IPv6 by /64; `reg-user`: a hashed digest username, src/sip/registrar/lockout.ts): the lock time (ms) | PX = `security.lockout.lockMs` (`sipDevices.lockout.lockMs` for `reg*`) |
+ * | {p}queue:{G} | sorted set | callId → when the caller joined group G's queue (ms): the one order of the cluster, longest waiting first (src/calls/call-centre.ts) | an entry leaves when its call is answered, times out or ends; entries older than a day are dropped when read |
+ * | {p}queue:{G}:nodes | hash | callId → node holding the queued call's trunk leg and media | with the entry above |
  * | {p}revoked:{J} | string | JWT id J revoked (ISO time of the revocation); revocations are also published on the channel {p}revocations | until the token's expiry, else `security.revocation.defaultTtlS` |
  *
  * Atomicity: one entity's keys change in one MULTI. A change that spans entities (a call record
@@ -1086,6 +1088,46 @@ export class StateStore {
     }
 
     return { devices: devices.length, callRecords };
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Group queues (src/calls/call-centre.ts)
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * Puts a call in a group's queue, scored by when it joined (ms since the epoch); the call's node
+   * is this one. A Redis failure is logged, not thrown (the call waits on this node regardless).
+   */
+  queueAdd(groupId: string, callId: string, since: number): Promise<void> {
+    return this.#safe('queueAdd', () => this.#redis.multi().zadd(this.key('queue', groupId), since, callId).hset(this.key('queue', groupId, 'nodes'), callId, this.#node).exec());
+  }
+
+  /** Takes a call out of a group's queue (answered, timed out, gone). Failures are logged. */
+  queueRemove(groupId: string, callId: string): Promise<void> {
+    return this.#safe('queueRemove', () => this.#redis.multi().zrem(this.key('queue', groupId), callId).hdel(this.key('queue', groupId, 'nodes'), callId).exec());
+  }
+
+  /**
+   * A group's queue, longest waiting first: each call's id, when it joined (ms since the epoch)
+   * and the node holding it. Entries older than a day (a node died with them) are dropped.
+   * @throws when Redis fails
+   */
+  async queueEntries(groupId: string, now = Date.now()): Promise<{ callId: string; since: number; node: string }[]> {
+    const key = this.key('queue', groupId);
+    const stale = now - 86_400_000;
+    const [flat, nodes] = await Promise.all([this.#redis.zrange(key, 0, -1, 'WITHSCORES'), this.#redis.hgetall(this.key('queue', groupId, 'nodes'))]);
+    const out: { callId: string; since: number; node: string }[] = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const callId = flat[i]!;
+      const since = Number(flat[i + 1]);
+      if (since < stale) {
+        void this.queueRemove(groupId, callId);
+        continue;
+      }
+      out.push({ callId, since, node: nodes[callId] ?? '' });
+    }
+
+    return out;
   }
 }
 

@@ -81,6 +81,7 @@ const EVENT_NAMES: (keyof RingbridgeClientEvents)[] = [
   'resumed',
   'dtmf',
   'recording',
+  'consult',
   'track',
   'ended',
   'presence',

@@ -31,7 +31,7 @@ export interface CallFixture {
   /** host:port of the gateway's SIP UDP listener. */
   sipTarget: string;
   /** Connects a Node WebRTC agent (real media). */
-  agent(agentId: string, opts?: { autoAnswer?: boolean; reconnect?: false }): Promise<NodeAgent>;
+  agent(agentId: string, opts?: { autoAnswer?: boolean; reconnect?: false; toneHz?: number }): Promise<NodeAgent>;
   close(): Promise<void>;
 }
 
@@ -46,7 +46,7 @@ export async function startCallGateway(overrides: ConfigTree = {}): Promise<Call
     wsUrl: `ws://127.0.0.1:${gw.httpAddress.port}/ws`,
     sipTarget: `127.0.0.1:${udp.port}`,
     async agent(agentId, opts = {}) {
-      const a = await startNodeAgent({ url: `ws://127.0.0.1:${gw.httpAddress.port}/ws`, token: () => agentToken(agentId), autoAnswer: opts.autoAnswer ?? false, ...(opts.reconnect === false ? { reconnect: false } : {}) });
+      const a = await startNodeAgent({ url: `ws://127.0.0.1:${gw.httpAddress.port}/ws`, token: () => agentToken(agentId), autoAnswer: opts.autoAnswer ?? false, ...(opts.reconnect === false ? { reconnect: false } : {}), ...(opts.toneHz ? { toneHz: opts.toneHz } : {}) });
       agents.push(a);
 
       return a;

@@ -125,6 +125,20 @@ describe('loadConfig()', () => {
     expect(ext.message).toContain('sip.control.secret');
   });
 
+  it('takes a group queue with its defaults and refuses a fallback to an unknown group or a bad status, naming the key', () => {
+    const groups = (queue: Record<string, unknown>) => ({ routing: { dids: [{ number: '*', group: 'a' }], groups: [{ id: 'a', members: ['x'], strategy: 'ring-all', queue }], defaultTrunk: '' } });
+    const { config } = loadConfig({ env: {}, overrides: groups({}) });
+    expect(config.routing.groups[0]!.queue).toEqual({ enabled: true, maxWaitS: 300, music: '', fallback: { hangup: { status: 480 } } });
+    const unknown = problemsOf(() => loadConfig({ env: {}, overrides: groups({ fallback: { group: 'nope' } }) }));
+    expect(unknown.message).toContain('routing.groups.0.queue.fallback.group');
+    const self = problemsOf(() => loadConfig({ env: {}, overrides: groups({ fallback: { group: 'a' } }) }));
+    expect(self.message).toContain('routing.groups.0.queue.fallback.group');
+    const status = problemsOf(() => loadConfig({ env: {}, overrides: groups({ fallback: { hangup: { status: 200 } } }) }));
+    expect(status.message).toContain('routing.groups.0.queue.fallback');
+    const wait = problemsOf(() => loadConfig({ env: {}, overrides: groups({ maxWaitS: 0 }) }));
+    expect(wait.message).toContain('routing.groups.0.queue.maxWaitS');
+  });
+
   it('refuses a trunk that requires SRTP with a plain outbound uri (SDES keys only over TLS)', () => {
     const trunk = (uri: string) => ({
       id: 't1',
