@@ -282,6 +282,8 @@ export class RecordingService {
 
   /** Starts a recording; returns an error message when it cannot. */
   async #start(s: CallState, trigger: RecordingTrigger, trunkProducer?: ms.Producer): Promise<string | undefined> {
+    // the file starts now, however long the file and transports take to set up
+    const askedAt = performance.now();
     const media = s.call.media;
     if (!media || media.closed) {
       return 'the call has no media';
@@ -321,7 +323,7 @@ export class RecordingService {
       this.#dirReady ??= mkdir(this.dir, { recursive: true, mode: 0o750 }).then(() => undefined);
       await this.#dirReady;
       await this.#writeMeta(meta);
-      recorder = await CallRecorder.create({ router: media.router, codec, path: file, logger: this.#log, onWrite: (n) => this.#metrics?.bytes.inc(n) });
+      recorder = await CallRecorder.create({ router: media.router, codec, path: file, logger: this.#log, onWrite: (n) => this.#metrics?.bytes.inc(n), startAt: askedAt });
     } catch (err) {
       this.#dirReady = undefined;
       const reason = err instanceof RecorderCodecError ? 'codec' : 'io';

@@ -73,12 +73,18 @@ export interface CallRecorderOptions {
   logger: Logger;
   /** Called with the bytes of each write to disk (for a metric). */
   onWrite?: (bytes: number) => void;
+  /**
+   * performance.now() of the file's first sample, at most a few seconds back (default: now).
+   * The owner passes the moment the recording was asked for (the answer), so that the time
+   * spent creating the file and the transports is silence in the file, not a shorter file.
+   */
+  startAt?: number;
 }
 
 /** What a recording produced. */
 export interface RecordingSummary {
   path: string;
-  /** Audio length, ms (the wall-clock time from create() to stop()). */
+  /** Audio length, ms (the wall-clock time from the start (startAt, else create()) to stop()). */
   durationMs: number;
   /** File size, bytes (header included). */
   bytes: number;
@@ -97,6 +103,9 @@ interface ChannelState {
   packets: number;
 }
 
+/** How far back CallRecorderOptions.startAt may place the file's start, ms. */
+const MAX_START_BACKDATE_MS = 10_000;
+
 /** A recording in progress. Create with CallRecorder.create(). */
 export class CallRecorder {
   readonly path: string;
@@ -105,7 +114,7 @@ export class CallRecorder {
   readonly #logger: Logger;
   readonly #writer: WavWriter;
   readonly #onWrite: ((bytes: number) => void) | undefined;
-  readonly #startAt = performance.now();
+  readonly #startAt: number;
   readonly #channels: Record<RecorderChannel, ChannelState>;
   readonly #decoded = new Int16Array(MAX_PACKET_SAMPLES);
   readonly #rtpCaps: ms.RtpCapabilities;
@@ -124,6 +133,8 @@ export class CallRecorder {
     this.#logger = opts.logger;
     this.#writer = writer;
     this.#onWrite = opts.onWrite;
+    const now = performance.now();
+    this.#startAt = opts.startAt !== undefined && opts.startAt <= now ? Math.max(opts.startAt, now - MAX_START_BACKDATE_MS) : now;
     this.#rtpCaps = { codecs: [{ ...cap, rtcpFeedback: [] }], headerExtensions: [] };
     const channel = (): ChannelState => ({ ring: new Int16Array(RING), ssrc: undefined, refTs: 0, refPos: 0, late: 0, packets: 0 });
     this.#channels = { caller: channel(), agent: channel() };
