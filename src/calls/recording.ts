@@ -29,7 +29,7 @@
  * Retention: a sweeper deletes recordings whose files were last written more than
  * `recording.retentionS` ago, every `recording.sweepIntervalMs`.
  */
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type types as ms } from 'mediasoup';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -456,59 +456,90 @@ export class RecordingService {
     await writeFile(this.#metaPath(meta.recordingId), JSON.stringify(meta), { mode: 0o640 });
   }
 
-  /** Every recording's sidecar in the directory (unreadable ones are skipped). */
-  async #allMeta(): Promise<RecordingMeta[]> {
-    let names: string[];
+  /**
+   * The sidecar `<dir>/<name>` if it is one of ours: a regular file (not a symbolic link) named
+   * `<recordingId>.json` whose content names that same id; undefined for anything else.
+   */
+  async #ownMeta(name: string): Promise<{ meta: RecordingMeta; mtimeMs: number } | undefined> {
+    const m = /^(.+)\.json$/.exec(name);
+    const id = m?.[1];
+    if (!id || !RECORDING_ID.test(id) || id.startsWith('.')) {
+      return undefined;
+    }
     try {
-      names = await readdir(this.dir);
+      const file = path.join(this.dir, name);
+      const st = await lstat(file);
+      if (!st.isFile()) {
+        return undefined;
+      }
+      const meta = JSON.parse(await readFile(file, 'utf8')) as RecordingMeta;
+
+      return meta !== null && typeof meta === 'object' && meta.recordingId === id ? { meta, mtimeMs: st.mtimeMs } : undefined;
+    } catch {
+      // gone, being written at this moment, or damaged
+      return undefined;
+    }
+  }
+
+  async #names(): Promise<string[]> {
+    try {
+      return await readdir(this.dir);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         return [];
       }
       throw err;
     }
+  }
+
+  /** Every recording's sidecar in the directory (unreadable and foreign ones are skipped). */
+  async #allMeta(): Promise<RecordingMeta[]> {
     const out: RecordingMeta[] = [];
-    for (const n of names) {
-      if (!n.endsWith('.json')) {
-        continue;
-      }
-      try {
-        out.push(JSON.parse(await readFile(path.join(this.dir, n), 'utf8')) as RecordingMeta);
-      } catch {
-        // written at this moment, or damaged: not listed
+    for (const n of await this.#names()) {
+      const own = await this.#ownMeta(n);
+      if (own) {
+        out.push(own.meta);
       }
     }
 
     return out;
   }
 
-  /** Deletes recordings (WAV and sidecar) last written more than recording.retentionS ago; returns how many. Running ones are kept. */
+  /**
+   * Deletes recordings (WAV and sidecar) last written more than recording.retentionS ago; returns
+   * how many. Only recordings it made are touched: a sidecar `<id>.json` naming `<id>` (a regular
+   * file) and its `<id>.wav` (a regular file, or gone); other files ending in .wav or .json and
+   * symbolic links stay. Running ones are kept.
+   */
   async sweep(now = Date.now()): Promise<number> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        return 0;
-      }
-      throw err;
-    }
+    const names = await this.#names();
     const running = new Set([...this.#calls.values()].flatMap((s) => (s.current ? [s.current.meta.recordingId] : [])));
     const limit = now - this.#cfg.retentionS * 1000;
     let deleted = 0;
     for (const n of names) {
-      const m = /^(.+)\.(wav|json)$/.exec(n);
-      if (!m || running.has(m[1]!)) {
+      const own = await this.#ownMeta(n);
+      if (!own || running.has(own.meta.recordingId)) {
         continue;
       }
+      const wav = path.join(this.dir, `${own.meta.recordingId}.wav`);
       try {
-        const st = await stat(path.join(this.dir, n));
-        if (st.mtimeMs < limit) {
-          await rm(path.join(this.dir, n), { force: true });
-          if (m[2] === 'wav') {
-            deleted++;
+        const st = await lstat(wav).catch((err: unknown) => {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+            return undefined;
           }
+          throw err;
+        });
+        if (st && !st.isFile()) {
+          continue; // not a file we wrote
         }
+        if (Math.max(own.mtimeMs, st?.mtimeMs ?? 0) >= limit) {
+          continue;
+        }
+        if (st) {
+          await rm(wav, { force: true });
+          deleted++;
+        }
+        await rm(this.#metaPath(own.meta.recordingId), { force: true });
       } catch {
         // gone meanwhile
       }
@@ -548,12 +579,16 @@ export class RecordingService {
     if (running) {
       return undefined;
     }
+    const own = await this.#ownMeta(`${id}.json`);
+    if (!own) {
+      return undefined;
+    }
     try {
-      const meta = JSON.parse(await readFile(this.#metaPath(id), 'utf8')) as RecordingMeta;
       const file = path.join(this.dir, `${id}.wav`);
-      const st = await stat(file);
+      const st = await lstat(file);
 
-      return { path: file, bytes: st.size, meta };
+      // a symbolic link is not a recording this service wrote
+      return st.isFile() ? { path: file, bytes: st.size, meta: own.meta } : undefined;
     } catch {
       return undefined;
     }
