@@ -4,8 +4,9 @@
  * - {@link parseWav} reads a whole file's bytes: the `fmt ` and `data` chunks, skipping others
  *   (LIST, fact, …) and honouring the RIFF pad byte of odd-sized chunks.
  * - {@link WavWriter} streams 16-bit PCM frames to disk with a 44-byte header whose RIFF and data
- *   sizes are placeholders until close() writes the real ones, so a call of any length never sits
- *   in memory.
+ *   sizes follow the data written (updated at least once per second of audio, on flush() and on
+ *   close()), so a call of any length never sits in memory and a process killed mid-recording
+ *   leaves a file whose header covers nearly all of its audio.
  */
 import { type FileHandle, open } from 'node:fs/promises';
 
@@ -101,6 +102,8 @@ export class WavWriter {
   #fh: FileHandle | undefined;
   #queue: Promise<void> = Promise.resolve();
   #dataBytes = 0;
+  /** Data bytes the header on disk announces. */
+  #headerBytes = 0;
   #error: Error | undefined;
   #closed: Promise<{ dataBytes: number; fileBytes: number }> | undefined;
 
@@ -163,14 +166,35 @@ export class WavWriter {
       }
       try {
         await fh.write(copy, 0, copy.length, position);
+        // keep the header's sizes at most a second of audio behind (a crash leaves a usable file)
+        if (position + copy.length - WAV_HEADER_BYTES - this.#headerBytes >= this.sampleRate * this.channels * 2) {
+          await this.#writeHeader(fh, position + copy.length - WAV_HEADER_BYTES);
+        }
       } catch (err) {
         this.#error = err as Error;
       }
     });
   }
 
-  /** Waits for the queued writes. */
+  async #writeHeader(fh: FileHandle, dataBytes: number): Promise<void> {
+    await fh.write(wavHeader(this.channels, this.sampleRate, 16, dataBytes), 0, WAV_HEADER_BYTES, 0);
+    this.#headerBytes = dataBytes;
+  }
+
+  /** Waits for the queued writes and brings the header's sizes up to date. */
   async flush(): Promise<void> {
+    const upTo = this.#dataBytes; // what is queued now (later writes are not on disk yet then)
+    this.#queue = this.#queue.then(async () => {
+      const fh = this.#fh;
+      if (!fh || this.#error || this.#headerBytes >= upTo) {
+        return;
+      }
+      try {
+        await this.#writeHeader(fh, upTo);
+      } catch (err) {
+        this.#error = err as Error;
+      }
+    });
     await this.#queue;
   }
 
@@ -188,7 +212,7 @@ export class WavWriter {
         if (this.#error) {
           throw this.#error;
         }
-        await fh.write(wavHeader(this.channels, this.sampleRate, 16, this.#dataBytes), 0, WAV_HEADER_BYTES, 0);
+        await this.#writeHeader(fh, this.#dataBytes);
       } finally {
         await fh.close();
       }
