@@ -5,6 +5,8 @@
  *   caller's producer ─→ consumer on PlainTransport ─ RTP ─→ Node UDP socket ─┐
  *                                                                             ├─ G.711 decode ─→ per-channel ring ─→ WavWriter
  *   agent's producer  ─→ consumer on PlainTransport ─ RTP ─→ Node UDP socket ─┘
+ *   (127.0.0.1 on both ends; each socket is connected to its transport's port, so it takes
+ *   datagrams from that transport only)
  *
  * Usage:
  *
@@ -212,6 +214,16 @@ export class CallRecorder {
       try {
         ch.transport = await this.#router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: true, comedia: false, appData: { role: 'recorder' } });
         await ch.transport.connect({ ip: '127.0.0.1', port: socket.address().port });
+        // a connected socket takes datagrams from that transport only: another local process
+        // sending to the port cannot put audio into the recording
+        const from = ch.transport.tuple.localPort;
+        await new Promise<void>((resolve, reject) => {
+          socket.once('error', reject);
+          socket.connect(from, '127.0.0.1', () => {
+            socket.off('error', reject);
+            resolve();
+          });
+        });
       } catch (err) {
         ch.transport?.close();
         ch.transport = undefined;
