@@ -65,6 +65,13 @@ export interface RecordingRecordFields {
   recordingBytes?: number;
 }
 
+/**
+ * Most recordings one call may start on demand (call.record on after off): each is a file pair and
+ * two transports, so an agent toggling recording cannot fill the disk with files. Later
+ * `call.record {on: true}` requests get RATE_LIMITED.
+ */
+export const MAX_RECORDINGS_PER_CALL = 20;
+
 /** A recording id: a call id, optionally with -<n>. Anything else is refused before touching the disk. */
 export const RECORDING_ID = /^[A-Za-z0-9_.-]{1,128}$/;
 
@@ -196,7 +203,8 @@ export class RecordingService {
   /**
    * Hook: `call.record {on}` from the call's agent.
    * @throws {SignalingError} FORBIDDEN (off by configuration, or stopping a rule's recording),
-   *   INVALID_STATE (no media here yet), MEDIA_ERROR (codec not recordable, file not writable)
+   *   INVALID_STATE (no media here yet), MEDIA_ERROR (codec not recordable, file not writable),
+ *   RATE_LIMITED (the call had {@link MAX_RECORDINGS_PER_CALL} recordings already)
    */
   async request(call: Call, on: boolean): Promise<{ recording: boolean; recordingId?: string }> {
     if (!this.#cfg.enabled || !this.#cfg.onDemand) {
@@ -208,6 +216,9 @@ export class RecordingService {
     const s = this.#state(call);
     if (on) {
       if (!s.current) {
+        if (s.count >= MAX_RECORDINGS_PER_CALL) {
+          throw new SignalingError('RATE_LIMITED', `a call may be recorded at most ${MAX_RECORDINGS_PER_CALL} times`);
+        }
         const err = await this.#start(s, 'on_demand');
         if (err) {
           throw new SignalingError('MEDIA_ERROR', err);

@@ -13,10 +13,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_RECORDINGS_PER_CALL } from '../../src/calls/recording.js';
 import { alawToLinear } from '../../src/media/g711.js';
 import { parseWav } from '../../src/media/wav.js';
 import { dominant, rms } from '../helpers/audio.js';
@@ -357,4 +358,33 @@ describe('call recording', () => {
     expect(metrics).toContain('ringbridge_recording_failures_total{reason="io"} 1');
     expect(metrics).toContain('ringbridge_recordings_active 0');
   }, 60_000);
+
+  it('an agent toggling call.record cannot make files without bound: past MAX_RECORDINGS_PER_CALL starts the call gets RATE_LIMITED', async () => {
+    const recDir = path.join(dir, 'flood');
+    fx = await startCallGateway(config(recDir, { onDemand: true }));
+    const agent = await fx.agent('agent-rec');
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '8000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 40_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    const results: string[] = [];
+    for (let i = 0; i < MAX_RECORDINGS_PER_CALL + 5; i++) {
+      try {
+        await agent.client.record(call.id, true);
+        results.push('on');
+      } catch (err) {
+        results.push((err as { code: string }).code);
+      }
+      await agent.client.record(call.id, false);
+    }
+    expect(results.filter((r) => r === 'on')).toHaveLength(MAX_RECORDINGS_PER_CALL);
+    expect(results.slice(MAX_RECORDINGS_PER_CALL)).toEqual(Array(5).fill('RATE_LIMITED'));
+    await agent.waitForEvent('ended', undefined, 30_000);
+    expect((await trunk.result).exitCode).toBe(0);
+    const record = await recordOf(call.id);
+    expect(record.recordings!.split(',')).toHaveLength(MAX_RECORDINGS_PER_CALL);
+    const names = await readdir(recDir);
+    expect(names.filter((n) => n.endsWith('.wav'))).toHaveLength(MAX_RECORDINGS_PER_CALL);
+    expect(names.filter((n) => n.endsWith('.json'))).toHaveLength(MAX_RECORDINGS_PER_CALL);
+  }, 90_000);
 });
