@@ -26,6 +26,9 @@
  * Call record and CDR fields: `recordings` (ids, comma-separated), `recordingDurationMs` and
  * `recordingBytes` (sums over the call's recordings).
  *
+ * Length: a recording stops at `recording.maxDurationS` (the agent is told, reason `limit`); the
+ * call goes on unrecorded.
+ *
  * Retention: a sweeper deletes recordings whose files were last written more than
  * `recording.retentionS` ago, every `recording.sweepIntervalMs`.
  */
@@ -78,6 +81,8 @@ export const RECORDING_ID = /^[A-Za-z0-9_.-]{1,128}$/;
 interface Running {
   recorder: CallRecorder;
   meta: RecordingMeta;
+  /** Stops it at recording.maxDurationS. */
+  limit: NodeJS.Timeout;
 }
 
 interface CallState {
@@ -354,7 +359,17 @@ export class RecordingService {
 
       return 'the call ended';
     }
-    const running: Running = { recorder, meta };
+    const running: Running = {
+      recorder,
+      meta,
+      limit: setTimeout(() => {
+        if (s.current === running) {
+          this.#log.info({ callId: s.call.id, recordingId, maxDurationS: this.#cfg.maxDurationS }, 'recording stopped at recording.maxDurationS');
+          void this.#stop(s, 'limit');
+        }
+      }, this.#cfg.maxDurationS * 1000),
+    };
+    running.limit.unref();
     s.current = running;
     this.#metrics?.active.inc();
     recorder.onStop(() => {
@@ -433,6 +448,7 @@ export class RecordingService {
 
   #finishRunning(s: CallState, running: Running): void {
     s.current = undefined;
+    clearTimeout(running.limit);
     this.#metrics?.active.dec();
     const summary: RecordingSummary = running.recorder.stop();
     const meta = running.meta;

@@ -340,6 +340,12 @@ const recordingSchema = z.strictObject({
   dir: z.string().min(1),
   /** Recordings older than this are deleted by the sweeper, seconds (60 s to 10 years). */
   retentionS: z.int().min(60).max(10 * 365 * 86400),
+  /**
+   * Longest recording, seconds (1 s to 36 h): a recording is stopped then even if the call goes
+   * on, so a call that never ends cannot fill the disk (32 000 bytes/s; 36 h stays under the WAV
+   * format's 4 GiB).
+   */
+  maxDurationS: z.int().min(1).max(36 * 3600),
   /** How often the sweeper looks for expired recordings, ms. */
   sweepIntervalMs: z.int().min(1000).max(24 * 3600_000),
   /** Agents may start and stop recording their calls with call.record. */

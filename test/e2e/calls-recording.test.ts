@@ -52,10 +52,10 @@ afterEach(async () => {
   fx = undefined;
 });
 
-function config(recDir: string, opts: { record?: boolean; onDemand?: boolean; retentionS?: number } = {}) {
+function config(recDir: string, opts: { record?: boolean; onDemand?: boolean; retentionS?: number; maxDurationS?: number } = {}) {
   return {
     routing: { dids: [{ number: '*', agent: 'agent-rec', ...(opts.record ? { record: true } : {}) }], groups: [], defaultTrunk: '' },
-    recording: { enabled: true, dir: recDir, retentionS: opts.retentionS ?? 86400, sweepIntervalMs: 1000, onDemand: opts.onDemand ?? false },
+    recording: { enabled: true, dir: recDir, retentionS: opts.retentionS ?? 86400, sweepIntervalMs: 1000, onDemand: opts.onDemand ?? false, ...(opts.maxDurationS ? { maxDurationS: opts.maxDurationS } : {}) },
     admin: { token: ADMIN_TOKEN },
   };
 }
@@ -387,4 +387,25 @@ describe('call recording', () => {
     expect(names.filter((n) => n.endsWith('.wav'))).toHaveLength(MAX_RECORDINGS_PER_CALL);
     expect(names.filter((n) => n.endsWith('.json'))).toHaveLength(MAX_RECORDINGS_PER_CALL);
   }, 90_000);
+
+  it('stops a recording at recording.maxDurationS (a call that never ends cannot fill the disk): the agent is told (reason limit), the call goes on', async () => {
+    const recDir = path.join(dir, 'limit');
+    fx = await startCallGateway(config(recDir, { record: true, maxDurationS: 2 }));
+    const agent = await fx.agent('agent-rec');
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '5000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 40_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    expect(await agent.waitForEvent('recording', undefined, 5000)).toMatchObject({ recording: true, reason: 'rule' });
+    expect(await agent.waitForEvent('recording', (e) => !e.recording, 4000)).toMatchObject({ recording: false, recordingId: call.id, reason: 'limit' });
+    expect(agent.events.some((e) => e.name === 'ended')).toBe(false);
+    const ended = await agent.waitForEvent('ended', undefined, 30_000);
+    expect(ended).toMatchObject({ reason: 'hangup_remote' });
+    expect((await trunk.result).exitCode).toBe(0);
+    const record = await recordOf(call.id);
+    expect(record.recordings).toBe(call.id);
+    expect(Math.abs(Number(record.recordingDurationMs) - 2000)).toBeLessThan(150);
+    const file = path.join(recDir, `${call.id}.wav`);
+    await expect.poll(async () => (await stat(file)).size, { timeout: 3000 }).toBe(Number(record.recordingBytes));
+  }, 60_000);
 });
