@@ -114,6 +114,10 @@ export class CallRecorder {
   /** File position (samples per channel) written so far. */
   #written = 0;
   #timer: NodeJS.Timeout | undefined;
+  /** The router's close stops the recording (removed at stop(): a stopped recorder is not kept alive by the router). */
+  readonly #onRouterClose = (): void => {
+    void this.close().catch(() => undefined);
+  };
   #stopped: RecordingSummary | undefined;
   #closed: Promise<RecordingSummary> | undefined;
   readonly #onStop: ((s: RecordingSummary) => void)[] = [];
@@ -130,9 +134,7 @@ export class CallRecorder {
     const channel = (): ChannelState => ({ ring: new Int16Array(RING), ssrc: undefined, refTs: 0, refPos: 0, late: 0, packets: 0 });
     this.#channels = { caller: channel(), agent: channel() };
     this.#timer = setInterval(() => this.#write(this.#position() - (WRITE_DELAY_MS * RATE) / 1000), WRITE_INTERVAL_MS);
-    opts.router.observer.once('close', () => {
-      void this.close().catch(() => undefined);
-    });
+    opts.router.observer.once('close', this.#onRouterClose);
   }
 
   /**
@@ -332,6 +334,7 @@ export class CallRecorder {
     }
     clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#router.observer.off('close', this.#onRouterClose);
     this.#write(this.#position());
     this.#stopped = { path: this.path, durationMs: Math.round((this.#written * 1000) / RATE), bytes: WAV_HEADER_BYTES + this.#written * 4 };
     for (const ch of Object.values(this.#channels)) {

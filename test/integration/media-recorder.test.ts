@@ -295,4 +295,13 @@ describe('CallRecorder', () => {
     caller.close();
     agent.close();
   });
+
+  it('lets go of the router when stopped: recordings started and stopped on one router leave no listener on it', async () => {
+    const before = router.observer.listenerCount('close');
+    for (let i = 0; i < 5; i++) {
+      const rec = await CallRecorder.create({ router, codec: CODEC, path: path.join(dir, `listeners-${i}.wav`), logger: quietLogger() });
+      await rec.close();
+    }
+    expect(router.observer.listenerCount('close')).toBe(before);
+  });
 });
