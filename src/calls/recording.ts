@@ -26,13 +26,15 @@
  * Call record and CDR fields: `recordings` (ids, comma-separated), `recordingDurationMs` and
  * `recordingBytes` (sums over the call's recordings).
  *
+ * Disk: a recording starts only while recording.dir's file system has recording.minFreeMb free.
+ *
  * Length: a recording stops at `recording.maxDurationS` (the agent is told, reason `limit`); the
  * call goes on unrecorded.
  *
  * Retention: a sweeper deletes recordings whose files were last written more than
  * `recording.retentionS` ago, every `recording.sweepIntervalMs`.
  */
-import { lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type types as ms } from 'mediasoup';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -96,6 +98,9 @@ interface CallState {
   unwatch: (() => void)[];
 }
 
+/** Thrown when the disk of recording.dir has less free space than recording.minFreeMb. */
+class DiskFullError extends Error {}
+
 /** Metrics of recording. */
 class RecordingMetrics {
   readonly active: Gauge;
@@ -106,7 +111,7 @@ class RecordingMetrics {
     const registers = [registry];
     this.active = new Gauge({ name: `${prefix}recordings_active`, help: 'Call recordings in progress on this node.', registers });
     this.bytes = new Counter({ name: `${prefix}recording_bytes_total`, help: 'Bytes of audio written to recording files.', registers });
-    this.failures = new Counter({ name: `${prefix}recording_failures_total`, help: 'Recordings that could not start or be written, by reason (codec: G.722/Opus; io: the file; media: mediasoup).', labelNames: ['reason'], registers });
+    this.failures = new Counter({ name: `${prefix}recording_failures_total`, help: 'Recordings that could not start or be written, by reason (codec: G.722/Opus; io: the file; disk: less free space than recording.minFreeMb; media: mediasoup).', labelNames: ['reason'], registers });
   }
 }
 
@@ -335,21 +340,29 @@ export class RecordingService {
     try {
       this.#dirReady ??= mkdir(this.dir, { recursive: true, mode: 0o750 }).then(() => undefined);
       await this.#dirReady;
+      if (this.#cfg.minFreeMb > 0) {
+        const fs = await statfs(this.dir);
+        if (fs.bavail * fs.bsize < this.#cfg.minFreeMb * 1024 * 1024) {
+          throw new DiskFullError(`less than recording.minFreeMb (${this.#cfg.minFreeMb} MB) free in recording.dir`);
+        }
+      }
       await this.#writeMeta(meta);
       recorder = await CallRecorder.create({ router: media.router, codec, path: file, logger: this.#log, onWrite: (n) => this.#metrics?.bytes.inc(n) });
     } catch (err) {
       this.#dirReady = undefined;
-      const reason = err instanceof RecorderCodecError ? 'codec' : 'io';
+      const reason = err instanceof RecorderCodecError ? 'codec' : err instanceof DiskFullError ? 'disk' : 'io';
       this.#metrics?.failures.inc({ reason });
       if (reason === 'codec') {
         this.#log.info({ callId: s.call.id, codec: codec.mimeType }, 'call not recorded: codec not recordable');
+      } else if (reason === 'disk') {
+        this.#log.warn({ callId: s.call.id, dir: this.dir, minFreeMb: this.#cfg.minFreeMb }, 'call not recorded: the disk of recording.dir is below recording.minFreeMb free');
       } else {
         this.#log.warn({ err, callId: s.call.id, recordingId, dir: this.dir }, 'cannot start recording: check recording.dir');
       }
       await rm(this.#metaPath(recordingId), { force: true }).catch(() => undefined);
       this.#tell(s, false, undefined, 'failed');
 
-      return err instanceof RecorderCodecError ? err.message : 'the recording file cannot be created';
+      return err instanceof RecorderCodecError || err instanceof DiskFullError ? err.message : 'the recording file cannot be created';
     }
     if (media.closed || this.#calls.get(s.call.id) !== s || s.current) {
       // the call ended (or another start won) meanwhile

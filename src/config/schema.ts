@@ -346,6 +346,11 @@ const recordingSchema = z.strictObject({
    * format's 4 GiB).
    */
   maxDurationS: z.int().min(1).max(36 * 3600),
+  /**
+   * A recording starts only while the file system of `dir` has at least this much free space,
+   * MB (0: no check); below it the recording fails (reason disk), the call goes on.
+   */
+  minFreeMb: z.int().min(0).max(1_000_000_000),
   /** How often the sweeper looks for expired recordings, ms. */
   sweepIntervalMs: z.int().min(1000).max(24 * 3600_000),
   /** Agents may start and stop recording their calls with call.record. */

@@ -52,10 +52,10 @@ afterEach(async () => {
   fx = undefined;
 });
 
-function config(recDir: string, opts: { record?: boolean; onDemand?: boolean; retentionS?: number; maxDurationS?: number } = {}) {
+function config(recDir: string, opts: { record?: boolean; onDemand?: boolean; retentionS?: number; maxDurationS?: number; minFreeMb?: number } = {}) {
   return {
     routing: { dids: [{ number: '*', agent: 'agent-rec', ...(opts.record ? { record: true } : {}) }], groups: [], defaultTrunk: '' },
-    recording: { enabled: true, dir: recDir, retentionS: opts.retentionS ?? 86400, sweepIntervalMs: 1000, onDemand: opts.onDemand ?? false, ...(opts.maxDurationS ? { maxDurationS: opts.maxDurationS } : {}) },
+    recording: { enabled: true, dir: recDir, retentionS: opts.retentionS ?? 86400, sweepIntervalMs: 1000, onDemand: opts.onDemand ?? false, ...(opts.maxDurationS ? { maxDurationS: opts.maxDurationS } : {}), ...(opts.minFreeMb ? { minFreeMb: opts.minFreeMb } : {}) },
     admin: { token: ADMIN_TOKEN },
   };
 }
@@ -407,5 +407,24 @@ describe('call recording', () => {
     expect(Math.abs(Number(record.recordingDurationMs) - 2000)).toBeLessThan(150);
     const file = path.join(recDir, `${call.id}.wav`);
     await expect.poll(async () => (await stat(file)).size, { timeout: 3000 }).toBe(Number(record.recordingBytes));
+  }, 60_000);
+
+  it('does not start a recording when the disk of recording.dir has less free space than recording.minFreeMb: the agent is told, the failure counted (disk), no file made, the call goes on', async () => {
+    const recDir = path.join(dir, 'full');
+    // more free space than any test machine has: the disk counts as full
+    fx = await startCallGateway(config(recDir, { record: true, minFreeMb: 1_000_000_000 }));
+    const agent = await fx.agent('agent-rec');
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '3000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    expect(await agent.waitForEvent('recording', undefined, 5000)).toMatchObject({ recording: false, reason: 'failed' });
+    expect(await agent.waitForEvent('ended', undefined, 15_000)).toMatchObject({ reason: 'hangup_remote' });
+    expect((await trunk.result).exitCode).toBe(0);
+    const record = await recordOf(call.id);
+    expect(record.recordings).toBeUndefined();
+    expect(await readdir(recDir).catch(() => [])).toEqual([]);
+    const metrics = await (await fetch(`http://127.0.0.1:${fx.gw.httpAddress.port}/metrics`)).text();
+    expect(metrics).toContain('ringbridge_recording_failures_total{reason="disk"} 1');
   }, 60_000);
 });

@@ -29,7 +29,7 @@ describe('RecordingService files', () => {
 
   const service = () =>
     new RecordingService({
-      config: { recording: { enabled: true, dir, retentionS: 86_400, maxDurationS: 14_400, sweepIntervalMs: 3_600_000, onDemand: true }, trunks: [], routing: { dids: [], groups: [], defaultTrunk: '' } },
+      config: { recording: { enabled: true, dir, retentionS: 86_400, maxDurationS: 14_400, minFreeMb: 0, sweepIntervalMs: 3_600_000, onDemand: true }, trunks: [], routing: { dids: [], groups: [], defaultTrunk: '' } },
       logger: quietLogger(),
     });
 

@@ -19,7 +19,7 @@ function error(overrides: Record<string, unknown>): ConfigError {
 describe('recording configuration', () => {
   it('has defaults: enabled, no on-demand, 30 days, hourly sweep; trunks and DIDs record nothing unless asked', () => {
     const { config } = loadConfig({ profile: 'test', env: {} });
-    expect(config.recording).toEqual({ enabled: true, dir: './data/recordings', retentionS: 2592000, maxDurationS: 14400, sweepIntervalMs: 3600000, onDemand: false });
+    expect(config.recording).toEqual({ enabled: true, dir: './data/recordings', retentionS: 2592000, maxDurationS: 14400, minFreeMb: 1024, sweepIntervalMs: 3600000, onDemand: false });
     expect(config.trunks[0]!.recording).toBe(false);
     const { config: c2 } = loadConfig({ profile: 'test', env: {}, overrides: { routing: { dids: [{ number: '*', agent: 'a', record: true }], groups: [], defaultTrunk: '' } } });
     expect(c2.routing.dids[0]).toEqual({ number: '*', agent: 'a', record: true });
