@@ -34,6 +34,7 @@
  * Retention: a sweeper deletes recordings whose files were last written more than
  * `recording.retentionS` ago, every `recording.sweepIntervalMs`.
  */
+import { constants } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type types as ms } from 'mediasoup';
@@ -493,7 +494,8 @@ export class RecordingService {
   }
 
   async #writeMeta(meta: RecordingMeta): Promise<void> {
-    await writeFile(this.#metaPath(meta.recordingId), JSON.stringify(meta), { mode: 0o640 });
+    // a symbolic link at the name is not followed (ELOOP)
+    await writeFile(this.#metaPath(meta.recordingId), JSON.stringify(meta), { mode: 0o640, flag: constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW });
   }
 
   /**

@@ -8,6 +8,7 @@
  *   close()), so a call of any length never sits in memory and a process killed mid-recording
  *   leaves a file whose header covers nearly all of its audio.
  */
+import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 
 /** What {@link parseWav} found. */
@@ -115,11 +116,12 @@ export class WavWriter {
   }
 
   /**
-   * Creates (or truncates) the file and writes a header with zero sizes.
+   * Creates (or truncates) the file and writes a header with zero sizes. A symbolic link at
+   * `path` is not followed (ELOOP): the bytes go to no other file.
    * @throws the fs error when the file cannot be created
    */
   static async create(path: string, channels: number, sampleRate: number): Promise<WavWriter> {
-    const fh = await open(path, 'w', 0o640);
+    const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o640);
     try {
       await fh.write(wavHeader(channels, sampleRate, 16, 0), 0, WAV_HEADER_BYTES, 0);
     } catch (err) {

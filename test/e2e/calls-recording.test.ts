@@ -13,7 +13,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -426,5 +426,27 @@ describe('call recording', () => {
     expect(await readdir(recDir).catch(() => [])).toEqual([]);
     const metrics = await (await fetch(`http://127.0.0.1:${fx.gw.httpAddress.port}/metrics`)).text();
     expect(metrics).toContain('ringbridge_recording_failures_total{reason="disk"} 1');
+  }, 60_000);
+
+  it('does not follow a symbolic link planted at a recording file name: the file it points to stays untouched, the start fails, a later start works', async () => {
+    const recDir = path.join(dir, 'planted');
+    fx = await startCallGateway(config(recDir, { onDemand: true }));
+    const agent = await fx.agent('agent-rec');
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '4000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    const victim = path.join(dir, 'victim.txt');
+    await writeFile(victim, 'precious');
+    await mkdir(recDir, { recursive: true });
+    await symlink(victim, path.join(recDir, `${call.id}.wav`));
+    await expect(agent.client.record(call.id, true)).rejects.toMatchObject({ code: 'MEDIA_ERROR' });
+    expect(await readFile(victim, 'utf8')).toBe('precious');
+    expect(await agent.client.record(call.id, true)).toEqual({ recording: true, recordingId: `${call.id}-2` });
+    await agent.waitForEvent('ended', undefined, 15_000);
+    expect((await trunk.result).exitCode).toBe(0);
+    expect(await readFile(victim, 'utf8')).toBe('precious');
+    const record = await recordOf(call.id);
+    expect(record.recordings).toBe(`${call.id}-2`);
   }, 60_000);
 });
