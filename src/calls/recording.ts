@@ -341,13 +341,9 @@ export class RecordingService {
     try {
       this.#dirReady ??= mkdir(this.dir, { recursive: true, mode: 0o750 }).then(() => undefined);
       await this.#dirReady;
-      if (this.#cfg.minFreeMb > 0) {
-        const fs = await statfs(this.dir);
-        if (fs.bavail * fs.bsize < this.#cfg.minFreeMb * 1024 * 1024) {
-          throw new DiskFullError(`less than recording.minFreeMb (${this.#cfg.minFreeMb} MB) free in recording.dir`);
-        }
-      }
-      await this.#writeMeta(meta);
+      // the free-space check alongside the sidecar write: no extra wait before the file's clock starts
+      // (a refused start removes the sidecar below)
+      await Promise.all([this.#checkFreeSpace(), this.#writeMeta(meta)]);
       recorder = await CallRecorder.create({ router: media.router, codec, path: file, logger: this.#log, onWrite: (n) => this.#metrics?.bytes.inc(n) });
     } catch (err) {
       this.#dirReady = undefined;
@@ -486,6 +482,15 @@ export class RecordingService {
     const agentId = s.call.agentId;
     if (agentId && s.call.live) {
       this.#notify?.(agentId, { callId: s.call.id, recording, ...(recordingId ? { recordingId } : {}), reason });
+    }
+  }
+
+  async #checkFreeSpace(): Promise<void> {
+    if (this.#cfg.minFreeMb > 0) {
+      const fs = await statfs(this.dir);
+      if (fs.bavail * fs.bsize < this.#cfg.minFreeMb * 1024 * 1024) {
+        throw new DiskFullError(`less than recording.minFreeMb (${this.#cfg.minFreeMb} MB) free in recording.dir`);
+      }
     }
   }
 
