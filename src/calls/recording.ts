@@ -26,10 +26,16 @@
  * Call record and CDR fields: `recordings` (ids, comma-separated), `recordingDurationMs` and
  * `recordingBytes` (sums over the call's recordings).
  *
+ * Disk: a recording starts only while recording.dir's file system has recording.minFreeMb free.
+ *
+ * Length: a recording stops at `recording.maxDurationS` (the agent is told, reason `limit`); the
+ * call goes on unrecorded.
+ *
  * Retention: a sweeper deletes recordings whose files were last written more than
  * `recording.retentionS` ago, every `recording.sweepIntervalMs`.
  */
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, mkdir, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type types as ms } from 'mediasoup';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -66,12 +72,21 @@ export interface RecordingRecordFields {
   recordingBytes?: number;
 }
 
+/**
+ * Most recordings one call may start on demand (call.record on after off): each is a file pair and
+ * two transports, so an agent toggling recording cannot fill the disk with files. Later
+ * `call.record {on: true}` requests get RATE_LIMITED.
+ */
+export const MAX_RECORDINGS_PER_CALL = 20;
+
 /** A recording id: a call id, optionally with -<n>. Anything else is refused before touching the disk. */
 export const RECORDING_ID = /^[A-Za-z0-9_.-]{1,128}$/;
 
 interface Running {
   recorder: CallRecorder;
   meta: RecordingMeta;
+  /** Stops it at recording.maxDurationS. */
+  limit: NodeJS.Timeout;
 }
 
 interface CallState {
@@ -85,6 +100,9 @@ interface CallState {
   unwatch: (() => void)[];
 }
 
+/** Thrown when the disk of recording.dir has less free space than recording.minFreeMb. */
+class DiskFullError extends Error {}
+
 /** Metrics of recording. */
 class RecordingMetrics {
   readonly active: Gauge;
@@ -95,7 +113,7 @@ class RecordingMetrics {
     const registers = [registry];
     this.active = new Gauge({ name: `${prefix}recordings_active`, help: 'Call recordings in progress on this node.', registers });
     this.bytes = new Counter({ name: `${prefix}recording_bytes_total`, help: 'Bytes of audio written to recording files.', registers });
-    this.failures = new Counter({ name: `${prefix}recording_failures_total`, help: 'Recordings that could not start or be written, by reason (codec: G.722/Opus; io: the file; media: mediasoup).', labelNames: ['reason'], registers });
+    this.failures = new Counter({ name: `${prefix}recording_failures_total`, help: 'Recordings that could not start or be written, by reason (codec: G.722/Opus; io: the file; disk: less free space than recording.minFreeMb; media: mediasoup).', labelNames: ['reason'], registers });
   }
 }
 
@@ -197,7 +215,8 @@ export class RecordingService {
   /**
    * Hook: `call.record {on}` from the call's agent.
    * @throws {SignalingError} FORBIDDEN (off by configuration, or stopping a rule's recording),
-   *   INVALID_STATE (no media here yet), MEDIA_ERROR (codec not recordable, file not writable)
+   *   INVALID_STATE (no media here yet), MEDIA_ERROR (codec not recordable, file not writable),
+ *   RATE_LIMITED (the call had {@link MAX_RECORDINGS_PER_CALL} recordings already)
    */
   async request(call: Call, on: boolean): Promise<{ recording: boolean; recordingId?: string }> {
     if (!this.#cfg.enabled || !this.#cfg.onDemand) {
@@ -209,6 +228,9 @@ export class RecordingService {
     const s = this.#state(call);
     if (on) {
       if (!s.current) {
+        if (s.count >= MAX_RECORDINGS_PER_CALL) {
+          throw new SignalingError('RATE_LIMITED', `a call may be recorded at most ${MAX_RECORDINGS_PER_CALL} times`);
+        }
         const err = await this.#start(s, 'on_demand');
         if (err) {
           throw new SignalingError('MEDIA_ERROR', err);
@@ -322,21 +344,25 @@ export class RecordingService {
     try {
       this.#dirReady ??= mkdir(this.dir, { recursive: true, mode: 0o750 }).then(() => undefined);
       await this.#dirReady;
-      await this.#writeMeta(meta);
+      // the free-space check alongside the sidecar write
+      // (a refused start removes the sidecar below)
+      await Promise.all([this.#checkFreeSpace(), this.#writeMeta(meta)]);
       recorder = await CallRecorder.create({ router: media.router, codec, path: file, logger: this.#log, onWrite: (n) => this.#metrics?.bytes.inc(n), startAt: askedAt });
     } catch (err) {
       this.#dirReady = undefined;
-      const reason = err instanceof RecorderCodecError ? 'codec' : 'io';
+      const reason = err instanceof RecorderCodecError ? 'codec' : err instanceof DiskFullError ? 'disk' : 'io';
       this.#metrics?.failures.inc({ reason });
       if (reason === 'codec') {
         this.#log.info({ callId: s.call.id, codec: codec.mimeType }, 'call not recorded: codec not recordable');
+      } else if (reason === 'disk') {
+        this.#log.warn({ callId: s.call.id, dir: this.dir, minFreeMb: this.#cfg.minFreeMb }, 'call not recorded: the disk of recording.dir is below recording.minFreeMb free');
       } else {
         this.#log.warn({ err, callId: s.call.id, recordingId, dir: this.dir }, 'cannot start recording: check recording.dir');
       }
       await rm(this.#metaPath(recordingId), { force: true }).catch(() => undefined);
       this.#tell(s, false, undefined, 'failed');
 
-      return err instanceof RecorderCodecError ? err.message : 'the recording file cannot be created';
+      return err instanceof RecorderCodecError || err instanceof DiskFullError ? err.message : 'the recording file cannot be created';
     }
     if (media.closed || this.#calls.get(s.call.id) !== s || s.current) {
       // the call ended (or another start won) meanwhile
@@ -346,7 +372,17 @@ export class RecordingService {
 
       return 'the call ended';
     }
-    const running: Running = { recorder, meta };
+    const running: Running = {
+      recorder,
+      meta,
+      limit: setTimeout(() => {
+        if (s.current === running) {
+          this.#log.info({ callId: s.call.id, recordingId, maxDurationS: this.#cfg.maxDurationS }, 'recording stopped at recording.maxDurationS');
+          void this.#stop(s, 'limit');
+        }
+      }, this.#cfg.maxDurationS * 1000),
+    };
+    running.limit.unref();
     s.current = running;
     this.#metrics?.active.inc();
     recorder.onStop(() => {
@@ -431,6 +467,7 @@ export class RecordingService {
 
   #finishRunning(s: CallState, running: Running): void {
     s.current = undefined;
+    clearTimeout(running.limit);
     this.#metrics?.active.dec();
     const summary: RecordingSummary = running.recorder.stop();
     const meta = running.meta;
@@ -457,67 +494,108 @@ export class RecordingService {
     }
   }
 
+  async #checkFreeSpace(): Promise<void> {
+    if (this.#cfg.minFreeMb > 0) {
+      const fs = await statfs(this.dir);
+      if (fs.bavail * fs.bsize < this.#cfg.minFreeMb * 1024 * 1024) {
+        throw new DiskFullError(`less than recording.minFreeMb (${this.#cfg.minFreeMb} MB) free in recording.dir`);
+      }
+    }
+  }
+
   #metaPath(recordingId: string): string {
     return path.join(this.dir, `${recordingId}.json`);
   }
 
   async #writeMeta(meta: RecordingMeta): Promise<void> {
-    await writeFile(this.#metaPath(meta.recordingId), JSON.stringify(meta), { mode: 0o640 });
+    // a symbolic link at the name is not followed (ELOOP)
+    await writeFile(this.#metaPath(meta.recordingId), JSON.stringify(meta), { mode: 0o640, flag: constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW });
   }
 
-  /** Every recording's sidecar in the directory (unreadable ones are skipped). */
-  async #allMeta(): Promise<RecordingMeta[]> {
-    let names: string[];
+  /**
+   * The sidecar `<dir>/<name>` if it is one of ours: a regular file (not a symbolic link) named
+   * `<recordingId>.json` whose content names that same id; undefined for anything else.
+   */
+  async #ownMeta(name: string): Promise<{ meta: RecordingMeta; mtimeMs: number } | undefined> {
+    const m = /^(.+)\.json$/.exec(name);
+    const id = m?.[1];
+    if (!id || !RECORDING_ID.test(id) || id.startsWith('.')) {
+      return undefined;
+    }
     try {
-      names = await readdir(this.dir);
+      const file = path.join(this.dir, name);
+      const st = await lstat(file);
+      if (!st.isFile()) {
+        return undefined;
+      }
+      const meta = JSON.parse(await readFile(file, 'utf8')) as RecordingMeta;
+
+      return meta !== null && typeof meta === 'object' && meta.recordingId === id ? { meta, mtimeMs: st.mtimeMs } : undefined;
+    } catch {
+      // gone, being written at this moment, or damaged
+      return undefined;
+    }
+  }
+
+  async #names(): Promise<string[]> {
+    try {
+      return await readdir(this.dir);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         return [];
       }
       throw err;
     }
+  }
+
+  /** Every recording's sidecar in the directory (unreadable and foreign ones are skipped). */
+  async #allMeta(): Promise<RecordingMeta[]> {
     const out: RecordingMeta[] = [];
-    for (const n of names) {
-      if (!n.endsWith('.json')) {
-        continue;
-      }
-      try {
-        out.push(JSON.parse(await readFile(path.join(this.dir, n), 'utf8')) as RecordingMeta);
-      } catch {
-        // written at this moment, or damaged: not listed
+    for (const n of await this.#names()) {
+      const own = await this.#ownMeta(n);
+      if (own) {
+        out.push(own.meta);
       }
     }
 
     return out;
   }
 
-  /** Deletes recordings (WAV and sidecar) last written more than recording.retentionS ago; returns how many. Running ones are kept. */
+  /**
+   * Deletes recordings (WAV and sidecar) last written more than recording.retentionS ago; returns
+   * how many. Only recordings it made are touched: a sidecar `<id>.json` naming `<id>` (a regular
+   * file) and its `<id>.wav` (a regular file, or gone); other files ending in .wav or .json and
+   * symbolic links stay. Running ones are kept.
+   */
   async sweep(now = Date.now()): Promise<number> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        return 0;
-      }
-      throw err;
-    }
+    const names = await this.#names();
     const running = new Set([...this.#calls.values()].flatMap((s) => (s.current ? [s.current.meta.recordingId] : [])));
     const limit = now - this.#cfg.retentionS * 1000;
     let deleted = 0;
     for (const n of names) {
-      const m = /^(.+)\.(wav|json)$/.exec(n);
-      if (!m || running.has(m[1]!)) {
+      const own = await this.#ownMeta(n);
+      if (!own || running.has(own.meta.recordingId)) {
         continue;
       }
+      const wav = path.join(this.dir, `${own.meta.recordingId}.wav`);
       try {
-        const st = await stat(path.join(this.dir, n));
-        if (st.mtimeMs < limit) {
-          await rm(path.join(this.dir, n), { force: true });
-          if (m[2] === 'wav') {
-            deleted++;
+        const st = await lstat(wav).catch((err: unknown) => {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+            return undefined;
           }
+          throw err;
+        });
+        if (st && !st.isFile()) {
+          continue; // not a file we wrote
         }
+        if (Math.max(own.mtimeMs, st?.mtimeMs ?? 0) >= limit) {
+          continue;
+        }
+        if (st) {
+          await rm(wav, { force: true });
+          deleted++;
+        }
+        await rm(this.#metaPath(own.meta.recordingId), { force: true });
       } catch {
         // gone meanwhile
       }
@@ -557,12 +635,16 @@ export class RecordingService {
     if (running) {
       return undefined;
     }
+    const own = await this.#ownMeta(`${id}.json`);
+    if (!own) {
+      return undefined;
+    }
     try {
-      const meta = JSON.parse(await readFile(this.#metaPath(id), 'utf8')) as RecordingMeta;
       const file = path.join(this.dir, `${id}.wav`);
-      const st = await stat(file);
+      const st = await lstat(file);
 
-      return { path: file, bytes: st.size, meta };
+      // a symbolic link is not a recording this service wrote
+      return st.isFile() ? { path: file, bytes: st.size, meta: own.meta } : undefined;
     } catch {
       return undefined;
     }

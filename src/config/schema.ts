@@ -380,6 +380,17 @@ const recordingSchema = z.strictObject({
   dir: z.string().min(1),
   /** Recordings older than this are deleted by the sweeper, seconds (60 s to 10 years). */
   retentionS: z.int().min(60).max(10 * 365 * 86400),
+  /**
+   * Longest recording, seconds (1 s to 36 h): a recording is stopped then even if the call goes
+   * on, so a call that never ends cannot fill the disk (32 000 bytes/s; 36 h stays under the WAV
+   * format's 4 GiB).
+   */
+  maxDurationS: z.int().min(1).max(36 * 3600),
+  /**
+   * A recording starts only while the file system of `dir` has at least this much free space,
+   * MB (0: no check); below it the recording fails (reason disk), the call goes on.
+   */
+  minFreeMb: z.int().min(0).max(1_000_000_000),
   /** How often the sweeper looks for expired recordings, ms. */
   sweepIntervalMs: z.int().min(1000).max(24 * 3600_000),
   /** Agents may start and stop recording their calls with call.record. */

@@ -5,6 +5,8 @@
  *   caller's producer ─→ consumer on PlainTransport ─ RTP ─→ Node UDP socket ─┐
  *                                                                             ├─ G.711 decode ─→ per-channel ring ─→ WavWriter
  *   agent's producer  ─→ consumer on PlainTransport ─ RTP ─→ Node UDP socket ─┘
+ *   (127.0.0.1 on both ends; each socket is connected to its transport's port, so it takes
+ *   datagrams from that transport only)
  *
  * Usage:
  *
@@ -121,6 +123,10 @@ export class CallRecorder {
   /** File position (samples per channel) written so far. */
   #written = 0;
   #timer: NodeJS.Timeout | undefined;
+  /** The router's close stops the recording (removed at stop(): a stopped recorder is not kept alive by the router). */
+  readonly #onRouterClose = (): void => {
+    void this.close().catch(() => undefined);
+  };
   #stopped: RecordingSummary | undefined;
   #closed: Promise<RecordingSummary> | undefined;
   readonly #onStop: ((s: RecordingSummary) => void)[] = [];
@@ -139,9 +145,7 @@ export class CallRecorder {
     const channel = (): ChannelState => ({ ring: new Int16Array(RING), ssrc: undefined, refTs: 0, refPos: 0, late: 0, packets: 0 });
     this.#channels = { caller: channel(), agent: channel() };
     this.#timer = setInterval(() => this.#write(this.#position() - (WRITE_DELAY_MS * RATE) / 1000), WRITE_INTERVAL_MS);
-    opts.router.observer.once('close', () => {
-      void this.close().catch(() => undefined);
-    });
+    opts.router.observer.once('close', this.#onRouterClose);
   }
 
   /**
@@ -223,6 +227,16 @@ export class CallRecorder {
       try {
         ch.transport = await this.#router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: true, comedia: false, appData: { role: 'recorder' } });
         await ch.transport.connect({ ip: '127.0.0.1', port: socket.address().port });
+        // a connected socket takes datagrams from that transport only: another local process
+        // sending to the port cannot put audio into the recording
+        const from = ch.transport.tuple.localPort;
+        await new Promise<void>((resolve, reject) => {
+          socket.once('error', reject);
+          socket.connect(from, '127.0.0.1', () => {
+            socket.off('error', reject);
+            resolve();
+          });
+        });
       } catch (err) {
         ch.transport?.close();
         ch.transport = undefined;
@@ -331,6 +345,7 @@ export class CallRecorder {
     }
     clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#router.observer.off('close', this.#onRouterClose);
     this.#write(this.#position());
     this.#stopped = { path: this.path, durationMs: Math.round((this.#written * 1000) / RATE), bytes: WAV_HEADER_BYTES + this.#written * 4 };
     for (const ch of Object.values(this.#channels)) {

@@ -4,9 +4,11 @@
  * - {@link parseWav} reads a whole file's bytes: the `fmt ` and `data` chunks, skipping others
  *   (LIST, fact, …) and honouring the RIFF pad byte of odd-sized chunks.
  * - {@link WavWriter} streams 16-bit PCM frames to disk with a 44-byte header whose RIFF and data
- *   sizes are placeholders until close() writes the real ones, so a call of any length never sits
- *   in memory.
+ *   sizes follow the data written (updated at least once per second of audio, on flush() and on
+ *   close()), so a call of any length never sits in memory and a process killed mid-recording
+ *   leaves a file whose header covers nearly all of its audio.
  */
+import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 
 /** What {@link parseWav} found. */
@@ -101,6 +103,8 @@ export class WavWriter {
   #fh: FileHandle | undefined;
   #queue: Promise<void> = Promise.resolve();
   #dataBytes = 0;
+  /** Data bytes the header on disk announces. */
+  #headerBytes = 0;
   #error: Error | undefined;
   #closed: Promise<{ dataBytes: number; fileBytes: number }> | undefined;
 
@@ -112,11 +116,12 @@ export class WavWriter {
   }
 
   /**
-   * Creates (or truncates) the file and writes a header with zero sizes.
+   * Creates (or truncates) the file and writes a header with zero sizes. A symbolic link at
+   * `path` is not followed (ELOOP): the bytes go to no other file.
    * @throws the fs error when the file cannot be created
    */
   static async create(path: string, channels: number, sampleRate: number): Promise<WavWriter> {
-    const fh = await open(path, 'w', 0o640);
+    const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o640);
     try {
       await fh.write(wavHeader(channels, sampleRate, 16, 0), 0, WAV_HEADER_BYTES, 0);
     } catch (err) {
@@ -163,14 +168,35 @@ export class WavWriter {
       }
       try {
         await fh.write(copy, 0, copy.length, position);
+        // keep the header's sizes at most a second of audio behind (a crash leaves a usable file)
+        if (position + copy.length - WAV_HEADER_BYTES - this.#headerBytes >= this.sampleRate * this.channels * 2) {
+          await this.#writeHeader(fh, position + copy.length - WAV_HEADER_BYTES);
+        }
       } catch (err) {
         this.#error = err as Error;
       }
     });
   }
 
-  /** Waits for the queued writes. */
+  async #writeHeader(fh: FileHandle, dataBytes: number): Promise<void> {
+    await fh.write(wavHeader(this.channels, this.sampleRate, 16, dataBytes), 0, WAV_HEADER_BYTES, 0);
+    this.#headerBytes = dataBytes;
+  }
+
+  /** Waits for the queued writes and brings the header's sizes up to date. */
   async flush(): Promise<void> {
+    const upTo = this.#dataBytes; // what is queued now (later writes are not on disk yet then)
+    this.#queue = this.#queue.then(async () => {
+      const fh = this.#fh;
+      if (!fh || this.#error || this.#headerBytes >= upTo) {
+        return;
+      }
+      try {
+        await this.#writeHeader(fh, upTo);
+      } catch (err) {
+        this.#error = err as Error;
+      }
+    });
     await this.#queue;
   }
 
@@ -188,7 +214,7 @@ export class WavWriter {
         if (this.#error) {
           throw this.#error;
         }
-        await fh.write(wavHeader(this.channels, this.sampleRate, 16, this.#dataBytes), 0, WAV_HEADER_BYTES, 0);
+        await this.#writeHeader(fh, this.#dataBytes);
       } finally {
         await fh.close();
       }

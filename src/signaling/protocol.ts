@@ -275,8 +275,8 @@ export interface ResponseData {
 // Events (server → client)
 // ------------------------------------------------------------------------------------------------
 
-/** Why recording started or stopped: a trunk or DID rule, the agent (call.record), a failure, or the call's end ('ended': internal, never sent; call.ended implies it). */
-export type RecordingChangeReason = 'rule' | 'on_demand' | 'failed' | 'ended';
+/** Why recording started or stopped: a trunk or DID rule, the agent (call.record), a failure, recording.maxDurationS reached ('limit'), or the call's end ('ended': internal, never sent; call.ended implies it). */
+export type RecordingChangeReason = 'rule' | 'on_demand' | 'failed' | 'limit' | 'ended';
 
 /** Every event's `data`. */
 export interface EventData {

@@ -13,10 +13,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_RECORDINGS_PER_CALL } from '../../src/calls/recording.js';
 import { alawToLinear } from '../../src/media/g711.js';
 import { parseWav } from '../../src/media/wav.js';
 import { dominant, rms } from '../helpers/audio.js';
@@ -51,10 +52,10 @@ afterEach(async () => {
   fx = undefined;
 });
 
-function config(recDir: string, opts: { record?: boolean; onDemand?: boolean; retentionS?: number } = {}) {
+function config(recDir: string, opts: { record?: boolean; onDemand?: boolean; retentionS?: number; maxDurationS?: number; minFreeMb?: number } = {}) {
   return {
     routing: { dids: [{ number: '*', agent: 'agent-rec', ...(opts.record ? { record: true } : {}) }], groups: [], defaultTrunk: '' },
-    recording: { enabled: true, dir: recDir, retentionS: opts.retentionS ?? 86400, sweepIntervalMs: 1000, onDemand: opts.onDemand ?? false },
+    recording: { enabled: true, dir: recDir, retentionS: opts.retentionS ?? 86400, sweepIntervalMs: 1000, onDemand: opts.onDemand ?? false, ...(opts.maxDurationS ? { maxDurationS: opts.maxDurationS } : {}), ...(opts.minFreeMb ? { minFreeMb: opts.minFreeMb } : {}) },
     admin: { token: ADMIN_TOKEN },
   };
 }
@@ -356,5 +357,96 @@ describe('call recording', () => {
     const metrics = await (await fetch(`http://127.0.0.1:${fx.gw.httpAddress.port}/metrics`)).text();
     expect(metrics).toContain('ringbridge_recording_failures_total{reason="io"} 1');
     expect(metrics).toContain('ringbridge_recordings_active 0');
+  }, 60_000);
+
+  it('an agent toggling call.record cannot make files without bound: past MAX_RECORDINGS_PER_CALL starts the call gets RATE_LIMITED', async () => {
+    const recDir = path.join(dir, 'flood');
+    fx = await startCallGateway(config(recDir, { onDemand: true }));
+    const agent = await fx.agent('agent-rec');
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '8000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 40_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    const results: string[] = [];
+    for (let i = 0; i < MAX_RECORDINGS_PER_CALL + 5; i++) {
+      try {
+        await agent.client.record(call.id, true);
+        results.push('on');
+      } catch (err) {
+        results.push((err as { code: string }).code);
+      }
+      await agent.client.record(call.id, false);
+    }
+    expect(results.filter((r) => r === 'on')).toHaveLength(MAX_RECORDINGS_PER_CALL);
+    expect(results.slice(MAX_RECORDINGS_PER_CALL)).toEqual(Array(5).fill('RATE_LIMITED'));
+    await agent.waitForEvent('ended', undefined, 30_000);
+    expect((await trunk.result).exitCode).toBe(0);
+    const record = await recordOf(call.id);
+    expect(record.recordings!.split(',')).toHaveLength(MAX_RECORDINGS_PER_CALL);
+    const names = await readdir(recDir);
+    expect(names.filter((n) => n.endsWith('.wav'))).toHaveLength(MAX_RECORDINGS_PER_CALL);
+    expect(names.filter((n) => n.endsWith('.json'))).toHaveLength(MAX_RECORDINGS_PER_CALL);
+  }, 90_000);
+
+  it('stops a recording at recording.maxDurationS (a call that never ends cannot fill the disk): the agent is told (reason limit), the call goes on', async () => {
+    const recDir = path.join(dir, 'limit');
+    fx = await startCallGateway(config(recDir, { record: true, maxDurationS: 2 }));
+    const agent = await fx.agent('agent-rec');
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '5000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 40_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    expect(await agent.waitForEvent('recording', undefined, 5000)).toMatchObject({ recording: true, reason: 'rule' });
+    expect(await agent.waitForEvent('recording', (e) => !e.recording, 4000)).toMatchObject({ recording: false, recordingId: call.id, reason: 'limit' });
+    expect(agent.events.some((e) => e.name === 'ended')).toBe(false);
+    const ended = await agent.waitForEvent('ended', undefined, 30_000);
+    expect(ended).toMatchObject({ reason: 'hangup_remote' });
+    expect((await trunk.result).exitCode).toBe(0);
+    const record = await recordOf(call.id);
+    expect(record.recordings).toBe(call.id);
+    expect(Math.abs(Number(record.recordingDurationMs) - 2000)).toBeLessThan(150);
+    const file = path.join(recDir, `${call.id}.wav`);
+    await expect.poll(async () => (await stat(file)).size, { timeout: 3000 }).toBe(Number(record.recordingBytes));
+  }, 60_000);
+
+  it('does not start a recording when the disk of recording.dir has less free space than recording.minFreeMb: the agent is told, the failure counted (disk), no file made, the call goes on', async () => {
+    const recDir = path.join(dir, 'full');
+    // more free space than any test machine has: the disk counts as full
+    fx = await startCallGateway(config(recDir, { record: true, minFreeMb: 1_000_000_000 }));
+    const agent = await fx.agent('agent-rec');
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '3000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    expect(await agent.waitForEvent('recording', undefined, 5000)).toMatchObject({ recording: false, reason: 'failed' });
+    expect(await agent.waitForEvent('ended', undefined, 15_000)).toMatchObject({ reason: 'hangup_remote' });
+    expect((await trunk.result).exitCode).toBe(0);
+    const record = await recordOf(call.id);
+    expect(record.recordings).toBeUndefined();
+    expect(await readdir(recDir).catch(() => [])).toEqual([]);
+    const metrics = await (await fetch(`http://127.0.0.1:${fx.gw.httpAddress.port}/metrics`)).text();
+    expect(metrics).toContain('ringbridge_recording_failures_total{reason="disk"} 1');
+  }, 60_000);
+
+  it('does not follow a symbolic link planted at a recording file name: the file it points to stays untouched, the start fails, a later start works', async () => {
+    const recDir = path.join(dir, 'planted');
+    fx = await startCallGateway(config(recDir, { onDemand: true }));
+    const agent = await fx.agent('agent-rec');
+    const mediaPort = await freePort();
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '4000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    const call = await agent.client.answer(incoming.call.id);
+    const victim = path.join(dir, 'victim.txt');
+    await writeFile(victim, 'precious');
+    await mkdir(recDir, { recursive: true });
+    await symlink(victim, path.join(recDir, `${call.id}.wav`));
+    await expect(agent.client.record(call.id, true)).rejects.toMatchObject({ code: 'MEDIA_ERROR' });
+    expect(await readFile(victim, 'utf8')).toBe('precious');
+    expect(await agent.client.record(call.id, true)).toEqual({ recording: true, recordingId: `${call.id}-2` });
+    await agent.waitForEvent('ended', undefined, 15_000);
+    expect((await trunk.result).exitCode).toBe(0);
+    expect(await readFile(victim, 'utf8')).toBe('precious');
+    const record = await recordOf(call.id);
+    expect(record.recordings).toBe(`${call.id}-2`);
   }, 60_000);
 });

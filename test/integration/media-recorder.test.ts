@@ -260,4 +260,48 @@ describe('CallRecorder', () => {
     expect(rms(win(left, at(3700), at(4400)))).toBeGreaterThan(4000);
     expect(rms(win(left, at(4600), summary.durationMs / 1000))).toBe(0);
   });
+
+  it('records only what its own transports send: RTP sent to a recorder socket by another local process is dropped', async () => {
+    const caller = await play(1000);
+    const agent = await AudioPlayer.create({ router, codec: CODEC, source: tone[440]!, logger: quietLogger(), paused: true });
+    const recorderTransports: ms.PlainTransport[] = [];
+    router.observer.on('newtransport', (t) => {
+      if ((t.appData as { role?: string }).role === 'recorder') {
+        recorderTransports.push(t as ms.PlainTransport);
+      }
+    });
+    const file = path.join(dir, 'inject.wav');
+    const rec = await CallRecorder.create({ router, codec: CODEC, path: file, logger: quietLogger() });
+    await rec.setSource('caller', caller.producer);
+    await rec.setSource('agent', agent.producer); // paused: the right channel should stay silent
+    expect(recorderTransports).toHaveLength(2);
+    // the recorder's sockets are where its transports send (their remote tuple)
+    const target = recorderTransports[1]!.tuple.remotePort!;
+    const attacker = dgram.createSocket('udp4');
+    await new Promise<void>((r) => attacker.bind(0, '127.0.0.1', r));
+    const pt = router.rtpCapabilities.codecs!.find((c) => c.mimeType === 'audio/PCMA')!.preferredPayloadType!;
+    const payload = encodeG711('PCMA', Int16Array.from({ length: 160 }, (_, i) => Math.round(0.3 * 32767 * Math.sin((2 * Math.PI * 1500 * i) / 8000))));
+    for (let i = 0; i < 75; i++) {
+      attacker.send(buildRtpPacket({ payloadType: pt, sequenceNumber: i, timestamp: i * 160, ssrc: 0xbad, payload }), target, '127.0.0.1');
+      await sleep(20);
+    }
+    await sleep(400);
+    await rec.close();
+    attacker.close();
+    const { left, right } = channels(await readFile(file));
+    expect(rec.packets.agent).toBe(0);
+    expect(rms(right)).toBe(0);
+    expect(dominant(win(left, 0.5, 1.5), TONES, 8000)).toBe(1000);
+    caller.close();
+    agent.close();
+  });
+
+  it('lets go of the router when stopped: recordings started and stopped on one router leave no listener on it', async () => {
+    const before = router.observer.listenerCount('close');
+    for (let i = 0; i < 5; i++) {
+      const rec = await CallRecorder.create({ router, codec: CODEC, path: path.join(dir, `listeners-${i}.wav`), logger: quietLogger() });
+      await rec.close();
+    }
+    expect(router.observer.listenerCount('close')).toBe(before);
+  });
 });

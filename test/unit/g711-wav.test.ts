@@ -101,6 +101,30 @@ describe('WavWriter', () => {
     expect((await stat(file)).size).toBe(r.fileBytes);
   });
 
+  it('keeps the header sizes current while it writes, so a process killed mid-recording leaves a file of the audio written', async () => {
+    const file = path.join(dir, 'crash.wav');
+    const w = await WavWriter.create(file, 2, 8000);
+    const chunk = new Int16Array(2 * 800).fill(1000); // 100 ms
+    for (let i = 0; i < 25; i++) {
+      w.write(chunk);
+    }
+    // no close(): what a crash leaves once the writes reached the disk
+    await w.flush();
+    const buf = await readFile(file);
+    expect(buf.length).toBe(WAV_HEADER_BYTES + 25 * 3200);
+    expect(buf.readUInt32LE(40)).toBe(25 * 3200);
+    expect(buf.readUInt32LE(4)).toBe(buf.length - 8);
+    // while writing, the header lags the data by at most one second of audio
+    for (let i = 0; i < 15; i++) {
+      w.write(chunk);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    const mid = await readFile(file);
+    expect(mid.readUInt32LE(40)).toBeGreaterThanOrEqual(mid.length - WAV_HEADER_BYTES - 8000 * 4);
+    expect(mid.readUInt32LE(40)).toBeLessThanOrEqual(mid.length - WAV_HEADER_BYTES);
+    await w.close();
+  });
+
   it('parses files with extra chunks and odd-sized chunks, and refuses what is not WAV', () => {
     const data = Buffer.from([1, 0, 2, 0]);
     const list = Buffer.concat([Buffer.from('LIST'), Buffer.from([3, 0, 0, 0]), Buffer.from('abc'), Buffer.from([0])]);
