@@ -33,7 +33,7 @@ import { dialRefusalMessage } from '../security/dial-policy.js';
 import { type SecurityGuard } from '../security/guard.js';
 import { type TrunkCodecName } from '../media/codecs.js';
 import { type SipBinding } from '../sip/registrar/bindings.js';
-import { type CallDevices, type DeviceAnswer, DeviceRinger } from './device-ringer.js';
+import { type CallDevices, type DeviceAnswer, DeviceRinger, sipDevicePushes } from './device-ringer.js';
 
 /** Options of the call manager. */
 export interface CallManagerOptions {
@@ -508,7 +508,9 @@ export class CallManager implements SignalingHandler {
       // registered SIP devices ring with the sessions; alone, they make the agent ringable (README "SIP devices")
       const devices = !handoff && !localOnly ? await this.#ringableDevices(agentId, local, p?.status) : [];
       if (local || nodes.length > 0 || devices.length > 0) {
-        plan.push({ agentId, local, nodes, ...(devices.length > 0 ? { devices } : {}) });
+        // bindings with RFC 8599 push parameters are pushed too: their app may sleep behind a live binding
+        const push = devices.length > 0 && this.#wake ? await sipDevicePushes(this.#wake, agentId, devices) : [];
+        plan.push({ agentId, local, nodes, ...(devices.length > 0 ? { devices } : {}), ...(push.length > 0 ? { wake: push } : {}) });
       } else if (!handoff && this.#wake && (this.#signaling?.sessionsOf(agentId).length ?? 0) === 0 && (p === undefined || p.effective === 'offline')) {
         // No session anywhere: wake the agent's devices, if its own status says it takes calls.
         const wake = await this.#wakeTargets(agentId, p?.status);
@@ -755,22 +757,31 @@ export class CallManager implements SignalingHandler {
 
   /**
    * The registrar's onChange: an agent's SIP bindings changed. A ringing call that is waking the
-   * agent by push (item 2b: its SIP device was asleep, with no binding left) rings the bindings it
-   * has not rung yet: the woken device's new registration gets the waiting call.
+   * agent by push (its SIP device was asleep: no binding left, or a binding whose app sleeps) or
+   * already rings its devices rings the registrations it has not rung yet: the woken device's new
+   * binding (or its binding refreshed over a new flow) gets the waiting call, and the fork to the
+   * stale flow of the same binding is cancelled (CallDevices.add). A refresh over the same flow
+   * rings nothing again, and nothing is pushed twice (WakeService.wake: one wake per agent and call).
    */
   sipBindingsChanged(agentId: string, bindings: number): void {
     if (bindings === 0 || !this.#devices) {
       return;
     }
     for (const call of this.#calls.values()) {
-      if (call.state !== 'ringing' || !call.waking.has(agentId)) {
+      if (call.state !== 'ringing' || !(call.waking.has(agentId) || (call.devices as CallDevices | undefined)?.rings(agentId))) {
         continue;
       }
-      void this.#ringableDevices(agentId, false, undefined).then((bs) => {
+      void this.#ringableDevices(agentId, true, undefined).then((bs) => {
         const fresh = bs.filter((b) => !(call.devices as CallDevices | undefined)?.rang(b));
-        if (fresh.length > 0 && call.state === 'ringing' && call.waking.delete(agentId)) {
-          this.#log.info({ callId: call.id, agent: agentId }, 'a woken SIP device registered: ringing it');
+        if (fresh.length > 0 && call.state === 'ringing') {
+          call.waking.delete(agentId);
+          this.#log.info({ callId: call.id, agent: agentId, bindings: fresh.length }, 'a woken SIP device registered: ringing its new binding');
           this.#ringDevices(call, agentId, fresh);
+          for (const b of fresh) {
+            if (b.deviceId) {
+              void this.#wake?.sessionReady(agentId, b.deviceId); // push-to-connect time, wake record
+            }
+          }
         }
       });
     }
@@ -813,6 +824,7 @@ export class CallManager implements SignalingHandler {
       },
       gone: (gone, declined, busy) => {
         if (declined && !call.declined.has(gone)) {
+          call.waking.delete(gone); // the device refused: no woken device is awaited for the agent
           call.declined.add(gone);
           call.busyDeclines += busy ? 1 : 0;
         }

@@ -13,6 +13,8 @@
  */
 import type Srf from 'drachtio-srf';
 import { type Logger } from '../log/logger.js';
+import { type WakeService } from '../push/wake.js';
+import { type Device } from '../state/store.js';
 import { type TrunkCodecName } from '../media/codecs.js';
 import { type SipBinding } from '../sip/registrar/bindings.js';
 import { type Call } from './call.js';
@@ -45,12 +47,21 @@ export class CallDevices {
   /** The device that answered, once bridged: hung up (BYE) when the call ends. */
   #answered: { dialog: Srf.Dialog; media: DeviceMedia } | undefined;
 
-  /** Registrations already rung in this call (binding id and registration time). */
+  /** Registrations already rung in this call (binding id, Contact and flow). */
   readonly #rung = new Set<string>();
 
-  /** Whether this registration of a binding was rung in this call already. */
+  /**
+   * Whether this registration of a binding was rung in this call already: a refresh over the same
+   * flow was; a device that registered again from a new connection or address (woken by push,
+   * RFC 8599 §4.2) was not.
+   */
   rang(b: SipBinding): boolean {
     return this.#rung.has(registrationKey(b));
+  }
+
+  /** Whether the call rings (or rang) devices of this agent. */
+  rings(agentId: string): boolean {
+    return !this.#ended && !this.#claimed && this.#legs.some((l) => l.agentId === agentId);
   }
 
   /** Whether a device leg of the call still rings. */
@@ -102,6 +113,13 @@ export class CallDevices {
 
   add(agentId: string, leg: DeviceLeg, media: DeviceMedia, hooks: DeviceRingHooks): void {
     const entry = { agentId, leg, media, done: false };
+    // the same binding registered again over a new flow (a woken device): the fork to its stale
+    // flow is cancelled, the new one rings (RFC 8599 §4.2 practice, as Flexisip does)
+    for (const stale of this.#legs) {
+      if (!stale.done && stale.agentId === agentId && stale.leg.binding.id === leg.binding.id) {
+        stale.leg.cancel(false);
+      }
+    }
     this.#legs.push(entry);
     this.#rung.add(registrationKey(leg.binding));
     if (this.#ended || this.#claimed) {
@@ -136,9 +154,27 @@ export class CallDevices {
   }
 }
 
-/** One registration of a binding: a device that re-registered (woken by push, new flow) is another. */
+/** One registration of a binding: a device that re-registered over a new flow (woken by push) is another; a refresh is not. */
 function registrationKey(b: SipBinding): string {
-  return `${b.id}\n${b.updatedAt}`;
+  return [b.id, b.contact, b.flow.transport, b.flow.address, b.flow.port, b.flowToken ?? ''].join('\n');
+}
+
+/**
+ * The push devices of an agent's bindings that carry RFC 8599 push parameters (the registrar made
+ * one per such binding, SipBinding.deviceId): a device is pushed AND its binding is INVITEd, as
+ * Flexisip does, since a suspended iOS/Android app keeps its registration while its socket is
+ * dead (RFC 8599 §4.2). None on a Redis error (the INVITEs still go).
+ */
+export async function sipDevicePushes(wake: Pick<WakeService, 'wakeableDevices'>, agentId: string, bindings: SipBinding[]): Promise<Device[]> {
+  const ids = new Set(bindings.map((b) => b.deviceId).filter((d): d is string => d !== undefined));
+  if (ids.size === 0) {
+    return [];
+  }
+  try {
+    return (await wake.wakeableDevices(agentId)).filter((d) => ids.has(d.deviceId));
+  } catch {
+    return [];
+  }
 }
 
 /** Options of DeviceRinger. */

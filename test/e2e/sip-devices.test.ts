@@ -323,4 +323,51 @@ describe('a sleeping SIP device is woken by push and gets the waiting call', () 
       await p.close();
     }
   }, 60_000);
+
+  it('pushes a registered device whose app sleeps AND invites its binding; its registration from a new flow gets the call, once', async () => {
+    const voipToken = 'cd'.repeat(32);
+    const instance = '+sip.instance="<urn:uuid:5ee9e000-0000-4000-8000-000000000002>"';
+    const contactOf = (port: number) => `<sip:hank@127.0.0.1:${port};pn-provider=apns;pn-prid=${voipToken};pn-param=${TEAM}.${BUNDLE}.voip>;${instance}`;
+    // the app registered, then iOS suspended it: its binding is live, nothing answers on its socket
+    const asleep = await RawDevice.open(Number(fx.sipTarget.split(':')[1]), REALM, 'hank', 'hank-pw');
+    let woke: Awaited<ReturnType<typeof phone>> | undefined;
+    try {
+      expect((await asleep.register({ expires: 600, contact: contactOf(asleep.peer.port) })).msg.status).toBe(200);
+      expect(await fx.gw.registrar!.bindings(AGENT)).toHaveLength(1);
+      const pushesBefore = apns.accepted.filter((x) => x.token === voipToken).length;
+      const mediaPort = await freePort();
+      const capture = captureUdp(mediaPort);
+      await capture.ready;
+      const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '3000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+      // the INVITE goes to the live binding and the VoIP push goes out, both
+      await asleep.peer.waitFor(isRequest('INVITE'), 10_000);
+      const deadline = Date.now() + 10_000;
+      while (apns.accepted.filter((x) => x.token === voipToken).length === pushesBefore && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(apns.accepted.filter((x) => x.token === voipToken).slice(pushesBefore)).toEqual([expect.objectContaining({ pushType: 'voip', topic: `${BUNDLE}.voip` })]);
+      // a refresh over the same flow rings nothing again
+      expect((await asleep.register({ expires: 600, contact: contactOf(asleep.peer.port) })).msg.status).toBe(200);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(new Set(asleep.peer.all(isRequest('INVITE')).map((m) => m.msg.callId)).size).toBe(1);
+      // woken, the app registers from a new socket (same +sip.instance): the waiting call goes there
+      woke = await phone(fx, true, { user: 'hank', contact: contactOf(0).replace(':0;', ':PORT;') });
+      await woke.dev.peer.waitFor(isRequest('INVITE'), 10_000);
+      expect(await fx.gw.registrar!.bindings(AGENT)).toHaveLength(1);
+      const r = await trunk.result;
+      expect(r.exitCode, r.describe()).toBe(0);
+      const atSipp = await capture.stop();
+      expect(atSipp.byPayloadType.get(8) ?? 0, 'PCMA from the woken device at the sipp trunk').toBeGreaterThan(50);
+      expect(woke.got.filter((b) => b.length > 12 && (b[1]! & 0x7f) === 8).length, 'PCMA from the trunk at the woken device').toBeGreaterThan(50);
+      // one push for the call, one INVITE to each flow, nothing answered on the stale one
+      expect(apns.accepted.filter((x) => x.token === voipToken && x.pushType === 'voip')).toHaveLength(pushesBefore + 1);
+      expect(new Set(asleep.peer.all(isRequest('INVITE')).map((m) => m.msg.callId)).size).toBe(1);
+      expect(woke.dev.peer.all(isRequest('INVITE'))).toHaveLength(1);
+      const record = (await fx.gw.store!.recentRecords(1))[0]!;
+      expect(record).toMatchObject({ agentId: AGENT, endReason: 'hangup_remote' });
+    } finally {
+      await woke?.close();
+      asleep.close();
+    }
+  }, 60_000);
 });
