@@ -34,6 +34,7 @@ import { type SecurityGuard } from '../security/guard.js';
 import { type TrunkCodecName } from '../media/codecs.js';
 import { type SipBinding } from '../sip/registrar/bindings.js';
 import { type CallDevices, type DeviceAnswer, DeviceRinger, sipDevicePushes } from './device-ringer.js';
+import { type DeviceAuthenticator, DeviceDialer } from './device-dial.js';
 
 /** Options of the call manager. */
 export interface CallManagerOptions {
@@ -62,7 +63,7 @@ export interface CallManagerOptions {
   /** Call recording (src/calls/recording.ts); none: nothing is recorded and call.record is FORBIDDEN. */
   recording?: RecordingService;
   /** Agents' registered SIP devices (the registrar, when sipDevices.enabled): rung with their sessions. */
-  sipDevices?: { bindings(agentId: string): Promise<SipBinding[]> };
+  sipDevices?: { bindings(agentId: string): Promise<SipBinding[]>; realm: string; authenticate: DeviceAuthenticator };
 }
 
 /** One agent to ring: here (a local session) and/or on other nodes (hand-off legs). */
@@ -173,6 +174,8 @@ export class CallManager implements SignalingHandler {
   readonly presence: PresenceService;
   readonly #security: SecurityGuard | undefined;
   readonly #devices: DeviceRinger | undefined;
+  /** Outbound calls from SIP devices (device-dial.ts). */
+  readonly #deviceDialer: DeviceDialer | undefined;
   #signaling: SignalingServer | undefined;
 
   constructor(opts: CallManagerOptions) {
@@ -193,6 +196,7 @@ export class CallManager implements SignalingHandler {
     this.#recording = opts.recording;
     this.#recording?.bind((agentId, data) => this.#emit(agentId, 'call.recording', data));
     this.#devices = opts.sipDevices ? new DeviceRinger({ srf: opts.srf, bindings: (a) => opts.sipDevices!.bindings(a), media: this.#mediaSettings, logger: opts.logger.child({ component: 'devices' }) }) : undefined;
+    this.#deviceDialer = opts.sipDevices ? this.#deviceDialHost(opts.sipDevices, opts.logger.child({ component: 'devices' })) : undefined;
     this.#cluster?.registry.on('refresh', () => this.#checkPeers());
     this.presence = new PresenceService({
       store: opts.store,
@@ -350,6 +354,12 @@ export class CallManager implements SignalingHandler {
         log.info({ source: address }, 'rejecting INVITE: the source sends more than its rate limit');
         sec.rejected('source_rate');
         res.send(503, { headers: { 'Retry-After': String(perSource.retryAfterS) } });
+
+        return;
+      }
+      // an agent's SIP device calling out (device-dial.ts): never a trunk's address, always digest
+      if (this.#deviceDialer && !this.#trunks.byAddress(address) && this.#deviceDialer.claims(req)) {
+        await this.#deviceDialer.handle(req, res);
 
         return;
       }
@@ -898,6 +908,43 @@ export class CallManager implements SignalingHandler {
     this.#log.info({ callId: call.id, agent: a.agentId, transport: a.binding.flow.transport, codec: plan.codec.name }, 'call answered on a SIP device');
   }
 
+  /** The call manager's part in SIP devices' outbound calls: call.dial's checks and the call life cycle. */
+  #deviceDialHost(devices: NonNullable<CallManagerOptions['sipDevices']>, logger: Logger): DeviceDialer {
+    return new DeviceDialer({
+      srf: this.#srf,
+      media: this.#mediaSettings,
+      logger,
+      realm: devices.realm,
+      dialTimeoutMs: this.#cfg.calls.dialTimeoutMs,
+      authenticate: (method, req) => devices.authenticate(method, req),
+      admit: async (agentId, to) => {
+        if (!this.#accepting() || !this.#stateReady()) {
+          throw new SignalingError('UNAVAILABLE', 'draining, or the state store is unavailable');
+        }
+
+        return this.#admitDial(agentId, to, undefined);
+      },
+      admitTrunkCall: async (call) => call.trunk.maxConcurrentCalls === 0 || (await this.#store.admitTrunkCall(call.trunk.id, call.id, call.trunk.maxConcurrentCalls)),
+      started: (call) => {
+        this.#calls.set(call.id, call);
+        this.presence.refresh(call.agentId!);
+        void this.#store.putCall(call.id, { direction: 'outbound', state: 'dialing', trunkId: call.trunk.id, agentId: call.agentId, node: this.#store.nodeId, from: this.#store.storedNumber(call.from.number), to: this.#store.storedNumber(call.to.number), offeredAt: call.times.offeredAt.toISOString() });
+      },
+      ringing: (call) => this.#metrics?.ringing('outbound', call.times.offeredAt.getTime(), call.times.ringingAt!.getTime()),
+      answered: (call, dialog) => {
+        call.transition('active');
+        this.#sampleQuality(call);
+        this.#recording?.answered(call);
+        call.media?.relay.restartInactivity();
+        this.#watchDialog(call, dialog);
+        void this.#store.putCall(call.id, { state: 'active', answeredAt: call.times.answeredAt?.toISOString(), codec: call.media?.plan?.codec.name });
+      },
+      watchRelay: (call) => this.#watchRelay(call),
+      finish: (call, reason, by, status) => this.#finish(call, reason, by, status),
+      endReason: endReasonForStatus,
+    });
+  }
+
   // ----------------------------------------------------------------------------------------------
   // Hand-off legs (handoff.ts): ringing agents connected to other nodes
   // ----------------------------------------------------------------------------------------------
@@ -1282,6 +1329,46 @@ export class CallManager implements SignalingHandler {
     return trunk;
   }
 
+  /**
+   * The checks every outbound call of an agent passes (call.dial, a SIP device's INVITE): the
+   * per-agent call cap, the dialling policy, the per-agent dial rate, and the trunk (the named or
+   * default one, with a usable outbound uri).
+   * @throws {SignalingError} INVALID_STATE, DIAL_POLICY, RATE_LIMITED, CALL_LIMIT, NO_ROUTE
+   */
+  async #admitDial(agentId: string, to: string, trunkId: string | undefined): Promise<TrunkConfig> {
+    const sec = this.#security;
+    const maxCalls = sec?.maxCallsPerAgent ?? 1;
+    if (maxCalls === 1 && this.#activity(agentId) === 'on_call') {
+      throw new SignalingError('INVALID_STATE', 'you are already on a call');
+    }
+    const refusal = sec?.dialPolicy.check(to);
+    if (sec && refusal) {
+      // no number in the log: the reason says enough
+      this.#log.info({ agent: agentId, reason: refusal }, 'dial refused by the dialling policy');
+      sec.rejected('dial_policy');
+      throw new SignalingError('DIAL_POLICY', dialRefusalMessage(refusal));
+    }
+    const rate = sec ? await sec.dialLimit(agentId) : undefined;
+    if (sec && rate && !rate.allowed) {
+      sec.rejected('dial_rate');
+      throw new SignalingError('RATE_LIMITED', `more dials per minute than the dialling policy allows; try again in ${rate.retryAfterS} s`);
+    }
+    if ((await this.#agentCallCount(agentId)) >= maxCalls) {
+      sec?.rejected('agent_cap');
+      throw new SignalingError('CALL_LIMIT', `at most ${maxCalls} call${maxCalls === 1 ? '' : 's'} at once per agent`);
+    }
+    const trunk = this.#pickTrunk(trunkId);
+    const base = parseUri(trunk.outbound.uri);
+    if (!base) {
+      throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} has an invalid outbound uri`);
+    }
+    if (trunk.media.srtp === 'required' && !secureUri(trunk.outbound.uri)) {
+      throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} requires SRTP, whose keys may only travel over SIP TLS, and its outbound uri is not sips: or ;transport=tls`);
+    }
+
+    return trunk;
+  }
+
   async #dial(session: AgentSession, data: RequestData<'call.dial'>): Promise<ResponseData['call.dial']> {
     if (!this.#accepting()) {
       throw new SignalingError('UNAVAILABLE', 'this gateway is draining');
@@ -1290,34 +1377,8 @@ export class CallManager implements SignalingHandler {
       throw new SignalingError('UNAVAILABLE', 'state store unavailable; try again');
     }
     const sec = this.#security;
-    const maxCalls = sec?.maxCallsPerAgent ?? 1;
-    if (maxCalls === 1 && this.#activity(session.agentId) === 'on_call') {
-      throw new SignalingError('INVALID_STATE', 'you are already on a call');
-    }
-    const refusal = sec?.dialPolicy.check(data.to);
-    if (sec && refusal) {
-      // no number in the log: the reason says enough
-      this.#log.info({ agent: session.agentId, reason: refusal }, 'dial refused by the dialling policy');
-      sec.rejected('dial_policy');
-      throw new SignalingError('DIAL_POLICY', dialRefusalMessage(refusal));
-    }
-    const rate = sec ? await sec.dialLimit(session.agentId) : undefined;
-    if (sec && rate && !rate.allowed) {
-      sec.rejected('dial_rate');
-      throw new SignalingError('RATE_LIMITED', `more dials per minute than the dialling policy allows; try again in ${rate.retryAfterS} s`);
-    }
-    if ((await this.#agentCallCount(session.agentId)) >= maxCalls) {
-      sec?.rejected('agent_cap');
-      throw new SignalingError('CALL_LIMIT', `at most ${maxCalls} call${maxCalls === 1 ? '' : 's'} at once per agent`);
-    }
-    const trunk = this.#pickTrunk(data.trunkId);
-    const base = parseUri(trunk.outbound.uri);
-    if (!base) {
-      throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} has an invalid outbound uri`);
-    }
-    if (trunk.media.srtp === 'required' && !secureUri(trunk.outbound.uri)) {
-      throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} requires SRTP, whose keys may only travel over SIP TLS, and its outbound uri is not sips: or ;transport=tls`);
-    }
+    const trunk = await this.#admitDial(session.agentId, data.to, data.trunkId);
+    const base = parseUri(trunk.outbound.uri)!;
     const ruri = formatUri({ ...base, user: data.to });
     const call = new Call({ direction: 'outbound', trunk, from: { number: trunk.outbound.callerId || session.agentId }, to: { number: data.to } });
     call.agentId = session.agentId;

@@ -14,7 +14,7 @@
  */
 import { type types as ms } from 'mediasoup';
 import { RtpRelay } from '../media/rtp-relay.js';
-import { consumerPayloadTypeMap, buildOffer, negotiateFromAnswer, toProducerRtpParameters, toRtpCapabilities, type MediaPlan } from '../sip/sdp.js';
+import { consumerPayloadTypeMap, buildOffer, negotiateAnswer, negotiateFromAnswer, toProducerRtpParameters, toRtpCapabilities, type MediaPlan } from '../sip/sdp.js';
 import { type TrunkCodecName } from '../media/codecs.js';
 import { type CallMedia, CallMediaError, type CallMediaSettings } from './call-media.js';
 
@@ -60,7 +60,38 @@ export class DeviceMedia {
    * @throws {SdpError} for an unusable answer; {CallMediaError} when the codecs do not match or mediasoup refuses
    */
   async bridge(answerSdp: string, trunk: CallMedia): Promise<void> {
-    const plan = negotiateFromAnswer(this.offerSdp, answerSdp);
+    await this.connect(negotiateFromAnswer(this.offerSdp, answerSdp), trunk);
+  }
+
+  /**
+   * A device that called (issue 12, item 4): binds the leg's relay and answers the device's SDP
+   * offer with one codec the trunk may use (the device's order decides), plain RTP/AVP. The
+   * returned plan is connected with connect() once the trunk leg answered.
+   * @throws {SdpError} for an unusable offer (no common codec: 488); {CallMediaError} when no relay port is free
+   */
+  static async answer(settings: Pick<CallMediaSettings, 'relayBindAddress' | 'relayAnnouncedAddress' | 'relayPortRange' | 'rtpTimeoutMs' | 'logger'>, offerSdp: string, codecs: readonly TrunkCodecName[]): Promise<{ media: DeviceMedia; answerSdp: string; plan: MediaPlan }> {
+    let relay: RtpRelay;
+    try {
+      relay = await RtpRelay.create({ listenAddress: settings.relayBindAddress, portRange: settings.relayPortRange, latching: true, rtpTimeoutMs: settings.rtpTimeoutMs, logger: settings.logger });
+    } catch (err) {
+      throw new CallMediaError(`cannot set up the device media: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      const address = settings.relayAnnouncedAddress || relay.publicSide.address;
+      const { answerSdp, plan } = negotiateAnswer(offerSdp, { allowedCodecs: codecs, localAddress: address.includes(':') ? { ipv6: address } : { ipv4: address }, localPort: relay.publicSide.port });
+
+      return { media: new DeviceMedia(relay, ''), answerSdp, plan };
+    } catch (err) {
+      relay.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Connects a negotiated plan of the device leg to the trunk leg in the call's router (see bridge()).
+   * @throws {CallMediaError} when the codecs do not match, the trunk has no audio yet or mediasoup refuses
+   */
+  async connect(plan: MediaPlan, trunk: CallMedia): Promise<void> {
     if (trunk.plan && trunk.plan.codec.mimeType.toLowerCase() !== plan.codec.mimeType.toLowerCase()) {
       throw new CallMediaError(`the device answered ${plan.codec.mimeType}, the trunk leg uses ${trunk.plan.codec.mimeType}`);
     }
