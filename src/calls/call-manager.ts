@@ -814,12 +814,12 @@ export class CallManager implements SignalingHandler {
 
   #ringDevices(call: Call, agentId: string, bindings: SipBinding[]): void {
     const offer = call.inviteReq && hasSdp(call.inviteReq) ? call.inviteReq.body : undefined;
-    if (!this.#devices || !offer || call.srtp) {
-      return; // late offer or SRTP toward the trunk: WebRTC sessions only (device-ringer.ts)
+    if (!this.#devices || !offer) {
+      return; // late offer: WebRTC sessions only (device-ringer.ts; SRTP calls ring devices over TLS only)
     }
     let codec: TrunkCodecName;
     try {
-      codec = negotiateAnswer(offer, { allowedCodecs: call.trunk.codecs, localAddress: this.#localAddress(this.#mediaSettings.relayAnnouncedAddress || '0.0.0.0'), localPort: 9 }).plan.codec.name;
+      codec = negotiateAnswer(offer, { allowedCodecs: call.trunk.codecs, localAddress: this.#localAddress(this.#mediaSettings.relayAnnouncedAddress || '0.0.0.0'), localPort: 9, ...srtpOption(call.trunk, call.signalingSecure) }).plan.codec.name;
     } catch {
       return;
     }

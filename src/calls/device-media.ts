@@ -9,14 +9,23 @@
  * offer); the PlainTransport, producer and consumers follow once the device answered and the
  * call's router exists (CallMedia.create at answer time).
  *
- * Not yet: SDES-SRTP toward a device registered over TLS (plain RTP only), re-INVITEs (hold) from
- * the device.
+ * SDES-SRTP toward a device registered over TLS (or whose INVITE came over TLS): the relay's
+ * public side encrypts and decrypts (RtpRelay.setSrtp), as the trunk leg's does.
+ * Not yet: re-INVITEs (hold) from the device.
  */
 import { type types as ms } from 'mediasoup';
 import { RtpRelay } from '../media/rtp-relay.js';
-import { consumerPayloadTypeMap, buildOffer, negotiateAnswer, negotiateFromAnswer, toProducerRtpParameters, toRtpCapabilities, type MediaPlan } from '../sip/sdp.js';
+import { consumerPayloadTypeMap, buildOffer, negotiateAnswer, negotiateFromAnswer, toProducerRtpParameters, toRtpCapabilities, type MediaPlan, type SrtpAnswerer } from '../sip/sdp.js';
 import { type TrunkCodecName } from '../media/codecs.js';
+import { fromKeyParams, newMasterKey, SRTP_SUITE, toKeyParams } from '../media/rtp/srtp.js';
 import { type CallMedia, CallMediaError, type CallMediaSettings } from './call-media.js';
+
+/** Answers an offered a=crypto of our suite with a fresh key of ours (RFC 4568 §6.1). */
+const sdesAnswerer: SrtpAnswerer = (offered) => {
+  const usable = offered.find((c) => c.suite === SRTP_SUITE && fromKeyParams(c.keyParams) !== undefined);
+
+  return usable ? { tag: usable.tag, suite: usable.suite, keyParams: toKeyParams(newMasterKey()) } : undefined;
+};
 
 /** One device leg's media. Create with DeviceMedia.create(). */
 export class DeviceMedia {
@@ -38,9 +47,10 @@ export class DeviceMedia {
   /**
    * Binds the device leg's relay and builds the offer.
    * @param codec the trunk leg's codec (the device gets no other: no transcoding)
+   * @param srtp offer SDES-SRTP (RTP/SAVP, AES_CM_128_HMAC_SHA1_80): only for a binding over TLS (keys travel in the SDP)
    * @throws {CallMediaError} when no relay port is free
    */
-  static async create(settings: Pick<CallMediaSettings, 'relayBindAddress' | 'relayAnnouncedAddress' | 'relayPortRange' | 'rtpTimeoutMs' | 'logger'>, codec: TrunkCodecName): Promise<DeviceMedia> {
+  static async create(settings: Pick<CallMediaSettings, 'relayBindAddress' | 'relayAnnouncedAddress' | 'relayPortRange' | 'rtpTimeoutMs' | 'logger'>, codec: TrunkCodecName, srtp = false): Promise<DeviceMedia> {
     let relay: RtpRelay;
     try {
       relay = await RtpRelay.create({ listenAddress: settings.relayBindAddress, portRange: settings.relayPortRange, latching: true, rtpTimeoutMs: settings.rtpTimeoutMs, logger: settings.logger });
@@ -48,7 +58,9 @@ export class DeviceMedia {
       throw new CallMediaError(`cannot set up the device media: ${(err as Error).message}`, { cause: err });
     }
     const address = settings.relayAnnouncedAddress || relay.publicSide.address;
-    const offerSdp = buildOffer({ codecs: [codec], localAddress: address, localPort: relay.publicSide.port, direction: 'sendrecv' }).offerSdp;
+    // SDES (RFC 4568): RTP/SAVP with a fresh key of ours; the device's answer must carry a=crypto
+    const crypto = srtp ? { tag: 1, suite: SRTP_SUITE, keyParams: toKeyParams(newMasterKey()) } : undefined;
+    const offerSdp = buildOffer({ codecs: [codec], localAddress: address, localPort: relay.publicSide.port, direction: 'sendrecv', ...(crypto ? { crypto } : {}) }).offerSdp;
 
     return new DeviceMedia(relay, offerSdp);
   }
@@ -66,10 +78,11 @@ export class DeviceMedia {
   /**
    * A device that called (issue 12, item 4): binds the leg's relay and answers the device's SDP
    * offer with one codec the trunk may use (the device's order decides), plain RTP/AVP. The
-   * returned plan is connected with connect() once the trunk leg answered.
+   * returned plan is connected with connect() once the trunk leg answered. With `srtp` (the
+   * INVITE came over TLS) an RTP/SAVP offer is answered with a key of ours (SDES, RFC 4568).
    * @throws {SdpError} for an unusable offer (no common codec: 488); {CallMediaError} when no relay port is free
    */
-  static async answer(settings: Pick<CallMediaSettings, 'relayBindAddress' | 'relayAnnouncedAddress' | 'relayPortRange' | 'rtpTimeoutMs' | 'logger'>, offerSdp: string, codecs: readonly TrunkCodecName[]): Promise<{ media: DeviceMedia; answerSdp: string; plan: MediaPlan }> {
+  static async answer(settings: Pick<CallMediaSettings, 'relayBindAddress' | 'relayAnnouncedAddress' | 'relayPortRange' | 'rtpTimeoutMs' | 'logger'>, offerSdp: string, codecs: readonly TrunkCodecName[], srtp = false): Promise<{ media: DeviceMedia; answerSdp: string; plan: MediaPlan }> {
     let relay: RtpRelay;
     try {
       relay = await RtpRelay.create({ listenAddress: settings.relayBindAddress, portRange: settings.relayPortRange, latching: true, rtpTimeoutMs: settings.rtpTimeoutMs, logger: settings.logger });
@@ -78,7 +91,7 @@ export class DeviceMedia {
     }
     try {
       const address = settings.relayAnnouncedAddress || relay.publicSide.address;
-      const { answerSdp, plan } = negotiateAnswer(offerSdp, { allowedCodecs: codecs, localAddress: address.includes(':') ? { ipv6: address } : { ipv4: address }, localPort: relay.publicSide.port });
+      const { answerSdp, plan } = negotiateAnswer(offerSdp, { allowedCodecs: codecs, localAddress: address.includes(':') ? { ipv6: address } : { ipv4: address }, localPort: relay.publicSide.port, ...(srtp ? { srtp: sdesAnswerer } : {}) });
 
       return { media: new DeviceMedia(relay, ''), answerSdp, plan };
     } catch (err) {
@@ -100,6 +113,14 @@ export class DeviceMedia {
     }
     this.plan = plan;
     const relay = this.relay;
+    if (plan.srtp) {
+      const local = fromKeyParams(plan.srtp.local.keyParams);
+      const remote = fromKeyParams(plan.srtp.remote.keyParams);
+      if (!local || !remote) {
+        throw new CallMediaError('unusable SDES key parameters');
+      }
+      relay.setSrtp({ local, remote });
+    }
     relay.setRemote({ address: plan.remote.address, port: plan.remote.port, rtcpPort: plan.remote.rtcpPort, rtcpMux: plan.remote.rtcpMux });
     relay.setTelephoneEventPt(plan.telephoneEvent?.localPayloadType, plan.telephoneEvent?.clockRate);
     relay.setAudioClockRate(plan.codec.clockRate);

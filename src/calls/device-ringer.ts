@@ -7,9 +7,10 @@
  * the call ends otherwise (caller gone, ring timeout, a WebRTC session answered) the ringing
  * devices are cancelled too (with that Reason when answered elsewhere).
  *
- * Decisions: a device is rung only for calls with an SDP offer and without SDES-SRTP toward the
- * trunk (plain RTP toward the device, no transcoding); a late-offer or SRTP call rings WebRTC
- * sessions only. A device's 486/600/603 counts as that agent's decline once all its devices ended.
+ * Decisions: a device is rung only for calls with an SDP offer (a late-offer call rings WebRTC
+ * sessions only), in the trunk leg's codec (no transcoding); a device registered over TLS gets
+ * SDES-SRTP (unless the trunk's media.srtp is off), the others plain RTP; an SRTP trunk call rings
+ * only devices registered over TLS (never downgraded to plain RTP on the device leg). A device's 486/600/603 counts as that agent's decline once all its devices ended.
  */
 import type Srf from 'drachtio-srf';
 import { type Logger } from '../log/logger.js';
@@ -218,9 +219,15 @@ export class DeviceRinger {
     }
     const from = (call.inviteReq?.get('From') ?? '').replace(/;\s*tag=[^;>\s]*/i, '');
     for (const binding of bindings) {
+      // SDES-SRTP toward a device registered over TLS (keys travel in the SDP: only over TLS,
+      // RFC 4568 §8.3), unless the call's trunk has SRTP off; an SRTP trunk call rings such devices only
+      const srtp = binding.flow.transport === 'tls' && call.trunk.media.srtp !== 'off';
+      if (call.srtp && !srtp) {
+        continue;
+      }
       let media: DeviceMedia;
       try {
-        media = await DeviceMedia.create(this.#opts.media, codec);
+        media = await DeviceMedia.create(this.#opts.media, codec, srtp);
       } catch (err) {
         this.#opts.logger.warn({ err, callId: call.id, agent: agentId }, 'cannot set up a SIP device\'s media; not ringing it');
         continue;

@@ -15,6 +15,8 @@ import { pushTestCerts } from '../helpers/push-servers/common.js';
 import { isRequest, sipRequest, sipResponse, token } from '../helpers/raw-sip.js';
 import { freePort, runSipp, startSipp } from '../helpers/sipp.js';
 import { RawDevice } from '../helpers/sip-device.js';
+import { type Baresip, baresipAvailable, startBaresip } from '../helpers/baresip.js';
+import { createTestCerts, type TestCerts } from '../helpers/tls-certs.js';
 
 const REALM = 'gw.ringbridge.test';
 const ADMIN = 'admin-token-0123456789abcdef-0123456789';
@@ -370,4 +372,67 @@ describe('a sleeping SIP device is woken by push and gets the waiting call', () 
       asleep.close();
     }
   }, 60_000);
+});
+
+/**
+ * SDES-SRTP toward a device registered over TLS: baresip (srtp module, mediaenc=srtp-mand: it
+ * refuses plain RTP) registers over SIP TLS with digest and answers a sipp trunk call at once; the
+ * device leg is RTP/SAVP with our key, and audio crosses it both ways (baresip counts what it
+ * received, which it drops unless it authenticates; the trunk gets the device's audio only if the
+ * relay authenticated and decrypted it).
+ */
+describe.skipIf(!baresipAvailable())('SDES-SRTP toward a SIP device over TLS', () => {
+  const AGENT = 'agent-tls';
+  let fx: CallFixture;
+  let phone: Baresip | undefined;
+  let certs: TestCerts;
+
+  beforeAll(async () => {
+    certs = await createTestCerts();
+    fx = await startCallGateway({
+      routing: { dids: [{ number: '*', agent: AGENT }], groups: [], defaultTrunk: '' },
+      sip: { tls: { enabled: true, port: 0, certFile: certs.certFile, keyFile: certs.keyFile, caFile: certs.caFile, verifyPeer: false } },
+      sipDevices: {
+        enabled: true,
+        realm: REALM,
+        algorithms: ['MD5'],
+        credentials: [{ agentId: AGENT, username: 'jill', ha1Md5: digestHa1('MD5', 'jill', REALM, 'jill-pw'), ha1Sha256: '' }],
+      },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await phone?.stop();
+    await fx?.close();
+  });
+
+  it('rings the TLS device with RTP/SAVP and our a=crypto; SRTP audio flows both ways', async () => {
+    const tlsPort = fx.gw.sip!.engine!.listenPoints.find((p) => p.protocol === 'tls')!.port;
+    phone = await startBaresip({
+      name: 'tls-device',
+      sipTrace: true,
+      tls: { certFile: certs.combinedFile, caFile: certs.caFile },
+      extraModules: ['srtp'],
+      accounts: [{ user: 'jill', domain: `127.0.0.1:${tlsPort}`, transport: 'tls', regint: 600, auth: { user: 'jill', password: 'jill-pw' }, answerMode: 'auto', mediaenc: 'srtp-mand', audioCodecs: ['pcma'] }],
+    });
+    await phone.waitForEvent('REGISTER_OK', { timeoutMs: 20_000 });
+    expect((await fx.gw.registrar!.bindings(AGENT)).map((b) => b.flow.transport)).toEqual(['tls']);
+    const mediaPort = await freePort();
+    const capture = captureUdp(mediaPort);
+    await capture.ready;
+    const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '4000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+    await phone.waitForEvent('CALL_ESTABLISHED', 15_000);
+    const r = await trunk.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    const atSipp = await capture.stop();
+    expect(atSipp.byPayloadType.get(8) ?? 0, 'the device\'s audio, decrypted, at the sipp trunk').toBeGreaterThan(50);
+    const stats = await phone.waitForAudioStats(1, 10_000);
+    expect(stats.rx.packets, 'SRTP from the gateway that baresip authenticated and decoded').toBeGreaterThan(50);
+    expect(stats.tx.packets).toBeGreaterThan(50);
+    // the offer baresip got was RTP/SAVP with our key
+    expect(phone.output()).toMatch(/INVITE sip:[^\n]*\n[\s\S]*?m=audio \d+ RTP\/SAVP 8 101/);
+    expect(phone.output()).toMatch(/a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:/);
+    const record = (await fx.gw.store!.recentRecords(1))[0]!;
+    expect(record).toMatchObject({ agentId: AGENT, endReason: 'hangup_remote', codec: 'PCMA' });
+  }, 90_000);
 });
