@@ -20,8 +20,9 @@
  * digest). So a trunk's own addresses can never reach this path, and this path always demands
  * the agent's digest (407), whatever the source.
  *
- * Decisions: the device must offer SDP in its INVITE (a late offer gets 488) with plain RTP/AVP
- * (an RTP/SAVP offer gets 488 until SDES toward devices exists); the trunk is offered the one codec
+ * Decisions: the device must offer SDP in its INVITE (a late offer gets 488); an RTP/SAVP offer
+ * (SDES) is answered with a key of ours when the INVITE came over TLS and the trunk's media.srtp
+ * is not off, else 488; the trunk is offered the one codec
  * the device and trunk share (no transcoding). Refusals: dialling policy → 403, rate → 503 with
  * Retry-After, call caps → 486 (agent) / 503 (trunk), no outbound trunk → 503.
  */
@@ -32,7 +33,7 @@ import { type EndReason } from '../signaling/protocol.js';
 import { SignalingError } from '../signaling/server.js';
 import { formatUri, parseUri } from '../sip/engine/message.js';
 import { buildOffer, negotiateFromAnswer, SdpError } from '../sip/sdp.js';
-import { type TrunkConfig } from '../sip/trunks.js';
+import { parseDigest, type TrunkConfig } from '../sip/trunks.js';
 import { Call } from './call.js';
 import { CallMedia, type CallMediaSettings } from './call-media.js';
 import { DeviceMedia } from './device-media.js';
@@ -83,6 +84,8 @@ function refusalStatus(err: SignalingError): { status: number; headers: Record<s
 /** Outbound calls from SIP devices (see the module comment). */
 export class DeviceDialer {
   readonly #h: DeviceDialHost;
+  /** Agents whose device's dial is between authentication and the call's existence. */
+  readonly #admitting = new Set<string>();
 
   constructor(host: DeviceDialHost) {
     this.#h = host;
@@ -106,6 +109,31 @@ export class DeviceDialer {
       return;
     }
     const agentId = auth.agentId;
+    // the digest must be for this Request-URI (RFC 7616 §3.4.6): a response captured for one
+    // number must not dial another
+    const digestUri = parseDigest(req.get('Proxy-Authorization') || req.get('Authorization') || '')?.uri;
+    if (!digestUri || !sameUri(digestUri, req.uri)) {
+      log.info({ agent: agentId }, 'device INVITE refused: digest uri is not the Request-URI');
+      res.send(403, { headers: { Warning: '399 ringbridge "digest uri does not match the Request-URI"' } });
+
+      return;
+    }
+    if (this.#admitting.has(agentId)) {
+      // one dial of an agent's devices is admitted at a time: concurrent INVITEs cannot all pass the call cap
+      res.send(486, { headers: { Warning: '399 ringbridge "another call of this agent is being set up"' } });
+
+      return;
+    }
+    this.#admitting.add(agentId);
+    try {
+      await this.#place(req, res, agentId, log);
+    } finally {
+      this.#admitting.delete(agentId);
+    }
+  }
+
+  /** From call.dial's checks to the end of the call (the agent's admission is held until the call exists). */
+  async #place(req: Srf.SrfRequest, res: Srf.SrfResponse, agentId: string, log: Logger): Promise<void> {
     let to: string;
     try {
       to = decodeURIComponent(parseUri(req.uri)?.user ?? '');
@@ -137,7 +165,8 @@ export class DeviceDialer {
     }
     let dev: Awaited<ReturnType<typeof DeviceMedia.answer>>;
     try {
-      dev = await DeviceMedia.answer(this.#h.media, req.body, trunk.codecs);
+      // SDES only when the INVITE came over TLS (keys travel in the SDP) and the trunk allows SRTP
+      dev = await DeviceMedia.answer(this.#h.media, req.body, trunk.codecs, req.protocol === 'tls' && trunk.media.srtp !== 'off');
     } catch (err) {
       if (err instanceof SdpError) {
         log.info({ agent: agentId, reason: err.reason }, 'device INVITE refused: unusable SDP');
@@ -180,6 +209,7 @@ export class DeviceDialer {
       },
     };
     this.#h.started(call);
+    this.#admitting.delete(agentId); // the call now counts toward the agent's cap
     const clog = log.child({ callId: call.id, agent: agentId, trunk: trunk.id });
     req.on('cancel', () => {
       clog.info('the device cancelled its call');
@@ -304,6 +334,17 @@ export class DeviceDialer {
     this.#h.answered(call, dialog);
     clog.info({ codec: dev.plan.codec.name }, 'device call answered by the trunk');
   }
+}
+
+/** Whether two SIP URIs name the same user at the same host (scheme, user, host, port; parameters aside). */
+function sameUri(a: string, b: string): boolean {
+  if (a === b) {
+    return true;
+  }
+  const x = parseUri(a);
+  const y = parseUri(b);
+
+  return !!x && !!y && x.scheme === y.scheme && x.user === y.user && x.host.toLowerCase() === y.host.toLowerCase() && x.port === y.port;
 }
 
 /** Whether a trunk's outbound URI is reached over TLS (sips:, or ;transport=tls). */

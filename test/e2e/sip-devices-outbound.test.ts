@@ -61,7 +61,7 @@ class CallingDevice {
    * Sends the INVITE; on a 407 answers it with `password` (or replays `replay` as is) and resolves
    * with the final response to the last INVITE and the Proxy-Authorization it sent.
    */
-  async call(o: { password?: string; user?: string; replay?: string; cseq?: number } = {}) {
+  async call(o: { password?: string; user?: string; replay?: string; cseq?: number; digestUri?: string } = {}) {
     let cseq = o.cseq ?? 1;
     let branch = `z9hG4bK${token()}`;
     this.peer.send(this.#invite(cseq, branch, []));
@@ -79,8 +79,9 @@ class CallingDevice {
     const h = (s: string) => createHash('md5').update(s).digest('hex');
     const user = o.user ?? 'ivy';
     const cnonce = token();
-    const response = h(`${h(`${user}:${REALM}:${o.password}`)}:${ch.nonce}:00000001:${cnonce}:auth:${h(`INVITE:${this.uri}`)}`);
-    const authorization = o.replay ?? `Digest username="${user}", realm="${REALM}", nonce="${ch.nonce}", uri="${this.uri}", algorithm=MD5, qop=auth, nc=00000001, cnonce="${cnonce}", response="${response}"`;
+    const duri = o.digestUri ?? this.uri;
+    const response = h(`${h(`${user}:${REALM}:${o.password}`)}:${ch.nonce}:00000001:${cnonce}:auth:${h(`INVITE:${duri}`)}`);
+    const authorization = o.replay ?? `Digest username="${user}", realm="${REALM}", nonce="${ch.nonce}", uri="${duri}", algorithm=MD5, qop=auth, nc=00000001, cnonce="${cnonce}", response="${response}"`;
     cseq++;
     branch = `z9hG4bK${token()}`;
     this.peer.send(this.#invite(cseq, branch, [`Proxy-Authorization: ${authorization}`]));
@@ -194,7 +195,7 @@ describe('SIP devices call out through the trunk', () => {
     }
   }, 60_000);
 
-  it('refuses toll fraud: no credentials, a replayed response, a forbidden number; none reaches a trunk', async () => {
+  it('refuses toll fraud: no credentials, a replayed response, a forbidden number, a response for another number; none reaches a trunk', async () => {
     const port = Number(fx.sipTarget.split(':')[1]);
     // the trunk's address, watched: nothing may reach it
     const trunk = dgram.createSocket('udp4');
@@ -224,6 +225,15 @@ describe('SIP devices call out through the trunk', () => {
         }
       } finally {
         forbidden.close();
+      }
+      // a valid response computed for another number (an allowed one) does not dial this one
+      const swapped = await CallingDevice.open(port, '+4930555000');
+      try {
+        const r = await swapped.call({ password: 'ivy-pw', digestUri: `sip:${DIALLED}@${REALM}` });
+        expect(r.res.msg.status).toBe(403);
+        expect(r.res.msg.getHeader('warning')).toContain('digest uri');
+      } finally {
+        swapped.close();
       }
       await new Promise((r) => setTimeout(r, 500));
       expect(atTrunk).toEqual([]);
