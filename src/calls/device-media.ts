@@ -11,6 +11,8 @@
  *
  * SDES-SRTP toward a device registered over TLS (or whose INVITE came over TLS): the relay's
  * public side encrypts and decrypts (RtpRelay.setSrtp), as the trunk leg's does.
+ * RFC 4733 digits cross between the legs as signalling (decoded by one relay, sent again by the
+ * other), since mediasoup's consumers drop telephone-event.
  * Not yet: re-INVITEs (hold) from the device.
  */
 import { type types as ms } from 'mediasoup';
@@ -139,6 +141,17 @@ export class DeviceMedia {
     }
     relay.setPayloadTypeMap(consumerPayloadTypeMap(plan, this.consumer.rtpParameters));
     await trunk.useAgentProducer(this.producer);
+    // RFC 4733 digits cross as signalling (mediasoup's consumers drop telephone-event, rtp-relay.ts):
+    // the device's keys are sent again toward the trunk, the trunk's toward the device
+    const forward = (to: RtpRelay) => (ev: { digit: string; durationMs: number }) => {
+      try {
+        void to.sendDtmf(ev.digit, { durationMs: Math.max(40, ev.durationMs) }).catch(() => undefined);
+      } catch {
+        // closed, or no telephone-event negotiated on that leg: the key is lost, as on a plain call
+      }
+    };
+    relay.on('dtmf', forward(trunk.relay));
+    trunk.relay.on('dtmf', forward(relay));
   }
 
   /** Packet counters: from the device into the router, and from the router to the device. */

@@ -60,6 +60,11 @@ export class CallDevices {
     return this.#rung.has(registrationKey(b));
   }
 
+  /** How many device legs this call opened for an agent (rung, re-rung after a new registration). */
+  legsOf(agentId: string): number {
+    return this.#legs.filter((l) => l.agentId === agentId).length;
+  }
+
   /** Whether the call rings (or rang) devices of this agent. */
   rings(agentId: string): boolean {
     return !this.#ended && !this.#claimed && this.#legs.some((l) => l.agentId === agentId);
@@ -178,6 +183,9 @@ export async function sipDevicePushes(wake: Pick<WakeService, 'wakeableDevices'>
   }
 }
 
+/** Most device legs (INVITEs) one call opens for one agent, re-rings after new registrations included. */
+export const MAX_LEGS_PER_AGENT = 16;
+
 /** Options of DeviceRinger. */
 export interface DeviceRingerOptions {
   srf: Srf;
@@ -219,6 +227,12 @@ export class DeviceRinger {
     }
     const from = (call.inviteReq?.get('From') ?? '').replace(/;\s*tag=[^;>\s]*/i, '');
     for (const binding of bindings) {
+      if (devices.legsOf(agentId) >= MAX_LEGS_PER_AGENT) {
+        // a device re-registering from new flows again and again during one call rings it a bounded number of times
+        this.#opts.logger.warn({ callId: call.id, agent: agentId }, 'too many device legs for one agent in one call; not ringing more');
+
+        return;
+      }
       // SDES-SRTP toward a device registered over TLS (keys travel in the SDP: only over TLS,
       // RFC 4568 §8.3), unless the call's trunk has SRTP off; an SRTP trunk call rings such devices only
       const srtp = binding.flow.transport === 'tls' && call.trunk.media.srtp !== 'off';

@@ -113,6 +113,23 @@ class CallingDevice {
     return { toTag, target };
   }
 
+  /** Sends one RFC 4733 event (payload type 101, as offered) to the answer's port: 3 updates and 3 end packets. */
+  dtmf(ok: { msg: { body: Buffer } }, event: number, ts: number): void {
+    const port = Number(/m=audio (\d+)/.exec(ok.msg.body.toString())![1]);
+    for (let i = 0; i < 6; i++) {
+      const b = Buffer.alloc(16);
+      b[0] = 0x80;
+      b[1] = 101 | (i === 0 ? 0x80 : 0);
+      b.writeUInt16BE(40_000 + event * 10 + i, 2);
+      b.writeUInt32BE(ts, 4);
+      b.writeUInt32BE(0x1dd1, 8);
+      b[12] = event;
+      b[13] = (i >= 3 ? 0x80 : 0) | 10; // E bit on the last three, volume 10
+      b.writeUInt16BE(160 * (i + 1), 14);
+      this.rtp.send(b, port, '127.0.0.1');
+    }
+  }
+
   bye(d: { toTag: string; target: string }, cseq: number): void {
     clearInterval(this.#sender);
     this.peer.send(sipRequest({ method: 'BYE', uri: d.target, viaPort: this.peer.port, callId: this.callId, fromTag: this.fromTag, toTag: d.toTag, cseq, fromUri: `sip:ivy@${REALM}`, toUri: this.uri, contact: null }));
@@ -158,9 +175,9 @@ describe('SIP devices call out through the trunk', () => {
     await fx?.close();
   });
 
-  it('an unregistered device authenticates by digest, the trunk gets the number with one codec, audio flows both ways, BYE reaches the trunk', async () => {
+  it('an unregistered device authenticates by digest, the trunk gets the number with one codec, audio and RFC 4733 digits flow, BYE reaches the trunk', async () => {
     const mediaPort = await freePort();
-    const capture = captureUdp(mediaPort);
+    const capture = captureUdp(mediaPort, 101);
     await capture.ready;
     const trunk = startSipp({ scenario: 'trunk-uas-answer-rtp', localPort: trunkPort, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
     await trunk.ready;
@@ -171,7 +188,12 @@ describe('SIP devices call out through the trunk', () => {
       expect(dev.peer.all(isResponse(180, 'INVITE', dev.callId)).length).toBeGreaterThan(0);
       expect(ok.msg.body.toString()).toMatch(/^m=audio \d+ RTP\/AVP 8 101\r?$/m);
       const d = dev.answered(ok, cseq!);
-      await new Promise((r) => setTimeout(r, 3000));
+      await new Promise((r) => setTimeout(r, 1500));
+      // RFC 4733 digits from the device reach the trunk as telephone-event in its payload type
+      dev.dtmf(ok, 5, 1_000_000);
+      await new Promise((r) => setTimeout(r, 300));
+      dev.dtmf(ok, 11, 2_000_000);
+      await new Promise((r) => setTimeout(r, 1200));
       dev.bye(d, cseq! + 1);
       await dev.peer.waitFor(isResponse(200, 'BYE', dev.callId), 5000);
       const r = await trunk.result;
@@ -183,6 +205,7 @@ describe('SIP devices call out through the trunk', () => {
       expect(r.received('BYE')).toHaveLength(1);
       const atSipp = await capture.stop();
       expect(atSipp.byPayloadType.get(8) ?? 0, 'PCMA from the device at the sipp trunk').toBeGreaterThan(50);
+      expect(atSipp.events, 'the device\'s DTMF at the trunk').toEqual([5, 11]);
       const audio = dev.got.filter((b) => b.length > 12 && (b[1]! & 0x7f) === 8);
       expect(audio.length, 'PCMA from the trunk at the device').toBeGreaterThan(50);
       expect(new Set(audio.flatMap((b) => [...b.subarray(-160)])).size).toBeGreaterThan(16);
