@@ -320,6 +320,7 @@ export class DeviceDialer {
       return;
     }
     const mine = deviceDialog;
+    dev.media.serveReinvites(mine);
     mine.on('destroy', () => {
       if (deviceDialog === mine && call.live) {
         deviceDialog = undefined;

@@ -13,11 +13,13 @@
  * public side encrypts and decrypts (RtpRelay.setSrtp), as the trunk leg's does.
  * RFC 4733 digits cross between the legs as signalling (decoded by one relay, sent again by the
  * other), since mediasoup's consumers drop telephone-event.
- * Not yet: re-INVITEs (hold) from the device.
+ * Re-INVITEs from the device (hold, resume, a new address) are answered from the leg's plan
+ * (serveReinvites); the trunk leg is not re-INVITEd for them.
  */
 import { type types as ms } from 'mediasoup';
 import { RtpRelay } from '../media/rtp-relay.js';
-import { consumerPayloadTypeMap, buildOffer, negotiateAnswer, negotiateFromAnswer, toProducerRtpParameters, toRtpCapabilities, type MediaPlan, type SrtpAnswerer } from '../sip/sdp.js';
+import type Srf from 'drachtio-srf';
+import { consumerPayloadTypeMap, buildOffer, negotiateAnswer, negotiateFromAnswer, reanswer, SdpError, toProducerRtpParameters, toRtpCapabilities, type MediaPlan, type SrtpAnswerer } from '../sip/sdp.js';
 import { type TrunkCodecName } from '../media/codecs.js';
 import { fromKeyParams, newMasterKey, SRTP_SUITE, toKeyParams } from '../media/rtp/srtp.js';
 import { type CallMedia, CallMediaError, type CallMediaSettings } from './call-media.js';
@@ -40,10 +42,76 @@ export class DeviceMedia {
   consumer?: ms.Consumer;
   plan?: MediaPlan;
   #closed = false;
+  /** Our last SDP toward the device (the offer, or our answer): re-answers continue its o= line (RFC 3264 §8). */
+  #localSdp: string;
 
   private constructor(relay: RtpRelay, offerSdp: string) {
     this.relay = relay;
     this.offerSdp = offerSdp;
+    this.#localSdp = offerSdp;
+  }
+
+  /**
+   * A re-INVITE from the device in an established call (RFC 3264 §8; hold and resume, RFC 3264
+   * §8.4, or a new address): answers it from the current plan (same codec, SRTP key kept) and
+   * applies it to the relay: a new remote address, and the directions (a device that holds with
+   * sendonly/inactive gets none of the trunk's audio; the trunk leg is not re-INVITEd).
+   * @returns our answer, and whether the device holds the call now
+   * @throws {SdpError} for an unusable re-offer (488); {CallMediaError} before connect()
+   */
+  reinvite(offerSdp: string): { answerSdp: string; held: boolean } {
+    const current = this.plan;
+    if (!current) {
+      throw new CallMediaError('the device leg has no media yet');
+    }
+    const keep = current.srtp;
+    const r = reanswer(current, offerSdp, {
+      previous: this.#localSdp,
+      // the device's same key keeps ours (RFC 4568 §7.1.4 allows it); a new key of the device gets a new one of ours
+      ...(keep
+        ? {
+            srtp: (offered) => {
+              const same = offered.find((c) => c.suite === keep.local.suite && c.keyParams === keep.remote.keyParams);
+
+              return same ? { ...keep.local, tag: same.tag } : sdesAnswerer(offered);
+            },
+          }
+        : {}),
+    });
+    if (keep && !r.plan.srtp) {
+      throw new SdpError('SRTP_REQUIRED', 'an SRTP device leg stays SRTP');
+    }
+    const relay = this.relay;
+    if (r.plan.srtp && (r.plan.srtp.remote.keyParams !== keep?.remote.keyParams || r.plan.srtp.local.keyParams !== keep.local.keyParams)) {
+      const local = fromKeyParams(r.plan.srtp.local.keyParams);
+      const remote = fromKeyParams(r.plan.srtp.remote.keyParams);
+      if (local && remote) {
+        relay.setSrtp({ local, remote });
+      }
+    }
+    relay.setRemote({ address: r.plan.remote.address, port: r.plan.remote.port, rtcpPort: r.plan.remote.rtcpPort, rtcpMux: r.plan.remote.rtcpMux });
+    relay.sendEnabled = r.plan.flow.send;
+    relay.expectMedia = r.plan.flow.receive;
+    this.plan = r.plan;
+    this.#localSdp = r.answerSdp;
+
+    return { answerSdp: r.answerSdp, held: r.plan.hold !== 'none' };
+  }
+
+  /**
+   * Serves re-INVITEs of the device's dialog with reinvite(): 200 with our answer, 488 for an
+   * unusable re-offer (the media stays as it was), 500 otherwise. Never throws.
+   */
+  serveReinvites(dialog: Srf.Dialog, onHold?: (held: boolean) => void): void {
+    dialog.on('modify', (req: Srf.SrfRequest, res: Srf.SrfResponse) => {
+      try {
+        const { answerSdp, held } = this.reinvite(req.body ?? '');
+        res.send(200, { body: answerSdp });
+        onHold?.(held);
+      } catch (err) {
+        res.send(err instanceof SdpError ? 488 : 500);
+      }
+    });
   }
 
   /**
@@ -95,7 +163,10 @@ export class DeviceMedia {
       const address = settings.relayAnnouncedAddress || relay.publicSide.address;
       const { answerSdp, plan } = negotiateAnswer(offerSdp, { allowedCodecs: codecs, localAddress: address.includes(':') ? { ipv6: address } : { ipv4: address }, localPort: relay.publicSide.port, ...(srtp ? { srtp: sdesAnswerer } : {}) });
 
-      return { media: new DeviceMedia(relay, ''), answerSdp, plan };
+      const media = new DeviceMedia(relay, '');
+      media.#localSdp = answerSdp;
+
+      return { media, answerSdp, plan };
     } catch (err) {
       relay.close();
       throw err;

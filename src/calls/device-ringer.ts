@@ -108,6 +108,7 @@ export class CallDevices {
    */
   keep(dialog: Srf.Dialog, media: DeviceMedia, onHangup: () => void): void {
     this.#answered = { dialog, media };
+    media.serveReinvites(dialog);
     dialog.on('destroy', () => {
       if (this.#answered?.dialog === dialog) {
         this.#answered = undefined;

@@ -130,6 +130,16 @@ class CallingDevice {
     }
   }
 
+  /** Sends a re-INVITE in the dialog with this direction (RFC 3264 §8.4 hold: sendonly) and resolves with its final response, ACKed. */
+  async reinvite(d: { toTag: string; target: string }, cseq: number, direction: 'sendonly' | 'sendrecv') {
+    const sdp = ['v=0', 'o=- 1 2 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${this.rtp.address().port} RTP/AVP 8 101`, 'a=rtpmap:8 PCMA/8000', 'a=rtpmap:101 telephone-event/8000', `a=${direction}`, ''].join('\r\n');
+    this.peer.send(sipRequest({ method: 'INVITE', uri: d.target, viaPort: this.peer.port, callId: this.callId, fromTag: this.fromTag, toTag: d.toTag, cseq, fromUri: `sip:ivy@${REALM}`, toUri: this.uri, contact: `<sip:ivy@127.0.0.1:${this.peer.port}>`, body: sdp }));
+    const res = await this.peer.waitFor((m) => isFinal('INVITE', this.callId)(m) && m.msg.getHeader('cseq')?.startsWith(`${cseq} `) === true, 5000, `final response to re-INVITE ${cseq}`);
+    this.peer.send(sipRequest({ method: 'ACK', uri: d.target, viaPort: this.peer.port, callId: this.callId, fromTag: this.fromTag, toTag: d.toTag, cseq, fromUri: `sip:ivy@${REALM}`, toUri: this.uri, contact: null }));
+
+    return res;
+  }
+
   bye(d: { toTag: string; target: string }, cseq: number): void {
     clearInterval(this.#sender);
     this.peer.send(sipRequest({ method: 'BYE', uri: d.target, viaPort: this.peer.port, callId: this.callId, fromTag: this.fromTag, toTag: d.toTag, cseq, fromUri: `sip:ivy@${REALM}`, toUri: this.uri, contact: null }));
@@ -175,7 +185,7 @@ describe('SIP devices call out through the trunk', () => {
     await fx?.close();
   });
 
-  it('an unregistered device authenticates by digest, the trunk gets the number with one codec, audio and RFC 4733 digits flow, BYE reaches the trunk', async () => {
+  it('an unregistered device authenticates by digest, the trunk gets the number with one codec, audio and RFC 4733 digits flow, hold and resume, BYE reaches the trunk', async () => {
     const mediaPort = await freePort();
     const capture = captureUdp(mediaPort, 101);
     await capture.ready;
@@ -193,8 +203,22 @@ describe('SIP devices call out through the trunk', () => {
       dev.dtmf(ok, 5, 1_000_000);
       await new Promise((r) => setTimeout(r, 300));
       dev.dtmf(ok, 11, 2_000_000);
-      await new Promise((r) => setTimeout(r, 1200));
-      dev.bye(d, cseq! + 1);
+      await new Promise((r) => setTimeout(r, 500));
+      // hold (RFC 3264 §8.4): the device's sendonly is answered recvonly, and the trunk's audio stops toward it
+      const held = await dev.reinvite(d, cseq! + 1, 'sendonly');
+      expect(held.msg.status).toBe(200);
+      expect(held.msg.body.toString()).toMatch(/^a=recvonly\r?$/m);
+      await new Promise((r) => setTimeout(r, 300));
+      const atHold = dev.got.length;
+      await new Promise((r) => setTimeout(r, 800));
+      expect(dev.got.length - atHold, 'trunk audio toward a device that holds').toBe(0);
+      // resume: sendrecv again, and the trunk's audio comes back
+      const resumed = await dev.reinvite(d, cseq! + 2, 'sendrecv');
+      expect(resumed.msg.status).toBe(200);
+      expect(resumed.msg.body.toString()).toMatch(/^a=sendrecv\r?$/m);
+      await new Promise((r) => setTimeout(r, 800));
+      expect(dev.got.length - atHold, 'trunk audio after the resume').toBeGreaterThan(20);
+      dev.bye(d, cseq! + 3);
       await dev.peer.waitFor(isResponse(200, 'BYE', dev.callId), 5000);
       const r = await trunk.result;
       expect(r.exitCode, r.describe()).toBe(0);
