@@ -12,7 +12,7 @@ import { digestHa1 } from '../../src/sip/registrar/digest.js';
 import { captureUdp, type CallFixture, startCallGateway } from '../helpers/calls.js';
 import { FakeApns } from '../helpers/push-servers/apns.js';
 import { pushTestCerts } from '../helpers/push-servers/common.js';
-import { isRequest, sipRequest, sipResponse, token } from '../helpers/raw-sip.js';
+import { isFinal, isRequest, sipRequest, sipResponse, token } from '../helpers/raw-sip.js';
 import { freePort, runSipp, startSipp } from '../helpers/sipp.js';
 import { RawDevice } from '../helpers/sip-device.js';
 import { type Baresip, baresipAvailable, startBaresip } from '../helpers/baresip.js';
@@ -86,7 +86,7 @@ describe('SIP devices on the gateway', () => {
 });
 
 /** A registered device that answers (or only rings) and, once answered, sends PCMA to the offer's port and counts what comes back. */
-async function phone(fx: CallFixture, answer: boolean | 486, o: { contact?: string; user?: string } = {}) {
+async function phone(fx: CallFixture, answer: boolean | 486, o: { contact?: string; user?: string; telephoneEvent?: boolean } = {}) {
   const user = o.user ?? 'gail';
   const dev = await RawDevice.open(Number(fx.sipTarget.split(':')[1]), REALM, user, `${user}-pw`);
   const rtp = dgram.createSocket('udp4');
@@ -104,7 +104,8 @@ async function phone(fx: CallFixture, answer: boolean | 486, o: { contact?: stri
         dev.peer.reply(m, sipResponse(m.msg, 486, 'Busy Here', { toTag: 'gail1' }));
       } else if (answer) {
         const offerPort = Number(/m=audio (\d+)/.exec(m.msg.body.toString())![1]);
-        const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${rtp.address().port} RTP/AVP 8`, 'a=rtpmap:8 PCMA/8000', 'a=sendrecv', ''].join('\r\n');
+        const te = o.telephoneEvent ? ['a=rtpmap:101 telephone-event/8000'] : [];
+        const sdp = ['v=0', 'o=- 1 1 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', `m=audio ${rtp.address().port} RTP/AVP 8${o.telephoneEvent ? ' 101' : ''}`, 'a=rtpmap:8 PCMA/8000', ...te, 'a=sendrecv', ''].join('\r\n');
         dev.peer.reply(m, sipResponse(m.msg, 200, 'OK', { toTag: 'gail1', contact: `<sip:gail@127.0.0.1:${dev.peer.port}>`, body: sdp }));
         let seq = 0;
         sender = setInterval(() => {
@@ -229,6 +230,36 @@ describe('inbound calls ring SIP devices', () => {
       expect(r.exitCode, r.describe()).toBe(0);
       const record = (await fx.gw.store!.recentRecords(1))[0]!;
       expect(record).toMatchObject({ agentId: AGENT, endReason: 'hangup_local' });
+    } finally {
+      await p.close();
+    }
+  }, 60_000);
+
+  it('passes the trunk\'s RFC 4733 digits to the device, and answers the device\'s hold re-INVITE recvonly', async () => {
+    const p = await phone(fx, true, { telephoneEvent: true });
+    try {
+      const trunk = startSipp({ scenario: 'trunk-in-dtmf', target: fx.sipTarget, keys: { hold_ms: '3000' }, extraArgs: ['-mp', String(await freePort())], timeoutMs: 30_000 });
+      const invite = await p.dev.peer.waitFor(isRequest('INVITE'), 10_000);
+      await p.dev.peer.waitFor(isRequest('ACK'), 5000);
+      // the trunk's digits 1 and # arrive at the device as telephone-event (101, as offered)
+      const deadline = Date.now() + 8000;
+      const events = () => [...new Set(p.got.filter((b) => b.length >= 16 && (b[1]! & 0x7f) === 101).map((b) => b[12]!))];
+      while (events().length < 2 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(events()).toEqual([1, 11]);
+      // hold from the device: sendonly is answered recvonly (RFC 3264 §8.4)
+      const fromTag = /;\s*tag=([^;>\s]+)/.exec(invite.msg.getHeader('from') ?? '')![1]!;
+      const target = /<([^>]+)>/.exec(invite.msg.getHeader('contact') ?? '')![1]!;
+      const sdp = ['v=0', 'o=- 1 2 IN IP4 127.0.0.1', 's=-', 'c=IN IP4 127.0.0.1', 't=0 0', 'm=audio 40000 RTP/AVP 8', 'a=rtpmap:8 PCMA/8000', 'a=sendonly', ''].join('\r\n');
+      const dialog = { uri: target, viaPort: p.dev.peer.port, callId: invite.msg.callId, fromTag: 'gail1', toTag: fromTag, fromUri: /<([^>]+)>/.exec(invite.msg.getHeader('to') ?? '')![1]!, toUri: /<([^>]+)>/.exec(invite.msg.getHeader('from') ?? '')![1]! };
+      p.dev.peer.send(sipRequest({ ...dialog, method: 'INVITE', cseq: 5, contact: `<sip:gail@127.0.0.1:${p.dev.peer.port}>`, body: sdp }));
+      const ok = await p.dev.peer.waitFor((m) => isFinal('INVITE', invite.msg.callId)(m) && m.msg.getHeader('cseq')?.startsWith('5 ') === true, 5000, 'the answer to the hold');
+      expect(ok.msg.status).toBe(200);
+      expect(ok.msg.body.toString()).toMatch(/^a=recvonly\r?$/m);
+      p.dev.peer.send(sipRequest({ ...dialog, method: 'ACK', cseq: 5, contact: null }));
+      const r = await trunk.result;
+      expect(r.exitCode, r.describe()).toBe(0);
     } finally {
       await p.close();
     }
