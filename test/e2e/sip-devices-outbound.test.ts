@@ -15,6 +15,8 @@ import { parseDigest } from '../../src/sip/trunks.js';
 import { captureUdp, type CallFixture, startCallGateway } from '../helpers/calls.js';
 import { isFinal, isResponse, RawSipPeer, sipRequest, token } from '../helpers/raw-sip.js';
 import { freePort, sipHeader, startSipp } from '../helpers/sipp.js';
+import { type Baresip, baresipAvailable, startBaresip } from '../helpers/baresip.js';
+import { createTestCerts, type TestCerts } from '../helpers/tls-certs.js';
 
 const REALM = 'gw.ringbridge.test';
 const AGENT = 'agent-dev-out';
@@ -310,4 +312,77 @@ describe('SIP devices call out through the trunk', () => {
     const metrics = await (await fetch(`http://127.0.0.1:${fx.gw.httpAddress.port}/metrics`)).text();
     expect(metrics).toMatch(/^ringbridge_security_rejections_total\{reason="register_locked"\} [1-9]/m);
   }, 60_000);
+});
+
+/**
+ * A device calling out over SIP TLS with SDES-SRTP (baresip, mediaenc=srtp-mand: it refuses plain
+ * RTP): its RTP/SAVP offer is answered with a key of ours, the trunk leg is plain RTP to sipp, and
+ * the audio crosses both ways (the trunk gets the device's audio only once the relay authenticated
+ * and decrypted it; baresip counts what it authenticated).
+ */
+describe.skipIf(!baresipAvailable())('a SIP device calls out over TLS with SDES-SRTP', () => {
+  let fx: CallFixture;
+  let certs: TestCerts;
+  let trunkPort: number;
+  let phone: Baresip | undefined;
+
+  beforeAll(async () => {
+    certs = await createTestCerts();
+    trunkPort = await freePort();
+    fx = await startCallGateway({
+      routing: { dids: [], groups: [], defaultTrunk: 'carrier' },
+      sip: { tls: { enabled: true, port: 0, certFile: certs.certFile, keyFile: certs.keyFile, caFile: certs.caFile, verifyPeer: false } },
+      trunks: [
+        {
+          id: 'carrier',
+          inbound: { allow: ['192.0.2.0/24'], auth: { username: '', password: '', realm: 'ringbridge.test' } },
+          outbound: { uri: `sip:127.0.0.1:${trunkPort}`, proxy: '', auth: { username: '', password: '' }, callerId: '+4930999000' },
+          codecs: ['PCMA'],
+          media: { latching: false, srtp: 'optional' },
+        },
+      ],
+      sipDevices: {
+        enabled: true,
+        realm: REALM,
+        algorithms: ['MD5'],
+        credentials: [{ agentId: AGENT, username: 'ivy', ha1Md5: digestHa1('MD5', 'ivy', REALM, 'ivy-pw'), ha1Sha256: '' }],
+      },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await phone?.stop();
+    await fx?.close();
+  });
+
+  it('answers the device\'s RTP/SAVP offer with our key, and audio crosses to the plain-RTP trunk both ways', async () => {
+    const tlsPort = fx.gw.sip!.engine!.listenPoints.find((p) => p.protocol === 'tls')!.port;
+    const mediaPort = await freePort();
+    const capture = captureUdp(mediaPort);
+    await capture.ready;
+    const trunk = startSipp({ scenario: 'trunk-uas-answer-rtp', localPort: trunkPort, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+    await trunk.ready;
+    phone = await startBaresip({
+      name: 'tls-caller',
+      sipTrace: true,
+      tls: { certFile: certs.combinedFile, caFile: certs.caFile },
+      extraModules: ['srtp'],
+      accounts: [{ user: 'ivy', domain: REALM, transport: 'tls', outbound: `sip:127.0.0.1:${tlsPort};transport=tls`, auth: { user: 'ivy', password: 'ivy-pw' }, mediaenc: 'srtp-mand', audioCodecs: ['pcma'] }],
+    });
+    await phone.dial(`sip:${DIALLED}@${REALM}`);
+    await phone.waitForEvent('CALL_ESTABLISHED', 20_000);
+    await new Promise((r) => setTimeout(r, 3000));
+    await phone.hangup();
+    await phone.waitForEvent('CALL_CLOSED', 10_000);
+    const r = await trunk.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    expect(r.received('INVITE')[0]).toMatch(/^m=audio \d+ RTP\/AVP 8 101\r?$/m); // the trunk leg is plain RTP
+    const atSipp = await capture.stop();
+    expect(atSipp.byPayloadType.get(8) ?? 0, 'the device\'s audio, decrypted, at the sipp trunk').toBeGreaterThan(50);
+    const stats = await phone.waitForAudioStats(1, 10_000);
+    expect(stats.rx.packets, 'SRTP from the gateway that baresip authenticated and decoded').toBeGreaterThan(50);
+    expect(phone.output()).toMatch(/SIP\/2\.0 200 OK[\s\S]*?m=audio \d+ RTP\/SAVP 8 101[\s\S]*?a=crypto:\d+ AES_CM_128_HMAC_SHA1_80 inline:/);
+    const record = (await fx.gw.store!.recentRecords(1))[0]!;
+    expect(record).toMatchObject({ direction: 'outbound', agentId: AGENT, endReason: 'hangup_local', codec: 'PCMA' });
+  }, 90_000);
 });
