@@ -680,6 +680,7 @@ export class CallManager implements SignalingHandler {
       this.#unring(call, a, 'ring_timeout');
     }
     this.#cancelLegs(call, 'ring_timeout');
+    (call.devices as CallDevices | undefined)?.stepAway();
     let next: RingTarget | undefined;
     for (let t = queue.shift(); t !== undefined; t = queue.shift()) {
       if (call.declined.has(t.agentId)) {
@@ -687,8 +688,9 @@ export class CallManager implements SignalingHandler {
       }
       const local = t.local && this.presence.isAvailable(t.agentId);
       const nodes = t.nodes.filter((n) => this.#cluster?.registry.isLive(n));
-      if (local || nodes.length > 0) {
-        next = { agentId: t.agentId, local, nodes };
+      if (local || nodes.length > 0 || t.devices) {
+        // the agent's SIP devices (and their pushes) ring in its step too
+        next = { agentId: t.agentId, local, nodes, ...(t.devices ? { devices: t.devices } : {}), ...(t.devices && t.wake ? { wake: t.wake } : {}) };
         break;
       }
       if (t.wake) {

@@ -42,7 +42,7 @@ export interface DeviceRingHooks {
 
 /** The device legs of one call (Call.devices). */
 export class CallDevices {
-  readonly #legs: { agentId: string; leg: DeviceLeg; media: DeviceMedia; done: boolean }[] = [];
+  readonly #legs: { agentId: string; leg: DeviceLeg; media: DeviceMedia; done: boolean; stepped?: boolean }[] = [];
   #claimed = false;
   #ended = false;
   /** The device that answered, once bridged: hung up (BYE) when the call ends. */
@@ -67,7 +67,7 @@ export class CallDevices {
 
   /** Whether the call rings (or rang) devices of this agent. */
   rings(agentId: string): boolean {
-    return !this.#ended && !this.#claimed && this.#legs.some((l) => l.agentId === agentId);
+    return !this.#ended && !this.#claimed && this.#legs.some((l) => l.agentId === agentId && !l.stepped);
   }
 
   /** Whether a device leg of the call still rings. */
@@ -80,6 +80,20 @@ export class CallDevices {
     this.#claimed = true;
     for (const l of this.#legs) {
       l.leg.cancel(answeredElsewhere);
+    }
+  }
+
+  /**
+   * A longest-idle group moves to its next agent: the devices still ringing are CANCELled
+   * (no Reason) without ending the call's device ringing, and their ends are not reported as the
+   * agent gone (the step already moved on).
+   */
+  stepAway(): void {
+    for (const l of this.#legs) {
+      if (!l.done) {
+        l.stepped = true;
+        l.leg.cancel(false);
+      }
     }
   }
 
@@ -119,7 +133,7 @@ export class CallDevices {
   }
 
   add(agentId: string, leg: DeviceLeg, media: DeviceMedia, hooks: DeviceRingHooks): void {
-    const entry = { agentId, leg, media, done: false };
+    const entry: { agentId: string; leg: DeviceLeg; media: DeviceMedia; done: boolean; stepped?: boolean } = { agentId, leg, media, done: false };
     // the same binding registered again over a new flow (a woken device): the fork to its stale
     // flow is cancelled, the new one rings (RFC 8599 §4.2 practice, as Flexisip does)
     for (const stale of this.#legs) {
@@ -152,6 +166,9 @@ export class CallDevices {
         return;
       }
       media.close();
+      if (entry.stepped) {
+        return;
+      }
       const mine = this.#legs.filter((l) => l.agentId === agentId);
       if (!this.#claimed && !this.#ended && mine.every((l) => l.done)) {
         const refused = out.status === 486 || out.status === 600 || out.status === 603;

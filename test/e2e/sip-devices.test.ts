@@ -467,3 +467,55 @@ describe.skipIf(!baresipAvailable())('SDES-SRTP toward a SIP device over TLS', (
     expect(record).toMatchObject({ agentId: AGENT, endReason: 'hangup_remote', codec: 'PCMA' });
   }, 90_000);
 });
+
+/**
+ * A longest-idle group rings its agents' SIP devices in its steps: the first agent's device rings
+ * for ringStepMs and gets CANCEL (no "answered elsewhere" Reason), the second agent's device is
+ * rung next and answers, with audio.
+ */
+describe('longest-idle groups ring SIP devices step by step', () => {
+  let fx: CallFixture;
+
+  beforeAll(async () => {
+    fx = await startCallGateway({
+      routing: { dids: [{ number: '*', group: 'desk' }], groups: [{ id: 'desk', strategy: 'longest-idle', members: ['agent-kate', 'agent-liam'] }], defaultTrunk: '' },
+      calls: { ringStepMs: 1500 },
+      sipDevices: {
+        enabled: true,
+        realm: REALM,
+        minExpiresS: 2,
+        credentials: ['kate', 'liam'].map((u) => ({ agentId: `agent-${u}`, username: u, ha1Md5: digestHa1('MD5', u, REALM, `${u}-pw`), ha1Sha256: digestHa1('SHA-256', u, REALM, `${u}-pw`) })),
+      },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await fx?.close();
+  });
+
+  it('rings the first agent\'s device for one step, then the next agent\'s device, which answers', async () => {
+    const kate = await phone(fx, false, { user: 'kate' });
+    const liam = await phone(fx, true, { user: 'liam' });
+    try {
+      const mediaPort = await freePort();
+      const capture = captureUdp(mediaPort);
+      await capture.ready;
+      const trunk = startSipp({ scenario: 'trunk-call-rtp', target: fx.sipTarget, keys: { hold_ms: '2000' }, extraArgs: ['-mp', String(mediaPort)], timeoutMs: 30_000 });
+      await kate.dev.peer.waitFor(isRequest('INVITE'), 10_000);
+      expect(liam.dev.peer.all(isRequest('INVITE'))).toHaveLength(0);
+      const cancel = await kate.dev.peer.waitFor(isRequest('CANCEL'), 5000);
+      expect(cancel.msg.getHeader('reason')).toBeUndefined();
+      await liam.dev.peer.waitFor(isRequest('INVITE'), 5000);
+      const r = await trunk.result;
+      expect(r.exitCode, r.describe()).toBe(0);
+      const atSipp = await capture.stop();
+      expect(atSipp.byPayloadType.get(8) ?? 0, 'PCMA from the second agent\'s device at the trunk').toBeGreaterThan(50);
+      expect(kate.dev.peer.all(isRequest('INVITE'))).toHaveLength(1);
+      const record = (await fx.gw.store!.recentRecords(1))[0]!;
+      expect(record).toMatchObject({ agentId: 'agent-liam', endReason: 'hangup_remote' });
+    } finally {
+      await kate.close();
+      await liam.close();
+    }
+  }, 60_000);
+});
