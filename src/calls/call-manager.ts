@@ -33,7 +33,8 @@ import { dialRefusalMessage } from '../security/dial-policy.js';
 import { type SecurityGuard } from '../security/guard.js';
 import { type TrunkCodecName } from '../media/codecs.js';
 import { type SipBinding } from '../sip/registrar/bindings.js';
-import { type CallDevices, type DeviceAnswer, DeviceRinger } from './device-ringer.js';
+import { type CallDevices, type DeviceAnswer, DeviceRinger, sipDevicePushes } from './device-ringer.js';
+import { type DeviceAuthenticator, DeviceDialer } from './device-dial.js';
 import { CallCentre } from './call-centre.js';
 import { type QueueMetrics } from '../metrics/queue-metrics.js';
 
@@ -64,7 +65,7 @@ export interface CallManagerOptions {
   /** Call recording (src/calls/recording.ts); none: nothing is recorded and call.record is FORBIDDEN. */
   recording?: RecordingService;
   /** Agents' registered SIP devices (the registrar, when sipDevices.enabled): rung with their sessions. */
-  sipDevices?: { bindings(agentId: string): Promise<SipBinding[]> };
+  sipDevices?: { bindings(agentId: string): Promise<SipBinding[]>; realm: string; authenticate: DeviceAuthenticator };
   /** Queue metrics (call-centre.ts). */
   queueMetrics?: QueueMetrics;
 }
@@ -168,6 +169,8 @@ export class CallManager implements SignalingHandler {
   readonly #devices: DeviceRinger | undefined;
   /** Transfers and queues (call-centre.ts). */
   readonly #centre: CallCentre;
+  /** Outbound calls from SIP devices (device-dial.ts). */
+  readonly #deviceDialer: DeviceDialer | undefined;
   #signaling: SignalingServer | undefined;
 
   constructor(opts: CallManagerOptions) {
@@ -188,6 +191,7 @@ export class CallManager implements SignalingHandler {
     this.#recording = opts.recording;
     this.#recording?.bind((agentId, data) => this.#emit(agentId, 'call.recording', data));
     this.#devices = opts.sipDevices ? new DeviceRinger({ srf: opts.srf, bindings: (a) => opts.sipDevices!.bindings(a), media: this.#mediaSettings, logger: opts.logger.child({ component: 'devices' }) }) : undefined;
+    this.#deviceDialer = opts.sipDevices ? this.#deviceDialHost(opts.sipDevices, opts.logger.child({ component: 'devices' })) : undefined;
     this.#cluster?.registry.on('refresh', () => this.#checkPeers());
     this.presence = new PresenceService({
       store: opts.store,
@@ -386,6 +390,12 @@ export class CallManager implements SignalingHandler {
 
         return;
       }
+      // an agent's SIP device calling out (device-dial.ts): never a trunk's address, always digest
+      if (this.#deviceDialer && !this.#trunks.byAddress(address) && this.#deviceDialer.claims(req)) {
+        await this.#deviceDialer.handle(req, res);
+
+        return;
+      }
       const admission = this.#trunks.admit(source.address, 'INVITE', req.get('Authorization') || undefined);
       if (!admission.ok) {
         if (admission.status === 401) {
@@ -550,7 +560,9 @@ export class CallManager implements SignalingHandler {
       // registered SIP devices ring with the sessions; alone, they make the agent ringable (README "SIP devices")
       const devices = !handoff && !localOnly ? await this.#ringableDevices(agentId, local, p?.status) : [];
       if (local || nodes.length > 0 || devices.length > 0) {
-        plan.push({ agentId, local, nodes, ...(devices.length > 0 ? { devices } : {}) });
+        // bindings with RFC 8599 push parameters are pushed too: their app may sleep behind a live binding
+        const push = devices.length > 0 && this.#wake ? await sipDevicePushes(this.#wake, agentId, devices) : [];
+        plan.push({ agentId, local, nodes, ...(devices.length > 0 ? { devices } : {}), ...(push.length > 0 ? { wake: push } : {}) });
       } else if (!handoff && this.#wake && (this.#signaling?.sessionsOf(agentId).length ?? 0) === 0 && (p === undefined || p.effective === 'offline')) {
         // No session anywhere: wake the agent's devices, if its own status says it takes calls.
         const wake = await this.#wakeTargets(agentId, p?.status);
@@ -710,6 +722,7 @@ export class CallManager implements SignalingHandler {
       this.#unring(call, a, 'ring_timeout');
     }
     this.#cancelLegs(call, 'ring_timeout');
+    (call.devices as CallDevices | undefined)?.stepAway();
     let next: RingTarget | undefined;
     for (let t = queue.shift(); t !== undefined; t = queue.shift()) {
       if (call.declined.has(t.agentId)) {
@@ -717,8 +730,9 @@ export class CallManager implements SignalingHandler {
       }
       const local = t.local && this.presence.isAvailable(t.agentId);
       const nodes = t.nodes.filter((n) => this.#cluster?.registry.isLive(n));
-      if (local || nodes.length > 0) {
-        next = { agentId: t.agentId, local, nodes };
+      if (local || nodes.length > 0 || t.devices) {
+        // the agent's SIP devices (and their pushes) ring in its step too
+        next = { agentId: t.agentId, local, nodes, ...(t.devices ? { devices: t.devices } : {}), ...(t.devices && t.wake ? { wake: t.wake } : {}) };
         break;
       }
       if (t.wake) {
@@ -803,22 +817,31 @@ export class CallManager implements SignalingHandler {
 
   /**
    * The registrar's onChange: an agent's SIP bindings changed. A ringing call that is waking the
-   * agent by push (item 2b: its SIP device was asleep, with no binding left) rings the bindings it
-   * has not rung yet: the woken device's new registration gets the waiting call.
+   * agent by push (its SIP device was asleep: no binding left, or a binding whose app sleeps) or
+   * already rings its devices rings the registrations it has not rung yet: the woken device's new
+   * binding (or its binding refreshed over a new flow) gets the waiting call, and the fork to the
+   * stale flow of the same binding is cancelled (CallDevices.add). A refresh over the same flow
+   * rings nothing again, and nothing is pushed twice (WakeService.wake: one wake per agent and call).
    */
   sipBindingsChanged(agentId: string, bindings: number): void {
     if (bindings === 0 || !this.#devices) {
       return;
     }
     for (const call of this.#calls.values()) {
-      if (call.state !== 'ringing' || !call.waking.has(agentId)) {
+      if (call.state !== 'ringing' || !(call.waking.has(agentId) || (call.devices as CallDevices | undefined)?.rings(agentId))) {
         continue;
       }
-      void this.#ringableDevices(agentId, false, undefined).then((bs) => {
+      void this.#ringableDevices(agentId, true, undefined).then((bs) => {
         const fresh = bs.filter((b) => !(call.devices as CallDevices | undefined)?.rang(b));
-        if (fresh.length > 0 && call.state === 'ringing' && call.waking.delete(agentId)) {
-          this.#log.info({ callId: call.id, agent: agentId }, 'a woken SIP device registered: ringing it');
+        if (fresh.length > 0 && call.state === 'ringing') {
+          call.waking.delete(agentId);
+          this.#log.info({ callId: call.id, agent: agentId, bindings: fresh.length }, 'a woken SIP device registered: ringing its new binding');
           this.#ringDevices(call, agentId, fresh);
+          for (const b of fresh) {
+            if (b.deviceId) {
+              void this.#wake?.sessionReady(agentId, b.deviceId); // push-to-connect time, wake record
+            }
+          }
         }
       });
     }
@@ -841,12 +864,12 @@ export class CallManager implements SignalingHandler {
 
   #ringDevices(call: Call, agentId: string, bindings: SipBinding[]): void {
     const offer = call.inviteReq && hasSdp(call.inviteReq) ? call.inviteReq.body : undefined;
-    if (!this.#devices || !offer || call.srtp) {
-      return; // late offer or SRTP toward the trunk: WebRTC sessions only (device-ringer.ts)
+    if (!this.#devices || !offer) {
+      return; // late offer: WebRTC sessions only (device-ringer.ts; SRTP calls ring devices over TLS only)
     }
     let codec: TrunkCodecName;
     try {
-      codec = negotiateAnswer(offer, { allowedCodecs: call.trunk.codecs, localAddress: this.#localAddress(this.#mediaSettings.relayAnnouncedAddress || '0.0.0.0'), localPort: 9 }).plan.codec.name;
+      codec = negotiateAnswer(offer, { allowedCodecs: call.trunk.codecs, localAddress: this.#localAddress(this.#mediaSettings.relayAnnouncedAddress || '0.0.0.0'), localPort: 9, ...srtpOption(call.trunk, call.signalingSecure) }).plan.codec.name;
     } catch {
       return;
     }
@@ -861,6 +884,7 @@ export class CallManager implements SignalingHandler {
       },
       gone: (gone, declined, busy) => {
         if (declined && !call.declined.has(gone)) {
+          call.waking.delete(gone); // the device refused: no woken device is awaited for the agent
           call.declined.add(gone);
           call.busyDeclines += busy ? 1 : 0;
         }
@@ -932,6 +956,43 @@ export class CallManager implements SignalingHandler {
     this.#watchDialog(call, dialog);
     void this.#store.putCall(call.id, { state: 'active', agentId: a.agentId, answeredAt: call.times.answeredAt?.toISOString(), codec: plan.codec.name });
     this.#log.info({ callId: call.id, agent: a.agentId, transport: a.binding.flow.transport, codec: plan.codec.name }, 'call answered on a SIP device');
+  }
+
+  /** The call manager's part in SIP devices' outbound calls: call.dial's checks and the call life cycle. */
+  #deviceDialHost(devices: NonNullable<CallManagerOptions['sipDevices']>, logger: Logger): DeviceDialer {
+    return new DeviceDialer({
+      srf: this.#srf,
+      media: this.#mediaSettings,
+      logger,
+      realm: devices.realm,
+      dialTimeoutMs: this.#cfg.calls.dialTimeoutMs,
+      authenticate: (method, req) => devices.authenticate(method, req),
+      admit: async (agentId, to) => {
+        if (!this.#accepting() || !this.#stateReady()) {
+          throw new SignalingError('UNAVAILABLE', 'draining, or the state store is unavailable');
+        }
+
+        return this.#admitDial(agentId, to, undefined);
+      },
+      admitTrunkCall: async (call) => call.trunk.maxConcurrentCalls === 0 || (await this.#store.admitTrunkCall(call.trunk.id, call.id, call.trunk.maxConcurrentCalls)),
+      started: (call) => {
+        this.#calls.set(call.id, call);
+        this.presence.refresh(call.agentId!);
+        void this.#store.putCall(call.id, { direction: 'outbound', state: 'dialing', trunkId: call.trunk.id, agentId: call.agentId, node: this.#store.nodeId, from: this.#store.storedNumber(call.from.number), to: this.#store.storedNumber(call.to.number), offeredAt: call.times.offeredAt.toISOString() });
+      },
+      ringing: (call) => this.#metrics?.ringing('outbound', call.times.offeredAt.getTime(), call.times.ringingAt!.getTime()),
+      answered: (call, dialog) => {
+        call.transition('active');
+        this.#sampleQuality(call);
+        this.#recording?.answered(call);
+        call.media?.relay.restartInactivity();
+        this.#watchDialog(call, dialog);
+        void this.#store.putCall(call.id, { state: 'active', answeredAt: call.times.answeredAt?.toISOString(), codec: call.media?.plan?.codec.name });
+      },
+      watchRelay: (call) => this.#watchRelay(call),
+      finish: (call, reason, by, status) => this.#finish(call, reason, by, status),
+      endReason: endReasonForStatus,
+    });
   }
 
   // ----------------------------------------------------------------------------------------------
@@ -1347,19 +1408,8 @@ export class CallManager implements SignalingHandler {
    * @throws {SignalingError} DIAL_POLICY, RATE_LIMITED, NO_ROUTE
    */
   async #dialTarget(agentId: string | undefined, to: string): Promise<{ trunk: TrunkConfig; ruri: string }> {
-    const sec = this.#security;
-    if (sec && agentId !== undefined) {
-      const refusal = sec.dialPolicy.check(to);
-      if (refusal) {
-        this.#log.info({ agent: agentId, reason: refusal }, 'transfer refused by the dialling policy');
-        sec.rejected('dial_policy');
-        throw new SignalingError('DIAL_POLICY', dialRefusalMessage(refusal));
-      }
-      const rate = await sec.dialLimit(agentId);
-      if (!rate.allowed) {
-        sec.rejected('dial_rate');
-        throw new SignalingError('RATE_LIMITED', `more dials per minute than the dialling policy allows; try again in ${rate.retryAfterS} s`);
-      }
+    if (agentId !== undefined) {
+      await this.#checkDialPolicy(agentId, to);
     }
     const trunk = this.#pickTrunk(undefined);
     const base = parseUri(trunk.outbound.uri);
@@ -1370,6 +1420,59 @@ export class CallManager implements SignalingHandler {
     return { trunk, ruri: formatUri({ ...base, user: to }) };
   }
 
+  /**
+   * The dialling policy and the per-agent dial rate, for every number an agent has dialled
+   * (call.dial, a SIP device's INVITE, a transfer or consultation to a number).
+   * @throws {SignalingError} DIAL_POLICY, RATE_LIMITED
+   */
+  async #checkDialPolicy(agentId: string, to: string): Promise<void> {
+    const sec = this.#security;
+    if (!sec) {
+      return;
+    }
+    const refusal = sec.dialPolicy.check(to);
+    if (refusal) {
+      // no number in the log: the reason says enough
+      this.#log.info({ agent: agentId, reason: refusal }, 'dial refused by the dialling policy');
+      sec.rejected('dial_policy');
+      throw new SignalingError('DIAL_POLICY', dialRefusalMessage(refusal));
+    }
+    const rate = await sec.dialLimit(agentId);
+    if (!rate.allowed) {
+      sec.rejected('dial_rate');
+      throw new SignalingError('RATE_LIMITED', `more dials per minute than the dialling policy allows; try again in ${rate.retryAfterS} s`);
+    }
+  }
+
+  /**
+   * The checks every outbound call of an agent passes (call.dial, a SIP device's INVITE): the
+   * per-agent call cap, the dialling policy, the per-agent dial rate, and the trunk (the named or
+   * default one, with a usable outbound uri).
+   * @throws {SignalingError} INVALID_STATE, DIAL_POLICY, RATE_LIMITED, CALL_LIMIT, NO_ROUTE
+   */
+  async #admitDial(agentId: string, to: string, trunkId: string | undefined): Promise<TrunkConfig> {
+    const sec = this.#security;
+    const maxCalls = sec?.maxCallsPerAgent ?? 1;
+    if (maxCalls === 1 && this.#activity(agentId) === 'on_call') {
+      throw new SignalingError('INVALID_STATE', 'you are already on a call');
+    }
+    await this.#checkDialPolicy(agentId, to);
+    if ((await this.#agentCallCount(agentId)) >= maxCalls) {
+      sec?.rejected('agent_cap');
+      throw new SignalingError('CALL_LIMIT', `at most ${maxCalls} call${maxCalls === 1 ? '' : 's'} at once per agent`);
+    }
+    const trunk = this.#pickTrunk(trunkId);
+    const base = parseUri(trunk.outbound.uri);
+    if (!base) {
+      throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} has an invalid outbound uri`);
+    }
+    if (trunk.media.srtp === 'required' && !secureUri(trunk.outbound.uri)) {
+      throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} requires SRTP, whose keys may only travel over SIP TLS, and its outbound uri is not sips: or ;transport=tls`);
+    }
+
+    return trunk;
+  }
+
   async #dial(session: AgentSession, data: RequestData<'call.dial'>): Promise<ResponseData['call.dial']> {
     if (!this.#accepting()) {
       throw new SignalingError('UNAVAILABLE', 'this gateway is draining');
@@ -1378,34 +1481,8 @@ export class CallManager implements SignalingHandler {
       throw new SignalingError('UNAVAILABLE', 'state store unavailable; try again');
     }
     const sec = this.#security;
-    const maxCalls = sec?.maxCallsPerAgent ?? 1;
-    if (maxCalls === 1 && this.#activity(session.agentId) === 'on_call') {
-      throw new SignalingError('INVALID_STATE', 'you are already on a call');
-    }
-    const refusal = sec?.dialPolicy.check(data.to);
-    if (sec && refusal) {
-      // no number in the log: the reason says enough
-      this.#log.info({ agent: session.agentId, reason: refusal }, 'dial refused by the dialling policy');
-      sec.rejected('dial_policy');
-      throw new SignalingError('DIAL_POLICY', dialRefusalMessage(refusal));
-    }
-    const rate = sec ? await sec.dialLimit(session.agentId) : undefined;
-    if (sec && rate && !rate.allowed) {
-      sec.rejected('dial_rate');
-      throw new SignalingError('RATE_LIMITED', `more dials per minute than the dialling policy allows; try again in ${rate.retryAfterS} s`);
-    }
-    if ((await this.#agentCallCount(session.agentId)) >= maxCalls) {
-      sec?.rejected('agent_cap');
-      throw new SignalingError('CALL_LIMIT', `at most ${maxCalls} call${maxCalls === 1 ? '' : 's'} at once per agent`);
-    }
-    const trunk = this.#pickTrunk(data.trunkId);
-    const base = parseUri(trunk.outbound.uri);
-    if (!base) {
-      throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} has an invalid outbound uri`);
-    }
-    if (trunk.media.srtp === 'required' && !secureUri(trunk.outbound.uri)) {
-      throw new SignalingError('NO_ROUTE', `trunk ${trunk.id} requires SRTP, whose keys may only travel over SIP TLS, and its outbound uri is not sips: or ;transport=tls`);
-    }
+    const trunk = await this.#admitDial(session.agentId, data.to, data.trunkId);
+    const base = parseUri(trunk.outbound.uri)!;
     const ruri = formatUri({ ...base, user: data.to });
     const call = new Call({ direction: 'outbound', trunk, from: { number: trunk.outbound.callerId || session.agentId }, to: { number: data.to } });
     call.agentId = session.agentId;

@@ -7,12 +7,15 @@
  * the call ends otherwise (caller gone, ring timeout, a WebRTC session answered) the ringing
  * devices are cancelled too (with that Reason when answered elsewhere).
  *
- * Decisions: a device is rung only for calls with an SDP offer and without SDES-SRTP toward the
- * trunk (plain RTP toward the device, no transcoding); a late-offer or SRTP call rings WebRTC
- * sessions only. A device's 486/600/603 counts as that agent's decline once all its devices ended.
+ * Decisions: a device is rung only for calls with an SDP offer (a late-offer call rings WebRTC
+ * sessions only), in the trunk leg's codec (no transcoding); a device registered over TLS gets
+ * SDES-SRTP (unless the trunk's media.srtp is off), the others plain RTP; an SRTP trunk call rings
+ * only devices registered over TLS (never downgraded to plain RTP on the device leg). A device's 486/600/603 counts as that agent's decline once all its devices ended.
  */
 import type Srf from 'drachtio-srf';
 import { type Logger } from '../log/logger.js';
+import { type WakeService } from '../push/wake.js';
+import { type Device } from '../state/store.js';
 import { type TrunkCodecName } from '../media/codecs.js';
 import { type SipBinding } from '../sip/registrar/bindings.js';
 import { type Call } from './call.js';
@@ -39,18 +42,32 @@ export interface DeviceRingHooks {
 
 /** The device legs of one call (Call.devices). */
 export class CallDevices {
-  readonly #legs: { agentId: string; leg: DeviceLeg; media: DeviceMedia; done: boolean }[] = [];
+  readonly #legs: { agentId: string; leg: DeviceLeg; media: DeviceMedia; done: boolean; stepped?: boolean }[] = [];
   #claimed = false;
   #ended = false;
   /** The device that answered, once bridged: hung up (BYE) when the call ends. */
   #answered: { dialog: Srf.Dialog; media: DeviceMedia } | undefined;
 
-  /** Registrations already rung in this call (binding id and registration time). */
+  /** Registrations already rung in this call (binding id, Contact and flow). */
   readonly #rung = new Set<string>();
 
-  /** Whether this registration of a binding was rung in this call already. */
+  /**
+   * Whether this registration of a binding was rung in this call already: a refresh over the same
+   * flow was; a device that registered again from a new connection or address (woken by push,
+   * RFC 8599 §4.2) was not.
+   */
   rang(b: SipBinding): boolean {
     return this.#rung.has(registrationKey(b));
+  }
+
+  /** How many device legs this call opened for an agent (rung, re-rung after a new registration). */
+  legsOf(agentId: string): number {
+    return this.#legs.filter((l) => l.agentId === agentId).length;
+  }
+
+  /** Whether the call rings (or rang) devices of this agent. */
+  rings(agentId: string): boolean {
+    return !this.#ended && !this.#claimed && this.#legs.some((l) => l.agentId === agentId && !l.stepped);
   }
 
   /** Whether a device leg of the call still rings. */
@@ -68,6 +85,20 @@ export class CallDevices {
     this.#claimed = true;
     for (const l of this.#legs) {
       l.leg.cancel(answeredElsewhere);
+    }
+  }
+
+  /**
+   * A longest-idle group moves to its next agent: the devices still ringing are CANCELled
+   * (no Reason) without ending the call's device ringing, and their ends are not reported as the
+   * agent gone (the step already moved on).
+   */
+  stepAway(): void {
+    for (const l of this.#legs) {
+      if (!l.done) {
+        l.stepped = true;
+        l.leg.cancel(false);
+      }
     }
   }
 
@@ -96,6 +127,7 @@ export class CallDevices {
    */
   keep(dialog: Srf.Dialog, media: DeviceMedia, onHangup: () => void): void {
     this.#answered = { dialog, media };
+    media.serveReinvites(dialog);
     dialog.on('destroy', () => {
       if (this.#answered?.dialog === dialog) {
         this.#answered = undefined;
@@ -106,7 +138,14 @@ export class CallDevices {
   }
 
   add(agentId: string, leg: DeviceLeg, media: DeviceMedia, hooks: DeviceRingHooks): void {
-    const entry = { agentId, leg, media, done: false };
+    const entry: { agentId: string; leg: DeviceLeg; media: DeviceMedia; done: boolean; stepped?: boolean } = { agentId, leg, media, done: false };
+    // the same binding registered again over a new flow (a woken device): the fork to its stale
+    // flow is cancelled, the new one rings (RFC 8599 §4.2 practice, as Flexisip does)
+    for (const stale of this.#legs) {
+      if (!stale.done && stale.agentId === agentId && stale.leg.binding.id === leg.binding.id) {
+        stale.leg.cancel(false);
+      }
+    }
     this.#legs.push(entry);
     this.#rung.add(registrationKey(leg.binding));
     if (this.#ended || this.#claimed) {
@@ -132,6 +171,9 @@ export class CallDevices {
         return;
       }
       media.close();
+      if (entry.stepped) {
+        return;
+      }
       const mine = this.#legs.filter((l) => l.agentId === agentId);
       if (!this.#claimed && !this.#ended && mine.every((l) => l.done)) {
         const refused = out.status === 486 || out.status === 600 || out.status === 603;
@@ -141,10 +183,31 @@ export class CallDevices {
   }
 }
 
-/** One registration of a binding: a device that re-registered (woken by push, new flow) is another. */
+/** One registration of a binding: a device that re-registered over a new flow (woken by push) is another; a refresh is not. */
 function registrationKey(b: SipBinding): string {
-  return `${b.id}\n${b.updatedAt}`;
+  return [b.id, b.contact, b.flow.transport, b.flow.address, b.flow.port, b.flowToken ?? ''].join('\n');
 }
+
+/**
+ * The push devices of an agent's bindings that carry RFC 8599 push parameters (the registrar made
+ * one per such binding, SipBinding.deviceId): a device is pushed AND its binding is INVITEd, as
+ * Flexisip does, since a suspended iOS/Android app keeps its registration while its socket is
+ * dead (RFC 8599 §4.2). None on a Redis error (the INVITEs still go).
+ */
+export async function sipDevicePushes(wake: Pick<WakeService, 'wakeableDevices'>, agentId: string, bindings: SipBinding[]): Promise<Device[]> {
+  const ids = new Set(bindings.map((b) => b.deviceId).filter((d): d is string => d !== undefined));
+  if (ids.size === 0) {
+    return [];
+  }
+  try {
+    return (await wake.wakeableDevices(agentId)).filter((d) => ids.has(d.deviceId));
+  } catch {
+    return [];
+  }
+}
+
+/** Most device legs (INVITEs) one call opens for one agent, re-rings after new registrations included. */
+export const MAX_LEGS_PER_AGENT = 16;
 
 /** Options of DeviceRinger. */
 export interface DeviceRingerOptions {
@@ -187,9 +250,21 @@ export class DeviceRinger {
     }
     const from = (call.inviteReq?.get('From') ?? '').replace(/;\s*tag=[^;>\s]*/i, '');
     for (const binding of bindings) {
+      if (devices.legsOf(agentId) >= MAX_LEGS_PER_AGENT) {
+        // a device re-registering from new flows again and again during one call rings it a bounded number of times
+        this.#opts.logger.warn({ callId: call.id, agent: agentId }, 'too many device legs for one agent in one call; not ringing more');
+
+        return;
+      }
+      // SDES-SRTP toward a device registered over TLS (keys travel in the SDP: only over TLS,
+      // RFC 4568 §8.3), unless the call's trunk has SRTP off; an SRTP trunk call rings such devices only
+      const srtp = binding.flow.transport === 'tls' && call.trunk.media.srtp !== 'off';
+      if (call.srtp && !srtp) {
+        continue;
+      }
       let media: DeviceMedia;
       try {
-        media = await DeviceMedia.create(this.#opts.media, codec);
+        media = await DeviceMedia.create(this.#opts.media, codec, srtp);
       } catch (err) {
         this.#opts.logger.warn({ err, callId: call.id, agent: agentId }, 'cannot set up a SIP device\'s media; not ringing it');
         continue;

@@ -45,6 +45,7 @@ export function screenOptions(config: Pick<Config, 'security' | 'trunks' | 'sip'
     digestTrunks: config.trunks.some((t) => t.inbound.auth.username !== ''),
     // agents' SIP devices REGISTER (digest) from anywhere; every other method keeps the screen
     registrar: config.sipDevices.enabled,
+    registrarRealm: config.sipDevices.realm,
   };
 }
 

@@ -32,6 +32,13 @@ export interface SipScreenOptions {
    * count towards the registrar's own lockout). Every other method keeps the screen.
    */
   registrar?: boolean;
+  /**
+   * The registrar's realm: with `registrar`, an INVITE whose From host is this realm (an agent's
+   * SIP device calling out, src/calls/device-dial.ts) passes from any source too; the call layer
+   * demands the agent's digest (407), counts failures toward the registrar's lockout and limits
+   * the source's INVITE rate. Other INVITEs keep the screen.
+   */
+  registrarRealm?: string;
 }
 
 /** The screen's decision on one request: pass it on, or refuse it (and why). */
@@ -88,19 +95,27 @@ export class SipScreen {
    * Screens an out-of-dialog request.
    * @param source the packet's source address
    * @param header a header of the request by lower-case name (undefined when absent)
-   * @param method the request's method (upper-case); only REGISTER is let through from unknown
-   *   sources, and only when the registrar is on
+   * @param method the request's method (upper-case); only REGISTER (and a device's INVITE, From
+   *   host = the registrar's realm) is let through from unknown sources, and only when the registrar is on
    */
   screen(source: string, header: (name: string) => string | undefined, method = ''): ScreenVerdict {
     if (this.isScanner(header('user-agent')) || this.isScanner(header('server'))) {
       return { pass: false, action: this.#opts.scannerAction, reason: 'scanner' };
     }
     const action = this.#opts.unknownSourceAction;
-    const registering = this.#opts.registrar === true && method === 'REGISTER';
+    const registering = this.#opts.registrar === true && (method === 'REGISTER' || (method === 'INVITE' && this.#fromRealm(header('from'))));
     if (action !== 'allow' && !this.#opts.digestTrunks && !registering && header(HANDOFF_HEADER) === undefined && !this.isKnown(source)) {
       return { pass: false, action, reason: 'unknown_source' };
     }
 
     return { pass: true };
+  }
+
+  /** Whether a From value's host is the registrar's realm. */
+  #fromRealm(from: string | undefined): boolean {
+    const realm = this.#opts.registrarRealm?.toLowerCase();
+    const host = /sips?:(?:[^@;>\s]*@)?([^;>:\s]+)/i.exec(from ?? '')?.[1]?.toLowerCase();
+
+    return realm !== undefined && realm !== '' && host === realm;
   }
 }

@@ -81,6 +81,14 @@ describe('SipScreen', () => {
     expect(screen.screen('203.0.113.1', headers({ 'user-agent': 'friendly-scanner' }), 'REGISTER')).toMatchObject({ pass: false, reason: 'scanner' });
     // without the registrar a REGISTER from an unknown source is screened like the rest
     expect(new SipScreen(screenOptions(config)).screen('203.0.113.1', headers({}), 'REGISTER')).toMatchObject({ pass: false, reason: 'unknown_source' });
+    // a device's INVITE (From at the registrar's realm) passes to be challenged (407); any other INVITE keeps the screen
+    const realm = screenOptions({ ...config, sipDevices: { ...config.sipDevices, enabled: true, realm: 'gw.example.test' } });
+    const devScreen = new SipScreen(realm);
+    expect(devScreen.screen('203.0.113.1', headers({ from: '"Ivy" <sip:ivy@GW.example.test>;tag=1' }), 'INVITE')).toEqual({ pass: true });
+    expect(devScreen.screen('203.0.113.1', headers({ from: '<sip:ivy@gw.example.test.evil.test>;tag=1' }), 'INVITE')).toMatchObject({ pass: false, reason: 'unknown_source' });
+    expect(devScreen.screen('203.0.113.1', headers({ from: '<sip:100@203.0.113.9>;tag=1' }), 'INVITE')).toMatchObject({ pass: false, reason: 'unknown_source' });
+    expect(devScreen.screen('203.0.113.1', headers({ from: '<sip:ivy@gw.example.test>;tag=1' }), 'OPTIONS')).toMatchObject({ pass: false, reason: 'unknown_source' });
+    expect(new SipScreen({ ...realm, registrar: false }).screen('203.0.113.1', headers({ from: '<sip:ivy@gw.example.test>;tag=1' }), 'INVITE')).toMatchObject({ pass: false, reason: 'unknown_source' });
   });
 });
 

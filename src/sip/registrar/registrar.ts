@@ -161,6 +161,55 @@ export class SipRegistrar {
     return this.#bindings.list(agentId);
   }
 
+  /** The registrar's realm (devices' From host; sipDevices.realm). */
+  get realm(): string {
+    return this.#cfg.realm;
+  }
+
+  /**
+   * Authenticates a request from an agent's SIP device (an INVITE, issue 12 item 4) with the
+   * same per-agent digest secrets as REGISTER (RFC 7616; RFC 3261 §22.3: as a proxy-style
+   * challenge, `407` with one `Proxy-Authenticate` per algorithm, read from `Proxy-Authorization`
+   * or `Authorization`). The device need not be registered. A locked source or username gets 403
+   * before its credentials are checked; wrong credentials (403) and mangled ones (400) count toward
+   * the same lockout as failed REGISTERs. A replayed nonce count or another node's nonce is
+   * challenged again (stale). Never throws for bad input.
+   * @returns the agent, or the response to send (status, reason, headers)
+   */
+  async authenticate(method: string, req: Pick<Srf.SrfRequest, 'get' | 'source_address'>): Promise<{ ok: true; agentId: string; username: string } | { ok: false; status: number; reason: string; headers: Record<string, string> }> {
+    if (!this.#cfg.enabled) {
+      return { ok: false, status: 403, reason: 'Forbidden', headers: {} };
+    }
+    const authorization = req.get('Proxy-Authorization') || req.get('Authorization') || undefined;
+    const source = this.#lockout?.source(req.source_address, req.get('X-RB-Source') || undefined) ?? '';
+    const claimedUser = authorization ? parseDigest(authorization)?.username : undefined;
+    if (await this.#lockout?.locked(source, claimedUser)) {
+      this.#security?.rejected('register_locked');
+
+      return { ok: false, status: 403, reason: 'Forbidden (locked after failed authentications)', headers: {} };
+    }
+    const verdict = this.#auth.verify(method, authorization);
+    if (!verdict.ok && verdict.status !== 401 && this.#lockout) {
+      const locked = await this.#lockout.failed(source, verdict.status === 403 ? claimedUser : undefined);
+      if (locked.source || locked.user) {
+        this.#log.warn({ source: locked.source ? source : undefined, method }, 'device lockout after failed authentications');
+      }
+    }
+    if (!verdict.ok) {
+      if (verdict.status === 401) {
+        return { ok: false, status: 407, reason: 'Proxy Authentication Required', headers: { 'Proxy-Authenticate': this.#auth.challenges(verdict.stale).join('\r\nProxy-Authenticate: ') } };
+      }
+
+      return { ok: false, status: verdict.status, reason: verdict.status === 403 ? 'Forbidden' : 'Bad Request', headers: {} };
+    }
+    const agentId = this.#agentOf.get(verdict.username.toLowerCase());
+    if (!agentId) {
+      return { ok: false, status: 403, reason: 'Forbidden', headers: {} };
+    }
+
+    return { ok: true, agentId, username: verdict.username };
+  }
+
   /** Stops the expiry timers (the bindings stay in Redis until they expire). */
   close(): void {
     this.#closed = true;
