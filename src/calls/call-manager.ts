@@ -1272,7 +1272,10 @@ export class CallManager implements SignalingHandler {
     call.timers.clear();
     if (call.dialog) {
       // an established call offered anew (call-centre.ts): the trunk leg stays, the agent joins its router
-      return this.#centre.answered(call, session);
+      const joined = await this.#centre.answered(call, session);
+      this.#recording?.agentJoined(call);
+
+      return joined;
     }
     const log = this.#log.child({ callId: call.id, agent: session.agentId });
     try {
@@ -1329,7 +1332,10 @@ export class CallManager implements SignalingHandler {
       call.inviteRes = undefined;
       call.transition('active');
       this.#sampleQuality(call);
-      this.#recording?.answered(call);
+      if (agentId !== undefined) {
+        // a queue's answer (no agent) is not recorded: recording starts when an agent takes the call
+        this.#recording?.answered(call);
+      }
       this.#watchDialog(call, dialog);
       if (lateOffer) {
         const ourOffer = call.localSdp;

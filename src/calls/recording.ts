@@ -213,6 +213,23 @@ export class RecordingService {
   }
 
   /**
+   * Hook: another agent took an answered call (a blind transfer, a queued caller). A running
+   * recording is announced to that agent (`call.recording`); a call with none yet (a queued caller,
+   * answered by the queue) starts its rule's recording now.
+   */
+  agentJoined(call: Call): void {
+    const s = this.#calls.get(call.id);
+    if (!s) {
+      this.answered(call);
+
+      return;
+    }
+    if (s.current) {
+      this.#tell(s, true, s.current.meta.recordingId, s.current.meta.trigger === 'on_demand' ? 'on_demand' : 'rule');
+    }
+  }
+
+  /**
    * Hook: `call.record {on}` from the call's agent.
    * @throws {SignalingError} FORBIDDEN (off by configuration, or stopping a rule's recording),
    *   INVALID_STATE (no media here yet), MEDIA_ERROR (codec not recordable, file not writable),

@@ -5,10 +5,11 @@
  * with audio both ways (agent stats, and tshark at each caller's media port); the wait limit ends
  * in the configured fallback (a BYE with the configured Reason); a caller who hangs up leaves.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseWav } from '../../src/media/wav.js';
 import { writeToneWav } from '../helpers/audio.js';
 import { type NodeAgent } from '../helpers/agent.js';
 import { type CallFixture, startCallGateway } from '../helpers/calls.js';
@@ -186,6 +187,44 @@ describe('group queues', () => {
     expect(m).toContain('ringbridge_queue_calls_total{group="support",outcome="answered"} 2');
     expect(m).toContain('ringbridge_queue_wait_seconds_count{group="support",outcome="answered"} 2');
     expect(m).toContain('ringbridge_queue_calls{group="support"} 0');
+  }, 60_000);
+
+  it('a DID recording rule records a queued caller from the agent\'s answer, not from the queue\'s, and tells that agent', async () => {
+    const recDir = await mkdtemp(path.join(tmpdir(), 'rb-queue-rec-'));
+    dirs.push(recDir);
+    const base = config({ maxWaitS: 60 });
+    fx = await startCallGateway({
+      ...base,
+      routing: { ...base.routing, dids: [{ number: '*', group: 'support', record: true }] },
+      recording: { enabled: true, dir: recDir, retentionS: 86400, onDemand: false },
+    });
+    const agent = await fx.agent('cc-q1', { toneHz: 700 });
+    await agent.client.setPresence('busy');
+    const c = await caller();
+    const view = await queued(1);
+    const callId = view.calls[0]!.callId;
+    await sleep(1500);
+    expect(await readdir(recDir), 'nothing recorded while the caller waits in the queue').toEqual([]);
+    await agent.client.setPresence('available');
+    const inc = await agent.waitForEvent('incoming', undefined, 3000);
+    expect(inc.call.id).toBe(callId);
+    const answeredAt = Date.now();
+    await agent.client.answer(callId);
+    expect(await agent.waitForEvent('recording', undefined, 5000)).toMatchObject({ recording: true, recordingId: callId, reason: 'rule' });
+    await flowing(agent, callId);
+    await sleep(1000);
+    await agent.client.hangup(callId);
+    const r = await c.sipp.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    const file = path.join(recDir, `${callId}.wav`);
+    // the call record names the recording once the file is complete
+    await until('the call record names the recording', async () => ((await fx!.gw.store!.getCall(callId)).recordings ? true : undefined));
+    const wav = parseWav(await readFile(file));
+    const fileMs = (wav.data.length / 4 / 8000) * 1000;
+    const talkMs = Date.now() - answeredAt;
+    // the 1.5 s and more of queue wait are not in the file
+    expect(fileMs).toBeLessThanOrEqual(talkMs + 300);
+    expect(fileMs).toBeGreaterThan(800);
   }, 60_000);
 
   it('ends a caller who waited maxWaitS with the configured fallback (BYE with Reason cause=486)', async () => {

@@ -22,10 +22,10 @@ export const sipDeviceCredentialSchema = z.strictObject({
   agentId: z.string().regex(/^[A-Za-z0-9._@+-]{1,128}$/, '1 to 128 letters, digits, ".", "_", "@", "+" or "-"'),
   /** Digest username; also the user part of the address-of-record in To. */
   username: z.string().regex(/^[A-Za-z0-9._~!$&'()*+=-]{1,64}$/, '1 to 64 characters allowed in a SIP user part, without escapes'),
-  /** MD5(username:realm:password), hex; empty: MD5 is not accepted for this user. */
-  ha1Md5: hex(32, 'an MD5 HA1'),
-  /** SHA-256(username:realm:password), hex; empty: SHA-256 is not accepted for this user. */
-  ha1Sha256: hex(64, 'a SHA-256 HA1'),
+  /** MD5(username:realm:password), hex; empty or left out: MD5 is not accepted for this user. */
+  ha1Md5: hex(32, 'an MD5 HA1').default(''),
+  /** SHA-256(username:realm:password), hex; empty or left out: SHA-256 is not accepted for this user. */
+  ha1Sha256: hex(64, 'a SHA-256 HA1').default(''),
 });
 
 /** The `sipDevices` section. */
