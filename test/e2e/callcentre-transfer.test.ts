@@ -64,6 +64,9 @@ describe('blind transfer', () => {
     const b = await fx.agent('cc-b', { toneHz: 1000 });
     const { callId, capture, trunk } = await connectedCall(a);
     const dialogBefore = fx.gw.calls!.call(callId)!.dialog;
+    // A's WebRTC send path may start a moment after the caller's audio reached A (a loaded machine)
+    const since = Date.now();
+    await expect.poll(() => capture.heard(since, Date.now()).packets, { timeout: 5000 }).toBeGreaterThan(5);
     const tA = Date.now();
     await sleep(1500);
     const heardA = await capture.heardUntil(tA, Date.now());
