@@ -178,6 +178,12 @@ export class CallCentre {
   readonly #media: CallMediaSettings;
   /** Trunk legs that replaced a referring dialog (REFER), counted against their trunk's cap. */
   readonly #referLegs = new Map<Call, { trunk: TrunkConfig; legId: string } | undefined>();
+  /**
+   * Calls whose call.transfer / call.consult is between its checks and its first state change
+   * (awaiting the dialling policy, the trunk's cap, the media): a second request meanwhile is
+   * refused, else both would pass their checks and two legs would be dialled for one call.
+   */
+  readonly #starting = new Set<Call>();
   #tick: NodeJS.Timeout | undefined;
   #pumping = false;
   #again = false;
@@ -327,15 +333,33 @@ export class CallCentre {
    */
   async transfer(session: AgentSession, call: Call, data: RequestData<'call.transfer'>): Promise<ResponseData['call.transfer']> {
     if (data.consultCallId !== undefined) {
+      if (this.#starting.has(call)) {
+        throw new SignalingError('INVALID_STATE', `call ${call.id} has a transfer in progress`);
+      }
+
       return this.#completeConsult(session, call, data.consultCallId);
     }
     const to = data.to!;
     if ((call.state !== 'active' && call.state !== 'held') || !call.media?.plan || !call.dialog) {
       throw new SignalingError('INVALID_STATE', `call ${call.id} is not an established call (${call.state})`);
     }
-    if (this.#bridges.has(call) || this.#referLegs.has(call)) {
+    this.#claim(call);
+    try {
+      return await this.#transferTo(session, call, to);
+    } finally {
+      this.#starting.delete(call);
+    }
+  }
+
+  /** Refuses a call with a transfer, consultation or REFER running or starting; else marks it starting. */
+  #claim(call: Call): void {
+    if (this.#bridges.has(call) || this.#referLegs.has(call) || this.#starting.has(call)) {
       throw new SignalingError('INVALID_STATE', `call ${call.id} has a transfer in progress`);
     }
+    this.#starting.add(call);
+  }
+
+  async #transferTo(session: AgentSession, call: Call, to: NonNullable<RequestData<'call.transfer'>['to']>): Promise<ResponseData['call.transfer']> {
     if ('number' in to) {
       return this.#toNumber(session, call, to.number);
     }
@@ -641,12 +665,17 @@ export class CallCentre {
     if (call.state !== 'active' || !call.media?.plan || !call.dialog || !call.media.agentProducer) {
       throw new SignalingError('INVALID_STATE', `call ${call.id} is not an established call with the agent's audio (${call.state})`);
     }
-    if (this.#bridges.has(call) || this.#referLegs.has(call)) {
-      throw new SignalingError('INVALID_STATE', `call ${call.id} has a transfer in progress`);
+    this.#claim(call);
+    let prepared: { trunk: TrunkConfig; ruri: string; leg: CallMedia; legId: string };
+    try {
+      const { trunk, ruri } = await this.#host.dialTarget(session.agentId, number);
+      const { leg, legId } = await this.#prepareBridge(call, trunk);
+      prepared = { trunk, ruri, leg, legId };
+    } finally {
+      this.#starting.delete(call);
     }
-    const { trunk, ruri } = await this.#host.dialTarget(session.agentId, number);
-    const { leg, legId } = await this.#prepareBridge(call, trunk);
-    if (!call.live || call.agentId !== session.agentId || call.state !== 'active' || this.#bridges.has(call)) {
+    const { trunk, ruri, leg, legId } = prepared;
+    if (!call.live || call.agentId !== session.agentId || call.state !== 'active' || this.#bridges.has(call) || this.#referLegs.has(call)) {
       leg.close();
       this.#releaseCap(trunk, legId);
       throw new SignalingError('INVALID_STATE', `call ${call.id} changed meanwhile`);
@@ -764,7 +793,7 @@ export class CallCentre {
       return;
     }
     const referDialog = call.dialog;
-    if ((call.state !== 'active' && call.state !== 'held') || !call.agentId || !referDialog || !call.media?.plan || call.media.plan.srtp || this.#referLegs.has(call) || this.#bridges.has(call)) {
+    if ((call.state !== 'active' && call.state !== 'held') || !call.agentId || !referDialog || !call.media?.plan || call.media.plan.srtp || this.#referLegs.has(call) || this.#bridges.has(call) || this.#starting.has(call)) {
       res.send(403, { headers: { Warning: '399 ringbridge "the call cannot be transferred now"' } });
 
       return;
