@@ -184,6 +184,8 @@ export class CallCentre {
    * refused, else both would pass their checks and two legs would be dialled for one call.
    */
   readonly #starting = new Set<Call>();
+  /** This node's calls in each group's queue (waiting or being offered from it). */
+  readonly #waiting = new Map<string, Set<Call>>();
   #tick: NodeJS.Timeout | undefined;
   #pumping = false;
   #again = false;
@@ -308,6 +310,26 @@ export class CallCentre {
     return this.#queueOf(groupId) !== undefined;
   }
 
+  /**
+   * Whether a call may join a group's queue now: the queue is enabled and fewer than its
+   * `maxCallers` wait in it on this node (a full queue refuses further callers, so that a flood
+   * of calls cannot hold routers, relay ports and players without bound).
+   */
+  canQueue(groupId: string): boolean {
+    const q = this.#queueOf(groupId);
+    if (!q) {
+      return false;
+    }
+    const waiting = this.#waiting.get(groupId)?.size ?? 0;
+    if (waiting >= q.maxCallers) {
+      this.#log.info({ group: groupId, waiting, max: q.maxCallers }, 'queue full: caller refused');
+
+      return false;
+    }
+
+    return true;
+  }
+
   #route(to: { agent: string } | { group: string }): RouteTarget {
     if ('agent' in to) {
       return { kind: 'agent', agentId: to.agent };
@@ -371,7 +393,7 @@ export class CallCentre {
     if (!call.live || call.agentId !== session.agentId || (call.state !== 'active' && call.state !== 'held')) {
       throw new SignalingError('INVALID_STATE', `call ${call.id} changed meanwhile`);
     }
-    const queueGroup = route.kind === 'group' && this.hasQueue(route.groupId) ? route.groupId : undefined;
+    const queueGroup = route.kind === 'group' && this.canQueue(route.groupId) ? route.groupId : undefined;
     if (plan.length === 0 && !queueGroup) {
       throw new SignalingError('UNAVAILABLE', route.kind === 'agent' ? `agent ${route.agentId} is not available` : `no agent of group ${route.groupId} is available`);
     }
@@ -970,8 +992,8 @@ export class CallCentre {
       return;
     }
     const group = this.#queueOnMiss.get(call);
-    if (group) {
-      this.#queueOnMiss.delete(call);
+    this.#queueOnMiss.delete(call);
+    if (group && this.canQueue(group)) {
       call.transition('queued');
       this.#enqueue(call, group, true);
 
@@ -1040,9 +1062,19 @@ export class CallCentre {
    * @throws when the trunk cannot be answered (the call is ended by the call layer)
    */
   async enqueueNew(call: Call, groupId: string): Promise<void> {
-    call.transition('answering');
-    await this.#host.answerTrunk(call);
+    // counted at once: callers arriving while this one is answered see the queue's real size
+    const waiting = this.#waitingIn(groupId);
+    waiting.add(call);
+    try {
+      call.transition('answering');
+      await this.#host.answerTrunk(call);
+    } catch (err) {
+      waiting.delete(call);
+      throw err;
+    }
     if (!call.live) {
+      waiting.delete(call);
+
       return;
     }
     call.transition('queued');
@@ -1057,6 +1089,7 @@ export class CallCentre {
     }
     const since = Date.now();
     call.queue = { groupId, since };
+    this.#waitingIn(groupId).add(call);
     this.#stopMusic(call); // a transfer's hold audio gives way to the queue's
     void this.#store.queueAdd(groupId, call.id, since);
     void this.#store.putCall(call.id, { state: 'queued' });
@@ -1066,9 +1099,20 @@ export class CallCentre {
     setImmediate(() => void this.#pump());
   }
 
+  #waitingIn(groupId: string): Set<Call> {
+    let waiting = this.#waiting.get(groupId);
+    if (!waiting) {
+      waiting = new Set();
+      this.#waiting.set(groupId, waiting);
+    }
+
+    return waiting;
+  }
+
   #leaveQueue(call: Call, outcome: QueueOutcome): void {
     const q = call.queue!;
     call.queue = undefined;
+    this.#waiting.get(q.groupId)?.delete(call);
     this.#stopMusic(call);
     void this.#store.queueRemove(q.groupId, call.id);
     this.#metrics?.leftQueue(q.groupId, outcome, (Date.now() - q.since) / 1000);

@@ -468,7 +468,7 @@ export class CallManager implements SignalingHandler {
       }
       throw err;
     }
-    if (plan.length === 0 && !handoff && route.kind === 'group' && this.#centre.hasQueue(route.groupId)) {
+    if (plan.length === 0 && !handoff && route.kind === 'group' && this.#centre.canQueue(route.groupId)) {
       // nobody free: the caller is answered and waits in the group's queue (call-centre.ts)
       this.#calls.set(call.id, call);
       req.on('cancel', () => this.#callerCancelled(call));

@@ -310,4 +310,19 @@ describe('group queues', () => {
     await queued(0);
     expect(await metrics()).toContain('ringbridge_queue_calls_total{group="support",outcome="abandoned"} 1');
   }, 40_000);
+
+  it('refuses a caller to a full queue (maxCallers) with 480: the waiting callers stay, no further router is held', async () => {
+    fx = await startCallGateway(config({ maxWaitS: 60, maxCallers: 2 }));
+    await caller();
+    await caller();
+    await queued(2);
+    const routers = fx.gw.calls!.calls.length;
+    const third = startSipp({ scenario: 'uac-expect-480', target: fx.sipTarget, timeoutMs: 20_000 });
+    sipps.push(third);
+    const r = await third.result;
+    expect(r.exitCode, `the third caller gets 480: ${r.describe()}`).toBe(0);
+    const v = await queued(2);
+    expect(v.calls).toHaveLength(2);
+    expect(fx.gw.calls!.calls.length, 'no call (and router) kept for the refused caller').toBe(routers);
+  }, 40_000);
 });
