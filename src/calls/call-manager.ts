@@ -1794,7 +1794,8 @@ export class CallManager implements SignalingHandler {
       trunkId: call.trunk.id,
       from: this.#store.storedNumber(call.from.number),
       to: this.#store.storedNumber(call.to.number),
-      agentId: call.agentId ?? call.remote?.agentId ?? '',
+      // a call the agent passed to a number (blind or attended) is still that agent's call
+      agentId: call.agentId ?? call.remote?.agentId ?? call.transferredBy ?? '',
       node: call.origin ?? this.#store.nodeId,
       ...(call.origin ? { agentNode: this.#store.nodeId } : call.remote ? { agentNode: call.remote.node } : {}),
       offeredAt: call.times.offeredAt.toISOString(),
