@@ -804,7 +804,9 @@ export class CallCentre {
     const referTo = req.get('Refer-To') ?? '';
     const uri = parseUri(parseNameAddr(referTo)?.uri ?? referTo.replace(/^<|>$/g, ''));
     const user = uri?.user ?? '';
-    if (/replaces/i.test(referTo) || policy === 'internal') {
+    // Replaces may come as an escaped header name (Repl%61ces): an attended REFER all the same
+    const replaces = /replaces/i.test(referTo) || Object.keys(uri?.headers ?? {}).some((h) => unescapeHname(h).toLowerCase() === 'replaces');
+    if (replaces || policy === 'internal') {
       res.send(501, { headers: { Warning: `399 ringbridge "${policy === 'internal' ? 'REFER to an internal target' : 'attended REFER (Replaces)'} is not supported"` } });
 
       return;
@@ -1252,5 +1254,14 @@ export class CallCentre {
     }
 
     return out;
+  }
+}
+
+/** A SIP URI header name with its %HH escapes undone (RFC 3261 §25.1); as given when malformed. */
+function unescapeHname(name: string): string {
+  try {
+    return decodeURIComponent(name);
+  } catch {
+    return name;
   }
 }
