@@ -192,6 +192,7 @@ export class Gateway {
       maskNumbers: config.calls.maskNumbers,
       nodeTtlMs: config.cluster.nodeTtlMs,
       trunkIds: config.trunks.map((t) => t.id),
+      queueGroupIds: config.routing.groups.filter((g) => g.queue?.enabled).map((g) => g.id),
     });
     const publicMedia = config.media.announcedAddress || config.sip.publicAddress || firstExternalAddress();
     const sip = this.#sip;

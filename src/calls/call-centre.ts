@@ -178,6 +178,14 @@ export class CallCentre {
   readonly #media: CallMediaSettings;
   /** Trunk legs that replaced a referring dialog (REFER), counted against their trunk's cap. */
   readonly #referLegs = new Map<Call, { trunk: TrunkConfig; legId: string } | undefined>();
+  /**
+   * Calls whose call.transfer / call.consult is between its checks and its first state change
+   * (awaiting the dialling policy, the trunk's cap, the media): a second request meanwhile is
+   * refused, else both would pass their checks and two legs would be dialled for one call.
+   */
+  readonly #starting = new Set<Call>();
+  /** This node's calls in each group's queue (waiting or being offered from it). */
+  readonly #waiting = new Map<string, Set<Call>>();
   #tick: NodeJS.Timeout | undefined;
   #pumping = false;
   #again = false;
@@ -302,6 +310,26 @@ export class CallCentre {
     return this.#queueOf(groupId) !== undefined;
   }
 
+  /**
+   * Whether a call may join a group's queue now: the queue is enabled and fewer than its
+   * `maxCallers` wait in it on this node (a full queue refuses further callers, so that a flood
+   * of calls cannot hold routers, relay ports and players without bound).
+   */
+  canQueue(groupId: string): boolean {
+    const q = this.#queueOf(groupId);
+    if (!q) {
+      return false;
+    }
+    const waiting = this.#waiting.get(groupId)?.size ?? 0;
+    if (waiting >= q.maxCallers) {
+      this.#log.info({ group: groupId, waiting, max: q.maxCallers }, 'queue full: caller refused');
+
+      return false;
+    }
+
+    return true;
+  }
+
   #route(to: { agent: string } | { group: string }): RouteTarget {
     if ('agent' in to) {
       return { kind: 'agent', agentId: to.agent };
@@ -327,15 +355,33 @@ export class CallCentre {
    */
   async transfer(session: AgentSession, call: Call, data: RequestData<'call.transfer'>): Promise<ResponseData['call.transfer']> {
     if (data.consultCallId !== undefined) {
+      if (this.#starting.has(call)) {
+        throw new SignalingError('INVALID_STATE', `call ${call.id} has a transfer in progress`);
+      }
+
       return this.#completeConsult(session, call, data.consultCallId);
     }
     const to = data.to!;
     if ((call.state !== 'active' && call.state !== 'held') || !call.media?.plan || !call.dialog) {
       throw new SignalingError('INVALID_STATE', `call ${call.id} is not an established call (${call.state})`);
     }
-    if (this.#bridges.has(call) || this.#referLegs.has(call)) {
+    this.#claim(call);
+    try {
+      return await this.#transferTo(session, call, to);
+    } finally {
+      this.#starting.delete(call);
+    }
+  }
+
+  /** Refuses a call with a transfer, consultation or REFER running or starting; else marks it starting. */
+  #claim(call: Call): void {
+    if (this.#bridges.has(call) || this.#referLegs.has(call) || this.#starting.has(call)) {
       throw new SignalingError('INVALID_STATE', `call ${call.id} has a transfer in progress`);
     }
+    this.#starting.add(call);
+  }
+
+  async #transferTo(session: AgentSession, call: Call, to: NonNullable<RequestData<'call.transfer'>['to']>): Promise<ResponseData['call.transfer']> {
     if ('number' in to) {
       return this.#toNumber(session, call, to.number);
     }
@@ -347,7 +393,7 @@ export class CallCentre {
     if (!call.live || call.agentId !== session.agentId || (call.state !== 'active' && call.state !== 'held')) {
       throw new SignalingError('INVALID_STATE', `call ${call.id} changed meanwhile`);
     }
-    const queueGroup = route.kind === 'group' && this.hasQueue(route.groupId) ? route.groupId : undefined;
+    const queueGroup = route.kind === 'group' && this.canQueue(route.groupId) ? route.groupId : undefined;
     if (plan.length === 0 && !queueGroup) {
       throw new SignalingError('UNAVAILABLE', route.kind === 'agent' ? `agent ${route.agentId} is not available` : `no agent of group ${route.groupId} is available`);
     }
@@ -641,12 +687,17 @@ export class CallCentre {
     if (call.state !== 'active' || !call.media?.plan || !call.dialog || !call.media.agentProducer) {
       throw new SignalingError('INVALID_STATE', `call ${call.id} is not an established call with the agent's audio (${call.state})`);
     }
-    if (this.#bridges.has(call) || this.#referLegs.has(call)) {
-      throw new SignalingError('INVALID_STATE', `call ${call.id} has a transfer in progress`);
+    this.#claim(call);
+    let prepared: { trunk: TrunkConfig; ruri: string; leg: CallMedia; legId: string };
+    try {
+      const { trunk, ruri } = await this.#host.dialTarget(session.agentId, number);
+      const { leg, legId } = await this.#prepareBridge(call, trunk);
+      prepared = { trunk, ruri, leg, legId };
+    } finally {
+      this.#starting.delete(call);
     }
-    const { trunk, ruri } = await this.#host.dialTarget(session.agentId, number);
-    const { leg, legId } = await this.#prepareBridge(call, trunk);
-    if (!call.live || call.agentId !== session.agentId || call.state !== 'active' || this.#bridges.has(call)) {
+    const { trunk, ruri, leg, legId } = prepared;
+    if (!call.live || call.agentId !== session.agentId || call.state !== 'active' || this.#bridges.has(call) || this.#referLegs.has(call)) {
       leg.close();
       this.#releaseCap(trunk, legId);
       throw new SignalingError('INVALID_STATE', `call ${call.id} changed meanwhile`);
@@ -753,7 +804,9 @@ export class CallCentre {
     const referTo = req.get('Refer-To') ?? '';
     const uri = parseUri(parseNameAddr(referTo)?.uri ?? referTo.replace(/^<|>$/g, ''));
     const user = uri?.user ?? '';
-    if (/replaces/i.test(referTo) || policy === 'internal') {
+    // Replaces may come as an escaped header name (Repl%61ces): an attended REFER all the same
+    const replaces = /replaces/i.test(referTo) || Object.keys(uri?.headers ?? {}).some((h) => unescapeHname(h).toLowerCase() === 'replaces');
+    if (replaces || policy === 'internal') {
       res.send(501, { headers: { Warning: `399 ringbridge "${policy === 'internal' ? 'REFER to an internal target' : 'attended REFER (Replaces)'} is not supported"` } });
 
       return;
@@ -764,7 +817,7 @@ export class CallCentre {
       return;
     }
     const referDialog = call.dialog;
-    if ((call.state !== 'active' && call.state !== 'held') || !call.agentId || !referDialog || !call.media?.plan || call.media.plan.srtp || this.#referLegs.has(call) || this.#bridges.has(call)) {
+    if ((call.state !== 'active' && call.state !== 'held') || !call.agentId || !referDialog || !call.media?.plan || call.media.plan.srtp || this.#referLegs.has(call) || this.#bridges.has(call) || this.#starting.has(call)) {
       res.send(403, { headers: { Warning: '399 ringbridge "the call cannot be transferred now"' } });
 
       return;
@@ -941,8 +994,8 @@ export class CallCentre {
       return;
     }
     const group = this.#queueOnMiss.get(call);
-    if (group) {
-      this.#queueOnMiss.delete(call);
+    this.#queueOnMiss.delete(call);
+    if (group && this.canQueue(group)) {
       call.transition('queued');
       this.#enqueue(call, group, true);
 
@@ -1011,9 +1064,19 @@ export class CallCentre {
    * @throws when the trunk cannot be answered (the call is ended by the call layer)
    */
   async enqueueNew(call: Call, groupId: string): Promise<void> {
-    call.transition('answering');
-    await this.#host.answerTrunk(call);
+    // counted at once: callers arriving while this one is answered see the queue's real size
+    const waiting = this.#waitingIn(groupId);
+    waiting.add(call);
+    try {
+      call.transition('answering');
+      await this.#host.answerTrunk(call);
+    } catch (err) {
+      waiting.delete(call);
+      throw err;
+    }
     if (!call.live) {
+      waiting.delete(call);
+
       return;
     }
     call.transition('queued');
@@ -1028,6 +1091,7 @@ export class CallCentre {
     }
     const since = Date.now();
     call.queue = { groupId, since };
+    this.#waitingIn(groupId).add(call);
     this.#stopMusic(call); // a transfer's hold audio gives way to the queue's
     void this.#store.queueAdd(groupId, call.id, since);
     void this.#store.putCall(call.id, { state: 'queued' });
@@ -1037,9 +1101,20 @@ export class CallCentre {
     setImmediate(() => void this.#pump());
   }
 
+  #waitingIn(groupId: string): Set<Call> {
+    let waiting = this.#waiting.get(groupId);
+    if (!waiting) {
+      waiting = new Set();
+      this.#waiting.set(groupId, waiting);
+    }
+
+    return waiting;
+  }
+
   #leaveQueue(call: Call, outcome: QueueOutcome): void {
     const q = call.queue!;
     call.queue = undefined;
+    this.#waiting.get(q.groupId)?.delete(call);
     this.#stopMusic(call);
     void this.#store.queueRemove(q.groupId, call.id);
     this.#metrics?.leftQueue(q.groupId, outcome, (Date.now() - q.since) / 1000);
@@ -1179,5 +1254,14 @@ export class CallCentre {
     }
 
     return out;
+  }
+}
+
+/** A SIP URI header name with its %HH escapes undone (RFC 3261 §25.1); as given when malformed. */
+function unescapeHname(name: string): string {
+  try {
+    return decodeURIComponent(name);
+  } catch {
+    return name;
   }
 }

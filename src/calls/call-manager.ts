@@ -478,7 +478,7 @@ export class CallManager implements SignalingHandler {
       }
       throw err;
     }
-    if (plan.length === 0 && !handoff && route.kind === 'group' && this.#centre.hasQueue(route.groupId)) {
+    if (plan.length === 0 && !handoff && route.kind === 'group' && this.#centre.canQueue(route.groupId)) {
       // nobody free: the caller is answered and waits in the group's queue (call-centre.ts)
       this.#calls.set(call.id, call);
       req.on('cancel', () => this.#callerCancelled(call));
@@ -1877,7 +1877,8 @@ export class CallManager implements SignalingHandler {
       trunkId: call.trunk.id,
       from: this.#store.storedNumber(call.from.number),
       to: this.#store.storedNumber(call.to.number),
-      agentId: call.agentId ?? call.remote?.agentId ?? '',
+      // a call the agent passed to a number (blind or attended) is still that agent's call
+      agentId: call.agentId ?? call.remote?.agentId ?? call.transferredBy ?? '',
       node: call.origin ?? this.#store.nodeId,
       ...(call.origin ? { agentNode: this.#store.nodeId } : call.remote ? { agentNode: call.remote.node } : {}),
       offeredAt: call.times.offeredAt.toISOString(),

@@ -221,6 +221,12 @@ const routingSchema = z.strictObject({
           /** Longest wait in the queue, s; then the fallback. */
           maxWaitS: z.int().min(1).max(86_400).default(300),
           /**
+           * Most callers waiting in this group's queue on one node (each holds a mediasoup router,
+           * RTP relay ports and a player); a call to the full queue is refused as if the group had
+           * no queue (480; a transfer to the group: UNAVAILABLE).
+           */
+          maxCallers: z.int().min(1).max(10_000).default(50),
+          /**
            * Audio played to waiting callers, looped: a WAV file, PCM 16-bit mono 8000 Hz
            * (src/media/audio-source.ts); empty: the built-in chime. Only G.711 calls hear it (the
            * player encodes PCMU/PCMA); others wait in silence.

@@ -27,7 +27,7 @@
  * | {p}trunk:{T}:calls | hash | callId → node holding the call's trunk leg: the trunk's live calls, for `trunks[].maxConcurrentCalls` | an entry leaves when its call ends, or when the reaper reaps its node |
  * | {p}rl:{S:I} | string | a fixed-window counter of scope S for id I (src/security/rate-limit.ts): `src:<address>` INVITEs per source, `trunk:<T>` INVITEs per trunk, `dial:<agent>` dials per agent, `fail-sip:<address>` / `fail-ws:<address>` failed authentications, `fail-reg:<source>` / `fail-reg-user:<sha256 of the username, 32 hex>` failed REGISTER digests of SIP devices | PX = the window |
  * | {p}lock:{K:A} | string | address A locked after failed authentications of kind K (`sip` or `ws`; `reg`: a SIP device source, IPv6 by /64; `reg-user`: a hashed digest username, src/sip/registrar/lockout.ts): the lock time (ms) | PX = `security.lockout.lockMs` (`sipDevices.lockout.lockMs` for `reg*`) |
- * | {p}queue:{G} | sorted set | callId → when the caller joined group G's queue (ms): the one order of the cluster, longest waiting first (src/calls/call-centre.ts) | an entry leaves when its call is answered, times out or ends; entries older than a day are dropped when read |
+ * | {p}queue:{G} | sorted set | callId → when the caller joined group G's queue (ms): the one order of the cluster, longest waiting first (src/calls/call-centre.ts) | an entry leaves when its call is answered, times out or ends, or its node is reaped; entries older than a day are dropped when read |
  * | {p}queue:{G}:nodes | hash | callId → node holding the queued call's trunk leg and media | with the entry above |
  * | {p}revoked:{J} | string | JWT id J revoked (ISO time of the revocation); revocations are also published on the channel {p}revocations | until the token's expiry, else `security.revocation.defaultTtlS` |
  *
@@ -192,6 +192,8 @@ export interface StateStoreOptions {
   onRecord?: (record: CallRecord) => void;
   /** Ids of the configured trunks: the reaper frees a dead node's entries in their live-call hashes. */
   trunkIds?: string[];
+  /** Ids of the groups with a queue: the reaper takes a dead node's callers out of their queues. */
+  queueGroupIds?: string[];
 }
 
 /**
@@ -242,9 +244,11 @@ export class StateStore {
   #replaying = false;
   #replayTimer: NodeJS.Timeout | undefined;
   readonly #trunkIds: string[];
+  readonly #queueGroupIds: string[];
 
   constructor(opts: StateStoreOptions) {
     this.#trunkIds = opts.trunkIds ?? [];
+    this.#queueGroupIds = opts.queueGroupIds ?? [];
     this.#redis = opts.redis;
     this.#p = opts.keyPrefix;
     this.#node = opts.nodeId;
@@ -914,7 +918,8 @@ export class StateStore {
 
   /**
    * Clears what a node held: its live calls are ended in Redis (record with `endReason`), its views
-   * and sessions are removed from its agents, and it leaves the registry. Used by the reaper for a
+   * and sessions are removed from its agents, its callers leave the groups' queues, and it leaves
+   * the registry. Used by the reaper for a
    * dead node and by a restarting node for its previous run. Only one caller reaps a node at a time
    * (a lock); returns false when another holds it.
    * @throws when Redis is unavailable
@@ -964,6 +969,16 @@ export class StateStore {
           .map(([id]) => id);
         if (gone.length > 0) {
           await this.#redis.hdel(this.key('trunk', trunkId, 'calls'), ...gone);
+        }
+      }
+      // the node's waiting callers in the groups' queues (else they stay listed for a day)
+      for (const groupId of this.#queueGroupIds) {
+        const held = await this.#redis.hgetall(this.key('queue', groupId, 'nodes'));
+        const gone = Object.entries(held)
+          .filter(([, n]) => n === node)
+          .map(([id]) => id);
+        if (gone.length > 0) {
+          await this.#redis.multi().zrem(this.key('queue', groupId), ...gone).hdel(this.key('queue', groupId, 'nodes'), ...gone).exec();
         }
       }
       const agents = await this.#redis.smembers(this.key('node', node, 'agents'));

@@ -136,4 +136,25 @@ describe('attended transfer to a number', () => {
     expect(fx!.gw.calls!.call(s.callId)!.agentId).toBe('cc-a');
     await s.agent.client.hangup(s.callId);
   }, 60_000);
+
+  it('a consultation and a transfer to a number sent together: one is refused (INVALID_STATE), one second leg is dialled, the call keeps its agent', async () => {
+    const s = await setUp();
+    const [consult, transfer] = await Promise.allSettled([
+      s.agent.client.consult(s.callId, { number: '+4930222333' }),
+      s.agent.client.transfer(s.callId, { number: '+4930222444' }),
+    ]);
+    const outcomes = [consult.status, transfer.status];
+    expect(outcomes.filter((o) => o === 'fulfilled'), `exactly one of consult/transfer goes ahead (${outcomes.join(', ')})`).toHaveLength(1);
+    const refused = [consult, transfer].find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    expect((refused.reason as { code?: string }).code).toBe('INVALID_STATE');
+    if (consult.status === 'fulfilled') {
+      await s.agent.waitForEvent('consult', (e) => e.state === 'answered', 8000);
+      expect(fx!.gw.calls!.call(s.callId)!.agentId, 'the consulting agent keeps the call').toBe('cc-a');
+      await s.agent.client.cancelConsult(consult.value);
+      await s.agent.waitForEvent('consult', (e) => e.state === 'ended', 3000);
+      await s.agent.client.hangup(s.callId);
+    }
+    const rn = await s.number.result;
+    expect(rn.received('INVITE'), 'one INVITE to the number').toHaveLength(1);
+  }, 60_000);
 });

@@ -349,4 +349,35 @@ describe('group queues', () => {
     await queued(0);
     expect(await metrics()).toContain('ringbridge_queue_calls_total{group="support",outcome="abandoned"} 1');
   }, 40_000);
+
+  it('refuses a caller to a full queue (maxCallers) with 480: the waiting callers stay, no further router is held', async () => {
+    fx = await startCallGateway(config({ maxWaitS: 60, maxCallers: 2 }));
+    await caller();
+    await caller();
+    await queued(2);
+    const routers = fx.gw.calls!.calls.length;
+    const third = startSipp({ scenario: 'uac-expect-480', target: fx.sipTarget, timeoutMs: 20_000 });
+    sipps.push(third);
+    const r = await third.result;
+    expect(r.exitCode, `the third caller gets 480: ${r.describe()}`).toBe(0);
+    const v = await queued(2);
+    expect(v.calls).toHaveLength(2);
+    expect(fx.gw.calls!.calls.length, 'no call (and router) kept for the refused caller').toBe(routers);
+  }, 40_000);
+
+  it("takes a dead node's callers out of the queue when the reaper reaps it (not listed for a day)", async () => {
+    fx = await startCallGateway(config({ maxWaitS: 60 }));
+    const store = fx.gw.store!;
+    const redis = fx.gw.redis!.client;
+    // a node that queued a caller and died
+    await redis.multi().zadd(store.key('queue', 'support'), Date.now() - 5000, 'c-of-dead-node').hset(store.key('queue', 'support', 'nodes'), 'c-of-dead-node', 'dead-node').exec();
+    await caller();
+    const before = await queued(2);
+    expect(before.calls.map((c) => c.node)).toContain('dead-node');
+    await redis.zadd(store.key('nodes'), Date.now() - 60_000, 'dead-node');
+    await store.reapNode('dead-node', 'node_failure'); // (or this gateway's reaper, first)
+    const after = await queued(1);
+    expect(after.calls.map((c) => c.callId), 'only the live node\'s caller').not.toContain('c-of-dead-node');
+    expect(after.calls[0]!.node).not.toBe('dead-node');
+  }, 40_000);
 });

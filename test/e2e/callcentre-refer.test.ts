@@ -107,4 +107,36 @@ describe('REFER from a trunk', () => {
     const ended = await agent.waitForEvent('ended', undefined, 5000);
     expect(ended.reason).toBe('hangup_remote');
   }, 40_000);
+
+  it('refer: any — a Refer-To with an escaped Replaces header (Repl%61ces) is an attended REFER: 501, no number is dialled', async () => {
+    const number = startSipp({ scenario: 'trunk-uas-answer-rtp', timeoutMs: 20_000 });
+    sipps.push(number);
+    await number.ready;
+    fx = await startCallGateway({
+      routing: { dids: [{ number: '*', agent: 'cc-a' }], groups: [], defaultTrunk: 'carrier' },
+      trunks: [
+        {
+          id: 'carrier',
+          inbound: { allow: ['127.0.0.0/8'], auth: { username: '', password: '', realm: 'ringbridge.test' } },
+          outbound: { uri: `sip:127.0.0.1:${number.port}`, proxy: '', auth: { username: '', password: '' }, callerId: '' },
+          codecs: ['PCMA', 'PCMU'],
+          media: { latching: false },
+          refer: 'any',
+        },
+      ],
+    });
+    const agent = await fx.agent('cc-a');
+    const referUri = 'sip:+4930999000@127.0.0.1?Repl%61ces=abc%40pbx.example%3Bto-tag%3D1%3Bfrom-tag%3D2';
+    const referrer = startSipp({ scenario: 'trunk-call-refer-501', target: fx.sipTarget, keys: { hold_ms: '1500', refer_uri: referUri }, extraArgs: ['-mp', String(await freePort())], timeoutMs: 30_000 });
+    sipps.push(referrer);
+    const incoming = await agent.waitForEvent('incoming', undefined, 10_000);
+    await agent.client.answer(incoming.call.id);
+    const r = await referrer.result;
+    expect(r.exitCode, r.describe()).toBe(0);
+    expect(r.received('NOTIFY')).toHaveLength(0);
+    expect(fx.gw.calls!.calls.filter((c) => c.id === incoming.call.id)).toHaveLength(0);
+    await sleep(500); // a REFER accepted wrongly would have dialled the number by now
+    const rn = await number.stop();
+    expect(rn.received('INVITE'), 'no INVITE to the Refer-To number').toHaveLength(0);
+  }, 40_000);
 });

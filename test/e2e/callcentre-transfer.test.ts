@@ -194,6 +194,13 @@ describe('blind transfer', () => {
     expect(sipHeader(invite, 'From'), 'the caller\'s number is presented (no outbound.callerId)').toMatch(/^<sip:\+4930555000\d+@/);
     expect(invite, 'only the call\'s codec is offered (no transcoding)').toMatch(/m=audio \d+ RTP\/AVP 8 101\r?\n/);
     expect(ru.received('BYE')).toHaveLength(1);
+    // the call record names the agent who handled and passed on the call (not '')
+    let rec = (await fx.gw.store!.recentRecords(1))[0];
+    for (let i = 0; i < 30 && rec?.callId !== callId; i++) {
+      await sleep(100);
+      rec = (await fx.gw.store!.recentRecords(1))[0];
+    }
+    expect(rec).toMatchObject({ callId, agentId: 'cc-a' });
   }, 60_000);
 
   it('the caller hangs up while the transfer rings: B gets call.cancelled (caller_cancelled), one record', async () => {

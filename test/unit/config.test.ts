@@ -128,7 +128,7 @@ describe('loadConfig()', () => {
   it('takes a group queue with its defaults and refuses a fallback to an unknown group or a bad status, naming the key', () => {
     const groups = (queue: Record<string, unknown>) => ({ routing: { dids: [{ number: '*', group: 'a' }], groups: [{ id: 'a', members: ['x'], strategy: 'ring-all', queue }], defaultTrunk: '' } });
     const { config } = loadConfig({ env: {}, overrides: groups({}) });
-    expect(config.routing.groups[0]!.queue).toEqual({ enabled: true, maxWaitS: 300, music: '', fallback: { hangup: { status: 480 } } });
+    expect(config.routing.groups[0]!.queue).toEqual({ enabled: true, maxWaitS: 300, maxCallers: 50, music: '', fallback: { hangup: { status: 480 } } });
     const unknown = problemsOf(() => loadConfig({ env: {}, overrides: groups({ fallback: { group: 'nope' } }) }));
     expect(unknown.message).toContain('routing.groups.0.queue.fallback.group');
     const self = problemsOf(() => loadConfig({ env: {}, overrides: groups({ fallback: { group: 'a' } }) }));
