@@ -51,7 +51,7 @@ import type Srf from 'drachtio-srf';
 import { type Config } from '../config/schema.js';
 import { buildOffer, negotiateFromAnswer, reanswer } from '../sip/sdp.js';
 import { parseNameAddr, parseUri } from '../sip/engine/message.js';
-import { type TrunkConfig } from '../sip/trunks.js';
+import { type TrunkConfig, trunkUacOptions } from '../sip/trunks.js';
 import { CallMedia, type CallMediaSettings } from './call-media.js';
 import { type Logger } from '../log/logger.js';
 import { type QueueMetrics, type QueueOutcome } from '../metrics/queue-metrics.js';
@@ -532,12 +532,7 @@ export class CallCentre {
     this.#srf
       .createUAC(
         ruri,
-        {
-          localSdp: offerSdp,
-          headers: { From: `<sip:${presentedNumber(call, trunk)}@localhost>` },
-          ...(trunk.outbound.auth.username ? { auth: { username: trunk.outbound.auth.username, password: trunk.outbound.auth.password } } : {}),
-          ...(trunk.outbound.proxy ? { proxy: trunk.outbound.proxy } : {}),
-        },
+        trunkUacOptions(trunk, presentedNumber(call, trunk), offerSdp),
         {
           cbRequest: ((_err: unknown, req: Srf.SrfRequest) => {
             bridge.req = req;
@@ -880,12 +875,7 @@ export class CallCentre {
     try {
       dialog = await this.#srf.createUAC(
         ruri,
-        {
-          localSdp: offer,
-          headers: { From: `<sip:${presentedNumber(call, trunk, true)}@localhost>` },
-          ...(trunk.outbound.auth.username ? { auth: { username: trunk.outbound.auth.username, password: trunk.outbound.auth.password } } : {}),
-          ...(trunk.outbound.proxy ? { proxy: trunk.outbound.proxy } : {}),
-        },
+        trunkUacOptions(trunk, presentedNumber(call, trunk, true), offer),
         {
           cbRequest: ((_err: unknown, req: Srf.SrfRequest) => {
             sent = req;

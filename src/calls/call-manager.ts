@@ -15,7 +15,7 @@ import { type Logger } from '../log/logger.js';
 import { formatUri, parseNameAddr, parseUri } from '../sip/engine/message.js';
 import { buildOffer, negotiateAnswer, negotiateFromAnswer, type PlanSrtp, reanswer, reofferFormats, SdpError, type SrtpAnswerer } from '../sip/sdp.js';
 import { fromKeyParams, newMasterKey, SRTP_SUITE, toKeyParams } from '../media/rtp/srtp.js';
-import { TrunkDirectory, trunkSource, type TrunkConfig } from '../sip/trunks.js';
+import { TrunkDirectory, trunkSource, trunkUacOptions, type TrunkConfig } from '../sip/trunks.js';
 import { type AgentSession, SignalingError, type SignalingHandler, type SignalingServer } from '../signaling/server.js';
 import { type AgentStatus, type CancelReason, type DeviceInfo, type EffectivePresence, type EndReason, type MediaOffer, type RequestData, type RequestType, type ResponseData } from '../signaling/protocol.js';
 import { type NodeRegistry } from '../state/node-registry.js';
@@ -1554,12 +1554,7 @@ export class CallManager implements SignalingHandler {
     void this.#srf
       .createUAC(
         ruri,
-        {
-          localSdp: offerSdp,
-          headers: { From: `<sip:${call.from.number}@localhost>` },
-          ...(trunk.outbound.auth.username ? { auth: { username: trunk.outbound.auth.username, password: trunk.outbound.auth.password } } : {}),
-          ...(trunk.outbound.proxy ? { proxy: trunk.outbound.proxy } : {}),
-        },
+        trunkUacOptions(trunk, call.from.number, offerSdp),
         {
           cbRequest: ((_err: unknown, req: Srf.SrfRequest) => {
             call.inviteReq = req;

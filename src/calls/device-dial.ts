@@ -33,7 +33,7 @@ import { type EndReason } from '../signaling/protocol.js';
 import { SignalingError } from '../signaling/server.js';
 import { formatUri, parseUri } from '../sip/engine/message.js';
 import { buildOffer, negotiateFromAnswer, SdpError } from '../sip/sdp.js';
-import { parseDigest, type TrunkConfig } from '../sip/trunks.js';
+import { parseDigest, type TrunkConfig, trunkUacOptions } from '../sip/trunks.js';
 import { Call } from './call.js';
 import { CallMedia, type CallMediaSettings } from './call-media.js';
 import { DeviceMedia } from './device-media.js';
@@ -256,12 +256,7 @@ export class DeviceDialer {
     try {
       dialog = await this.#h.srf.createUAC(
         formatUri({ ...base, user: to }),
-        {
-          localSdp: offerSdp,
-          headers: { From: `<sip:${call.from.number}@localhost>` },
-          ...(trunk.outbound.auth.username ? { auth: { username: trunk.outbound.auth.username, password: trunk.outbound.auth.password } } : {}),
-          ...(trunk.outbound.proxy ? { proxy: trunk.outbound.proxy } : {}),
-        },
+        trunkUacOptions(trunk, call.from.number, offerSdp),
         {
           cbRequest: ((_err: unknown, sent: Srf.SrfRequest) => {
             call.inviteReq = sent;

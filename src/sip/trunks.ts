@@ -9,6 +9,21 @@ import { type Config } from '../config/schema.js';
 /** A configured trunk. */
 export type TrunkConfig = Config['trunks'][number];
 
+/**
+ * The srf.createUAC() options of an INVITE toward a trunk (call.dial, a SIP device's call, a
+ * transfer or consultation to a number, a REFER's target): our SDP offer, the presented number in
+ * From, the trunk's digest credentials (RFC 3261 §22, answered by srf on 401/407) and its
+ * outbound proxy, when set.
+ */
+export function trunkUacOptions(trunk: TrunkConfig, fromNumber: string, localSdp: string): { localSdp: string; headers: { From: string }; auth?: { username: string; password: string }; proxy?: string } {
+  return {
+    localSdp,
+    headers: { From: `<sip:${fromNumber}@localhost>` },
+    ...(trunk.outbound.auth.username ? { auth: { username: trunk.outbound.auth.username, password: trunk.outbound.auth.password } } : {}),
+    ...(trunk.outbound.proxy ? { proxy: trunk.outbound.proxy } : {}),
+  };
+}
+
 /** Outcome of admitting an inbound request. */
 export type Admission =
   | { ok: true; trunk: TrunkConfig; via: 'address' | 'digest' }
