@@ -9,6 +9,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { type NodeAgent } from '../helpers/agent.js';
 import { type CallFixture, startCallGateway } from '../helpers/calls.js';
+import { carrierTrunk, startNumber } from '../helpers/callcentre.js';
 import { captureTone, type ToneCapture } from '../helpers/rtp-tone.js';
 import { freePort, type SippProcess, startSipp } from '../helpers/sipp.js';
 
@@ -32,23 +33,11 @@ async function received(agent: NodeAgent, callId: string): Promise<number> {
 
 /** A gateway whose default trunk dials a sipp UAS (the number), a caller trunk call answered by the agent. */
 async function setUp(): Promise<{ agent: NodeAgent; callId: string; caller: ToneCapture; callerSipp: SippProcess; number: SippProcess; atNumber: ToneCapture }> {
-  const numberMedia = await freePort();
-  const atNumber = captureTone(numberMedia);
-  captures.push(atNumber);
-  await atNumber.ready;
-  const number = startSipp({ scenario: 'trunk-uas-answer-rtp', extraArgs: ['-mp', String(numberMedia)], timeoutMs: 40_000 });
-  sipps.push(number);
-  await number.ready;
+  const { number, atNumber } = await startNumber({ sipps, captures });
   fx = await startCallGateway({
     routing: { dids: [{ number: '*', agent: 'cc-a' }], groups: [], defaultTrunk: 'carrier' },
     trunks: [
-      {
-        id: 'carrier',
-        inbound: { allow: ['127.0.0.0/8'], auth: { username: '', password: '', realm: 'ringbridge.test' } },
-        outbound: { uri: `sip:127.0.0.1:${number.port}`, proxy: '', auth: { username: '', password: '' }, callerId: '' },
-        codecs: ['PCMA', 'PCMU'],
-        media: { latching: false },
-      },
+      carrierTrunk(number.port),
     ],
   });
   const agent = await fx.agent('cc-a', { toneHz: 1000 });

@@ -13,6 +13,7 @@ import { parseWav } from '../../src/media/wav.js';
 import { writeToneWav } from '../helpers/audio.js';
 import { type NodeAgent } from '../helpers/agent.js';
 import { type CallFixture, startCallGateway } from '../helpers/calls.js';
+import { carrierTrunk, startNumber } from '../helpers/callcentre.js';
 import { captureTone, type ToneCapture } from '../helpers/rtp-tone.js';
 import { freePort, sipHeader, type SippProcess, startSipp } from '../helpers/sipp.js';
 
@@ -273,23 +274,11 @@ describe('group queues', () => {
   }, 40_000);
 
   it('dials the fallback number for a caller who waited maxWaitS, bridging caller and number in the router', async () => {
-    const numberMedia = await freePort();
-    const atNumber = captureTone(numberMedia);
-    captures.push(atNumber);
-    await atNumber.ready;
-    const number = startSipp({ scenario: 'trunk-uas-answer-rtp', extraArgs: ['-mp', String(numberMedia)], timeoutMs: 40_000 });
-    sipps.push(number);
-    await number.ready;
+    const { number, atNumber } = await startNumber({ sipps, captures });
     fx = await startCallGateway({
       routing: { dids: [{ number: '*', group: 'support' }], groups: [{ id: 'support', members: ['cc-q1'], strategy: 'ring-all', queue: { maxWaitS: 2, fallback: { number: '+4930777000' } } }], defaultTrunk: 'carrier' },
       trunks: [
-        {
-          id: 'carrier',
-          inbound: { allow: ['127.0.0.0/8'], auth: { username: '', password: '', realm: 'ringbridge.test' } },
-          outbound: { uri: `sip:127.0.0.1:${number.port}`, proxy: '', auth: { username: '', password: '' }, callerId: '' },
-          codecs: ['PCMA', 'PCMU'],
-          media: { latching: false },
-        },
+        carrierTrunk(number.port),
       ],
       admin: { token: ADMIN },
     });

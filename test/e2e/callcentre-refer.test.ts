@@ -9,7 +9,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { type NodeAgent } from '../helpers/agent.js';
 import { type CallFixture, startCallGateway } from '../helpers/calls.js';
-import { captureTone, type ToneCapture } from '../helpers/rtp-tone.js';
+import { carrierTrunk, startNumber } from '../helpers/callcentre.js';
+import { type ToneCapture } from '../helpers/rtp-tone.js';
 import { freePort, sipBody, sipHeader, type SippProcess, startSipp } from '../helpers/sipp.js';
 
 let fx: CallFixture | undefined;
@@ -31,24 +32,11 @@ async function received(agent: NodeAgent, callId: string): Promise<number> {
 
 describe('REFER from a trunk', () => {
   it('refer: any — 202, NOTIFY 100 then 200 (sipfrag), the agent now talks to the referred number', async () => {
-    const numberMedia = await freePort();
-    const atNumber = captureTone(numberMedia);
-    captures.push(atNumber);
-    await atNumber.ready;
-    const number = startSipp({ scenario: 'trunk-uas-answer-rtp', extraArgs: ['-mp', String(numberMedia)], timeoutMs: 40_000 });
-    sipps.push(number);
-    await number.ready;
+    const { number, atNumber } = await startNumber({ sipps, captures });
     fx = await startCallGateway({
       routing: { dids: [{ number: '*', agent: 'cc-a' }], groups: [], defaultTrunk: 'carrier' },
       trunks: [
-        {
-          id: 'carrier',
-          inbound: { allow: ['127.0.0.0/8'], auth: { username: '', password: '', realm: 'ringbridge.test' } },
-          outbound: { uri: `sip:127.0.0.1:${number.port}`, proxy: '', auth: { username: '', password: '' }, callerId: '' },
-          codecs: ['PCMA', 'PCMU'],
-          media: { latching: false },
-          refer: 'any',
-        },
+        carrierTrunk(number.port, { refer: 'any' }),
       ],
     });
     const agent = await fx.agent('cc-a', { toneHz: 440 });
@@ -115,14 +103,7 @@ describe('REFER from a trunk', () => {
     fx = await startCallGateway({
       routing: { dids: [{ number: '*', agent: 'cc-a' }], groups: [], defaultTrunk: 'carrier' },
       trunks: [
-        {
-          id: 'carrier',
-          inbound: { allow: ['127.0.0.0/8'], auth: { username: '', password: '', realm: 'ringbridge.test' } },
-          outbound: { uri: `sip:127.0.0.1:${number.port}`, proxy: '', auth: { username: '', password: '' }, callerId: '' },
-          codecs: ['PCMA', 'PCMU'],
-          media: { latching: false },
-          refer: 'any',
-        },
+        carrierTrunk(number.port, { refer: 'any' }),
       ],
     });
     const agent = await fx.agent('cc-a');

@@ -8,6 +8,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { type NodeAgent } from '../helpers/agent.js';
 import { type CallFixture, startCallGateway } from '../helpers/calls.js';
+import { carrierTrunk, startNumber } from '../helpers/callcentre.js';
 import { captureTone, type ToneCapture } from '../helpers/rtp-tone.js';
 import { freePort, sipHeader, type SippProcess, startSipp } from '../helpers/sipp.js';
 
@@ -141,23 +142,11 @@ describe('blind transfer', () => {
   }, 60_000);
 
   it('agent → number: a second trunk leg in the same router; caller ↔ number audio both ways; both dialogs end together', async () => {
-    const uasMedia = await freePort();
-    const atNumber = captureTone(uasMedia);
-    captures.push(atNumber);
-    await atNumber.ready;
-    const uas = startSipp({ scenario: 'trunk-uas-answer-rtp', extraArgs: ['-mp', String(uasMedia)], timeoutMs: 40_000 });
-    sipps.push(uas);
-    await uas.ready;
+    const { number: uas, atNumber } = await startNumber({ sipps, captures });
     fx = await startCallGateway({
       routing: { dids: [{ number: '*', agent: 'cc-a' }], groups: [], defaultTrunk: 'carrier' },
       trunks: [
-        {
-          id: 'carrier',
-          inbound: { allow: ['127.0.0.0/8'], auth: { username: '', password: '', realm: 'ringbridge.test' } },
-          outbound: { uri: `sip:127.0.0.1:${uas.port}`, proxy: '', auth: { username: '', password: '' }, callerId: '' },
-          codecs: ['PCMA', 'PCMU'],
-          media: { latching: false },
-        },
+        carrierTrunk(uas.port),
       ],
       security: { dialPolicy: { deniedPrefixes: ['+1900'] } },
     });
